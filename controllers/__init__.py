@@ -1,0 +1,1 @@
+"""os-ken applications the testbed runs (routing, flow API, counters)."""

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything the testbed needs on Debian 12 / Ubuntu 22.04+ as root:
+# Debian packages, Open vSwitch (started, userspace datapath capable), the Docker engine,
+# and the project's virtualenv with pinned dependencies. A second run is quick and changes nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(openvswitch-switch mininet iperf3 ethtool iputils-ping iproute2 procps
+      openssh-server openssh-client docker.io debootstrap python3-venv python3-dev)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (the testbed creates namespaces, bridges and containers)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Open vSwitch: no systemd on CI machines, so start it through its own script.
+if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
+  echo "setup: starting Open vSwitch"
+  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
+  ovs-vsctl --timeout=10 show >/dev/null
+fi
+
+# Docker engine: started in the background when not running; wait for its socket.
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: starting the Docker engine"
+  mkdir -p /var/log/testbed
+  nohup dockerd >/var/log/testbed/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start, see /var/log/testbed/dockerd.log" >&2; exit 1; }
+fi
+
+# Python: a venv from the system Python (it sees Debian's Mininet), pinned dependencies.
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating the virtualenv"
+  [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+echo "setup: ready"

@@ -1,0 +1,192 @@
+"""The `testbed` command: parse arguments, call testbed.api, print with rich. No logic here.
+
+Exit codes: 0 ok, 1 the operation failed, 2 bad input (nothing was built).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from testbed import api
+from testbed.errors import TestbedError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hybrid edge testbed: YAML topologies become shaped, SDN-routed networks.")
+flow_app = typer.Typer(no_args_is_help=True, help="Steer individual flows: path and rate.")
+app.add_typer(flow_app, name="flow")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="testbed name")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _flow_client(name: str | None):
+    from testbed.sdn import FlowClient
+
+    return FlowClient(api.resolve(name))
+
+
+@app.command()
+def up(file: Annotated[str, typer.Argument(help="topology YAML")], name: NameOpt = None) -> None:
+    """Bring a topology up; returns once every node reaches every other."""
+    with err.status("starting") as st:
+        ledger = api.up(file, name, progress=lambda s: st.update(f"[bold]up[/]: {s}"))
+    n = len(ledger.topology["nodes"])
+    out.print(f"[green]testbed {ledger.name} is up[/]: {n} nodes, "
+              f"{len(ledger.topology['links'])} links, controller pid "
+              f"{ledger.controller.pid if ledger.controller else '?'}")
+
+
+@app.command()
+def down(name: NameOpt = None,
+         all_: Annotated[bool, typer.Option("--all", help="every testbed on this host")] = False
+         ) -> None:
+    """Remove everything a testbed made (also after a crash or kill -9)."""
+    if all_:
+        for tb, removed in api.down_all().items():
+            out.print(f"removed {tb}: {'; '.join(removed) or 'nothing left'}")
+        return
+    removed = api.down(name)
+    out.print(f"removed: {'; '.join(removed)}" if removed else "nothing to remove")
+
+
+@app.command()
+def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+    """Nodes with addresses and kinds, links with shaping, controller state."""
+    st = api.status(name)
+    if as_json:
+        print(json.dumps(st, indent=1))
+        return
+    ctl = st["controller"]
+    state = ("[green]running[/]" if ctl["running"]
+             else "[red]NOT RUNNING[/] (`testbed up` restarts it)")
+    out.print(f"[bold]{st['name']}[/] ({st['phase']}), controller pid {ctl['pid']} {state}, "
+              f"{ctl['switches_ready']} switches ready, {ctl['flows']} flows")
+    t = Table("node", "ip", "kind", "cpu", "memory MB", "oom kills")
+    for node, info in st["nodes"].items():
+        t.add_row(node, info["ip"], info["kind"], str(info["cpu"] or "-"),
+                  str(info["memory_mb"] or "-"), str(info["oom_kills"]))
+    out.print(t)
+    lt = Table("link", "bw Mbit/s", "delay ms", "loss %")
+    for lk in st["links"]:
+        lt.add_row("-".join(lk["between"]), str(lk["bw_mbit"] or "unshaped"),
+                   str(lk["delay_ms"] or "-"), str(lk["loss_pct"] or "-"))
+    out.print(lt)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name")],
+         name: NameOpt = None) -> None:
+    """Run a command inside a node: testbed exec NODE -- CMD ARGS..."""
+    argv = [a for a in ctx.args]
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    sys.stdout.flush()
+    api.exec_in_node(name, node, argv)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """What this host can emulate, and what that means for topologies."""
+    caps = api.doctor()
+    if as_json:
+        print(json.dumps(caps, indent=1))
+        return
+    meaning = {
+        "netem": "link delay, jitter and loss (without it, topologies asking for them fail)",
+        "htb": "link and per-flow bandwidth shaping",
+        "vxlan": "tunnels to physical devices",
+        "ovs": "Open vSwitch running (required)",
+        "ovs_kernel_datapath": "kernel datapath (else the userspace datapath is used)",
+        "docker": "docker container nodes",
+        "iperf3": "throughput measurements",
+    }
+    t = Table("feature", "here", "meaning")
+    for key, text in meaning.items():
+        ok = caps[key]
+        t.add_row(key, "[green]yes[/]" if ok else "[red]no[/]", text)
+    for c, ok in caps["cgroups"].items():
+        t.add_row(f"cgroup {c}", "[green]yes[/]" if ok else "[red]no[/]",
+                  "node CPU/memory limits and process tracking")
+    out.print(t)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the topology file format."""
+    from testbed.topology.schema import TopologyFile
+
+    print(json.dumps(TopologyFile.model_json_schema(), indent=1))
+
+
+@flow_app.command("add")
+def flow_add(src: Annotated[str, typer.Option(help="source node")],
+             dst: Annotated[str, typer.Option(help="destination node")],
+             path: Annotated[str | None, typer.Option(help="nodes, e.g. e1,e2,e3")] = None,
+             proto: Annotated[str, typer.Option(help="tcp or udp")] = "tcp",
+             sport: Annotated[int | None, typer.Option(help="source port")] = None,
+             dport: Annotated[int | None, typer.Option(help="destination port")] = None,
+             rate: Annotated[float | None, typer.Option(help="rate cap in Mbit/s")] = None,
+             name: NameOpt = None) -> None:
+    """Install a path (and optionally a rate) for one flow; prints the flow id."""
+    from testbed.routing import FlowSpec
+
+    client = _flow_client(name)
+    nodes = path.split(",") if path else client.default_path(src, dst)
+    spec = FlowSpec(src=src, dst=dst, path=tuple(n.strip() for n in nodes), proto=proto,
+                    sport=sport, dport=dport, rate_mbit=rate)
+    (added,) = client.add([spec])
+    print(added.id)
+
+
+@flow_app.command("ls")
+def flow_ls(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+    """Installed flows with the bytes and packets each switch on the path forwarded."""
+    flows = _flow_client(name).list()
+    if as_json:
+        print(json.dumps(flows, indent=1))
+        return
+    t = Table("id", "match", "path", "rate Mbit/s", "bytes per hop")
+    for f in flows:
+        match = f"{f['proto']} {f['src']}:{f['sport'] or '*'} -> {f['dst']}:{f['dport'] or '*'}"
+        hops = " ".join(f"{h['node']}={h['bytes']}" for h in f["hops"])
+        t.add_row(str(f["id"]), match, ",".join(f["path"]), str(f["rate_mbit"] or "-"), hops)
+    out.print(t)
+
+
+@flow_app.command("rm")
+def flow_rm(ids: Annotated[list[int] | None, typer.Argument(help="flow ids")] = None,
+            all_: Annotated[bool, typer.Option("--all", help="remove every flow")] = False,
+            name: NameOpt = None) -> None:
+    """Remove flows by id, or all of them."""
+    client = _flow_client(name)
+    if all_:
+        removed = client.remove_all()
+    elif ids:
+        removed = client.remove(ids)
+    else:
+        raise typer.BadParameter("give flow ids or --all")
+    out.print(f"removed {len(removed)} flow(s)")
+
+
+def main() -> None:
+    """Run the CLI; user errors print one line and exit 2, failures exit 1."""
+    try:
+        app()  # standalone: click reports usage errors itself (exit 2)
+    except TestbedError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Emulation: namespaces, veths, OVS switches, shaping, cgroups, the controller process, cleanup."""

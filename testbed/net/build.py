@@ -1,0 +1,205 @@
+"""Bring a Topology to life, step by step, recording it first so that teardown always works.
+
+Order: state file -> namespaces -> cgroups -> veths (node ports, links) -> addresses ->
+OVS bridges -> shaping (applied, then read back) -> controller -> all-pairs reachability.
+Any failure tears down everything made so far before the error propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.errors import CapabilityError, InputError, NetworkError
+from testbed.net import cgroups, netns, ovs, reach, shaping
+from testbed.net.cleanup import teardown
+from testbed.net.ethtool import disable_tx_checksum
+from testbed.net.ledger import Ledger, ProcessRecord
+from testbed.net.names import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
+from testbed.net.probe import probe
+from testbed.routing import Fabric
+from testbed.topology.model import SUBNET, Topology
+
+Progress = Callable[[str], None]
+CONTROLLER_READY_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def link_group(names: Names) -> int:
+    """The interface group all of this testbed's root-namespace interfaces share."""
+    return int(names.tag[1:], 16) | 0x40000000
+
+
+def check_host(topo: Topology) -> None:
+    """Fail before building anything if this host cannot emulate the topology."""
+    caps = probe()
+    if topo.needs_netem and not caps.netem:
+        bad = next(lk for lk in topo.links if lk.shape.needs_netem)
+        raise CapabilityError(
+            f"{topo.source}: link {bad.a}-{bad.b} asks for delay/jitter/loss, but this kernel "
+            "has no netem qdisc (sch_netem); remove delay/jitter/loss or use a host whose "
+            "kernel has netem (see `testbed doctor`)")
+    kinds = {n.kind for n in topo.nodes} - {"host"}
+    if kinds:
+        raise CapabilityError(f"{topo.source}: node kind(s) {sorted(kinds)} are not supported "
+                              "by this version yet; use kind: host")
+    if not caps.ovs:
+        raise CapabilityError("Open vSwitch is not running; run `make setup`")
+
+
+def up(topo: Topology, progress: Progress = lambda s: None) -> Ledger:
+    names = Names(topo.name)
+    if names.state_dir.exists():
+        raise InputError(f"a testbed named {topo.name!r} is already up; "
+                         f"run `testbed down --name {topo.name}` first or use --name")
+    check_host(topo)
+    ledger = Ledger(name=topo.name, topology_file=topo.source, topology=topo.to_dict(),
+                    of_port=free_port(), api_port=free_port())
+    ledger.extra["interface_group"] = link_group(names)
+    ledger.save()
+    (names.state_dir / "fabric.json").write_text(json.dumps(Fabric.of(topo).to_dict()))
+    try:
+        _build(topo, names, ledger, progress)
+    except BaseException:
+        progress("failed: removing what was built")
+        teardown(topo.name)
+        raise
+    ledger.phase = "up"
+    ledger.save()
+    return ledger
+
+
+def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> None:
+    group = link_group(names)
+    progress(f"namespaces ({len(topo.nodes)})")
+    netns.create([names.netns(n.name) for n in topo.nodes])
+    for n in topo.nodes:
+        cgroups.create(names, n.name, n.cpu, n.memory_mb)
+
+    progress(f"veths ({len(topo.nodes) + len(topo.links)} pairs)")
+    with IPRoute() as ip:
+        try:
+            for n in topo.nodes:
+                ip.link("add", ifname=names.host_port(n.index), kind="veth", group=group,
+                        peer={"ifname": "eth0", "net_ns_fd": str(NETNS_DIR / names.netns(n.name))})
+            for lk in topo.links:
+                ip.link("add", ifname=names.link_port(lk.index, 0), kind="veth", group=group,
+                        peer={"ifname": names.link_port(lk.index, 1), "group": group})
+        except NetlinkError as e:
+            raise NetworkError(f"creating veths: {e.args[-1]}") from None
+        root_ifs = [names.host_port(n.index) for n in topo.nodes]
+        root_ifs += [names.link_port(lk.index, e) for lk in topo.links for e in (0, 1)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for ifname in root_ifs:
+                disable_tx_checksum(s, ifname)
+        for ifname in root_ifs:
+            ip.link("set", index=ip.link_lookup(ifname=ifname)[0], state="up")
+
+    progress("addresses")
+    for n in topo.nodes:
+        ns = names.netns(n.name)
+        with netns.netlink(ns) as ip:
+            eth0 = ip.link_lookup(ifname="eth0")[0]
+            ip.link("set", index=eth0, address=n.mac)
+            ip.addr("add", index=eth0, address=n.ip, prefixlen=SUBNET.prefixlen)
+            ip.link("set", index=eth0, state="up")
+            ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+        with netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
+            disable_tx_checksum(s, "eth0")
+
+    progress(f"switches ({len(topo.nodes)})")
+    bridges = []
+    for n in topo.nodes:
+        ports = [ovs.Port(names.host_port(n.index), HOST_PORT_OFPORT)]
+        for lk in topo.links:
+            if n.name in lk.between:
+                end = 0 if lk.a == n.name else 1
+                ports.append(ovs.Port(names.link_port(lk.index, end), link_ofport(lk.index)))
+        bridges.append(ovs.Bridge(names.bridge(n.index), n.index + 1, tuple(ports)))
+    ovs.add_bridges(bridges, f"tcp:127.0.0.1:{ledger.of_port}")
+
+    progress(f"shaping ({2 * len(topo.links)} egress queues)")
+    netem_ok = probe().netem
+    with IPRoute() as ip:
+        for lk in topo.links:
+            for end in (0, 1):
+                ifname = names.link_port(lk.index, end)
+                idx = ip.link_lookup(ifname=ifname)[0]
+                shaping.apply(ip, idx, lk.shape, netem_ok)
+                shaping.verify(ip, idx, ifname, lk.shape)
+
+    progress("controller")
+    start_controller(ledger)
+    wait_controller_ready(ledger)
+
+    progress(f"reachability ({len(topo.nodes) * (len(topo.nodes) - 1)} pairs)")
+    missing = reach.unreachable_pairs({n.name: (names.netns(n.name), n.ip) for n in topo.nodes})
+    if missing:
+        shown = ", ".join(f"{a}->{b}" for a, b in missing[:5])
+        raise NetworkError(f"{len(missing)} node pairs cannot reach each other ({shown} ...)")
+
+
+def start_controller(ledger: Ledger) -> None:
+    """Start the os-ken controller as a detached process that outlives `testbed up`."""
+    log = open(ledger.names.state_dir / "controller.log", "ab")  # noqa: SIM115 (child keeps it)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controllers.run", str(ledger.names.state_dir),
+         str(ledger.of_port), str(ledger.api_port)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    log.close()
+    ledger.controller = ProcessRecord.of(proc.pid)
+    ledger.save()
+
+
+def controller_health(ledger: Ledger, timeout: float = 2.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ledger.api_port}/health",
+                                    timeout=timeout) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_controller_ready(ledger: Ledger) -> None:
+    deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT_S
+    health = None
+    while time.monotonic() < deadline:
+        if ledger.controller and not ledger.controller.alive():
+            log = (ledger.names.state_dir / "controller.log").read_text()[-1500:]
+            raise NetworkError(f"the controller exited during start-up:\n{log}")
+        health = controller_health(ledger)
+        if health and health["ready"] == health["expected"]:
+            return
+        time.sleep(0.1)
+    raise NetworkError(f"the controller did not configure all switches in "
+                       f"{CONTROLLER_READY_TIMEOUT_S:.0f}s (last health: {health})")
+
+
+def restart_controller(ledger: Ledger) -> None:
+    """Start a fresh controller for a running network (flows are re-installed from its file)."""
+    if ledger.controller and ledger.controller.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(ledger.controller.pid, 9)
+    ledger.of_port = free_port()
+    ledger.api_port = free_port()
+    names = ledger.names
+    n = len(ledger.topology["nodes"])
+    ovs.set_controller([names.bridge(i) for i in range(n)], f"tcp:127.0.0.1:{ledger.of_port}")
+    start_controller(ledger)
+    wait_controller_ready(ledger)

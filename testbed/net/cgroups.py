@@ -1,0 +1,87 @@
+"""Per-node cgroups (v1 cpu, memory, pids) under testbed/<name>/<node>: CPU quota and memory
+limit for host nodes, and the membership list that tells cleanup which processes are ours."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from testbed.net.names import Names
+
+CFS_PERIOD_US = 100_000
+
+
+def create(names: Names, node: str, cpu: float | None, memory_mb: int | None) -> None:
+    for d in names.cgroup_dirs(node):
+        if d.parent.parent.parent.exists():  # the controller is mounted here
+            d.mkdir(parents=True, exist_ok=True)
+    cpu_dir, mem_dir, _ = names.cgroup_dirs(node)
+    if cpu is not None and cpu_dir.exists():
+        (cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (cpu_dir / "cpu.cfs_quota_us").write_text(str(int(cpu * CFS_PERIOD_US)))
+    if memory_mb is not None and mem_dir.exists():
+        (mem_dir / "memory.limit_in_bytes").write_text(str(memory_mb * 1024 * 1024))
+
+
+def join(names: Names, node: str, pid: int = 0) -> None:
+    """Move a process (default: this one) into the node's cgroups."""
+    for d in names.cgroup_dirs(node):
+        if d.exists():
+            (d / "cgroup.procs").write_text(str(pid or os.getpid()))
+
+
+def pids(names: Names) -> set[int]:
+    """Every process in any of this testbed's cgroups."""
+    out: set[int] = set()
+    for top in names.cgroup_dirs():
+        if top.exists():
+            for procs in top.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    out |= {int(x) for x in procs.read_text().split()}
+    return out
+
+
+def oom_kills(names: Names, node: str) -> int:
+    """How many times the kernel's OOM killer fired in the node's memory cgroup."""
+    mem = names.cgroup_dirs(node)[1] / "memory.oom_control"
+    with contextlib.suppress(OSError):
+        for line in mem.read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    return 0
+
+
+def kill_all(pids_: set[int]) -> None:
+    for pid in pids_:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def remove(names: Names) -> None:
+    """Remove the testbed's cgroup directories, deepest first (they must be empty)."""
+    for top in names.cgroup_dirs():
+        if not top.exists():
+            continue
+        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for d in [*dirs, top]:
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)  # killed tasks take a moment to leave
+    for top in names.cgroup_dirs():
+        parent = top.parent
+        with contextlib.suppress(OSError):
+            if parent.name == "testbed":
+                parent.rmdir()  # only succeeds when no other testbed uses it
+
+
+def available() -> dict[str, bool]:
+    return {c: (Path("/sys/fs/cgroup") / c / "cgroup.procs").exists()
+            for c in ("cpu", "memory", "pids")}

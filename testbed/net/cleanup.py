@@ -1,0 +1,107 @@
+"""Teardown: remove exactly what a testbed made, found by its state file and its name prefix.
+
+Works after a crash or SIGKILL at any moment of `up` (names are deterministic), keeps going
+when one step fails and reports all failures at the end. Touches nothing without the
+testbed's prefix, label or recorded pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.errors import NetworkError
+from testbed.net import cgroups, netns, ovs
+from testbed.net.ledger import Ledger
+from testbed.net.names import Names
+
+
+def teardown(name: str) -> list[str]:
+    """Remove testbed `name`; returns what was removed. Raises NetworkError listing failures."""
+    names = Names(name)
+    ledger = Ledger.load(name)
+    done: list[str] = []
+    errors: list[str] = []
+
+    def step(what: str, fn) -> None:
+        try:
+            result = fn()
+            if result:
+                done.append(f"{what}: {result}")
+        except Exception as e:  # keep going; report everything at the end
+            errors.append(f"{what}: {e}")
+
+    step("controller", lambda: _stop_controller(ledger))
+    step("processes", lambda: _kill_node_processes(names))
+    step("switches", lambda: _delete_bridges(names))
+    step("interfaces", lambda: _delete_interfaces(names, ledger))
+    step("namespaces", lambda: _delete_namespaces(names))
+    step("cgroups", lambda: cgroups.remove(names))
+    step("state", lambda: _remove_state(names))
+    if errors:
+        raise NetworkError(f"teardown of {name} incomplete: " + "; ".join(errors))
+    return done
+
+
+def _stop_controller(ledger: Ledger | None) -> str:
+    if not ledger or not ledger.controller or not ledger.controller.alive():
+        return ""
+    pid = ledger.controller.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        if not ledger.controller.alive():
+            return f"pid {pid}"
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return f"pid {pid} (killed)"
+
+
+def _kill_node_processes(names: Names) -> str:
+    inodes = {i for ns in netns.list_names(names.netns_prefix) if (i := netns.inode(ns))}
+    pids = (cgroups.pids(names) | set(netns.pids_in(inodes))) - {os.getpid()}
+    cgroups.kill_all(pids)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.02)
+    return f"{len(pids)} killed" if pids else ""
+
+
+def _delete_bridges(names: Names) -> str:
+    if not ovs.running():
+        return ""
+    ours = [b for b in ovs.list_bridges() if names.owns_interface(b)]
+    ovs.delete_bridges(ours)
+    return f"{len(ours)} bridges" if ours else ""
+
+
+def _delete_interfaces(names: Names, ledger: Ledger | None) -> str:
+    with IPRoute() as ip:
+        if ledger and ledger.extra.get("interface_group"):
+            with contextlib.suppress(NetlinkError):
+                ip.link("del", group=ledger.extra["interface_group"])
+        left = [link for link in ip.get_links()
+                if names.owns_interface(link.get_attr("IFLA_IFNAME"))]
+        for link in left:  # interfaces made before the group was set, or renamed
+            with contextlib.suppress(NetlinkError):
+                ip.link("del", index=link["index"])
+    return f"{len(left)} stray interfaces" if left else ""
+
+
+def _delete_namespaces(names: Names) -> str:
+    gone = [ns for ns in netns.list_names(names.netns_prefix) if netns.remove(ns)]
+    return f"{len(gone)} namespaces" if gone else ""
+
+
+def _remove_state(names: Names) -> str:
+    if names.state_dir.exists():
+        shutil.rmtree(names.state_dir)
+        return str(names.state_dir)
+    return ""

@@ -1,0 +1,78 @@
+"""What this host can emulate, found by trying in a throwaway namespace, not guessed."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.net import cgroups, netns
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    netem: bool
+    htb: bool
+    vxlan: bool
+    ovs: bool
+    ovs_kernel_datapath: bool
+    docker: bool
+    cgroups: dict
+    iperf3: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _try_qdisc(kind: str, ns: str) -> bool:
+    with netns.netlink(ns) as ip:
+        ip.link("add", ifname=f"p{kind}", kind="veth", peer=f"p{kind}x")
+        idx = ip.link_lookup(ifname=f"p{kind}")[0]
+        try:
+            if kind == "htb":
+                ip.tc("add", "htb", idx, 0x10000, default=0x10)
+            else:
+                ip.tc("add", "netem", idx, 0x10000, delay=1000)
+            return True
+        except NetlinkError:
+            return False
+
+
+def _try_vxlan(ns: str) -> bool:
+    with netns.netlink(ns) as ip:
+        try:
+            ip.link("add", ifname="probevx", kind="vxlan", vxlan_id=42, vxlan_port=4789)
+            return True
+        except NetlinkError:
+            return False
+
+
+def _cmd_ok(*cmd: str) -> bool:
+    if not shutil.which(cmd[0]):
+        return False
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.cache
+def probe() -> Capabilities:
+    ns = f"tb-probe-{os.getpid()}"
+    netns.create([ns])
+    try:
+        netem, htb, vxlan = _try_qdisc("netem", ns), _try_qdisc("htb", ns), _try_vxlan(ns)
+    finally:
+        netns.remove(ns)
+    return Capabilities(
+        netem=netem, htb=htb, vxlan=vxlan,
+        ovs=_cmd_ok("ovs-vsctl", "--timeout=2", "show"),
+        ovs_kernel_datapath=os.path.exists("/sys/module/openvswitch"),
+        docker=_cmd_ok("docker", "info"),
+        cgroups=cgroups.available(),
+        iperf3=shutil.which("iperf3") is not None,
+    )

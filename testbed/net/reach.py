@@ -1,0 +1,69 @@
+"""All-pairs reachability by ICMP echo, from one process: a raw socket is opened inside each
+node's namespace, every node pings every other, replies are matched by (source, destination).
+9,900 probes for 100 nodes take about a second instead of 9,900 `ping` processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import struct
+import time
+
+from testbed.net import netns
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def _echo(ident: int, seq: int) -> bytes:
+    hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    payload = b"testbed-reach"
+    return struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload
+
+
+def unreachable_pairs(nodes: dict[str, tuple[str, str]], timeout_s: float = 10.0,
+                      rounds: int = 5) -> list[tuple[str, str]]:
+    """Pairs (src, dst) with no echo reply. `nodes` maps name -> (netns, ip)."""
+    socks: dict[str, socket.socket] = {}
+    try:
+        for name, (ns, _) in nodes.items():
+            s = netns.open_socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            s.setblocking(False)
+            socks[name] = s
+        by_ip = {ip: name for name, (_, ip) in nodes.items()}
+        names = list(nodes)
+        pending = {(a, b) for a in names for b in names if a != b}
+        ident = os.getpid() & 0xFFFF
+        deadline = time.monotonic() + timeout_s
+        for r in range(rounds):
+            if not pending:
+                break
+            for a, b in sorted(pending):
+                with contextlib.suppress(OSError):
+                    socks[a].sendto(_echo(ident, r), (nodes[b][1], 0))
+            round_end = min(deadline, time.monotonic() + timeout_s / rounds)
+            while pending and time.monotonic() < round_end:
+                ready, _, _ = select.select(list(socks.values()), [], [], 0.05)
+                for s in ready:
+                    me = next(n for n, x in socks.items() if x is s)
+                    while True:
+                        try:
+                            pkt = s.recv(2048)
+                        except (BlockingIOError, OSError):
+                            break
+                        ihl = (pkt[0] & 0x0F) * 4
+                        if len(pkt) >= ihl + 8 and pkt[ihl] == 0:
+                            src = socket.inet_ntoa(pkt[12:16])
+                            pending.discard((me, by_ip.get(src, "")))
+        return sorted(pending)
+    finally:
+        for s in socks.values():
+            s.close()

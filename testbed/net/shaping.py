@@ -1,0 +1,92 @@
+"""Link shaping: LinkShape -> HTB (rate) + leaf qdisc (pfifo, or netem for delay/jitter/loss),
+applied with pyroute2 in one netlink session and read back from the kernel.
+
+The configured rate is the line rate of Ethernet frames (HTB counts the 14-byte header), so
+ideal TCP goodput is rate x 1448/1514 with a 1500-byte MTU and TCP timestamps.
+Burst is one timer tick's worth of bytes (at least two frames) so that rates from 0.5 to
+100 Mbit/s are accurate; the leaf queue holds about 100 ms at the link rate (64-1000 frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.errors import NetworkError
+from testbed.topology.model import LinkShape
+
+FRAME_BYTES = 1514
+ROOT = 0x10000  # 1:
+LEAF_CLASS = 0x10001  # 1:1, the link's class
+LEAF_QDISC = 0x100000  # 10:
+
+
+@dataclass(frozen=True)
+class HtbParams:
+    rate_bps: int  # bits per second
+    burst_bytes: int
+    quantum_bytes: int
+    queue_frames: int
+
+
+def htb_params(bw_mbit: float) -> HtbParams:
+    rate = int(bw_mbit * 1e6)
+    burst = max(2 * FRAME_BYTES, rate // 8 // 1000)  # >= 1 ms of traffic
+    quantum = min(max(FRAME_BYTES, rate // 8 // 100), 60000)
+    queue = min(max(64, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
+    return HtbParams(rate, burst, quantum, queue)
+
+
+def apply(ipr: IPRoute, ifindex: int, shape: LinkShape, netem_ok: bool) -> None:
+    """Shape the egress of one interface; raises NetworkError naming the interface on failure."""
+    if shape.needs_netem and not netem_ok:
+        raise NetworkError("delay/jitter/loss need the netem qdisc, which this kernel lacks")
+    try:
+        if shape.bw_mbit is not None:
+            p = htb_params(shape.bw_mbit)
+            ipr.tc("replace", "htb", ifindex, ROOT, default=LEAF_CLASS & 0xFFFF)
+            ipr.tc("replace-class", "htb", ifindex, LEAF_CLASS, parent=ROOT,
+                   rate=f"{p.rate_bps}bit", ceil=f"{p.rate_bps}bit", burst=p.burst_bytes,
+                   cburst=p.burst_bytes, quantum=p.quantum_bytes)
+            parent, limit = LEAF_CLASS, p.queue_frames
+        else:
+            parent, limit = None, 1000
+        if shape.needs_netem:
+            kw = dict(delay=int(shape.delay_ms * 1000), jitter=int(shape.jitter_ms * 1000),
+                      loss=shape.loss_pct, limit=max(limit, 1000))
+            if parent is None:
+                ipr.tc("replace", "netem", ifindex, ROOT, **kw)
+            else:
+                ipr.tc("replace", "netem", ifindex, LEAF_QDISC, parent=parent, **kw)
+        elif parent is not None:
+            ipr.tc("replace", "pfifo", ifindex, LEAF_QDISC, parent=parent, limit=limit)
+    except NetlinkError as e:
+        raise NetworkError(f"tc on interface {ifindex}: {e.args[-1]}") from None
+
+
+def read_back(ipr: IPRoute, ifindex: int) -> dict:
+    """What the kernel holds for an interface: HTB rate (bit/s) and leaf qdisc kind."""
+    out: dict = {"rate_bps": None, "leaf": None}
+    for cls in ipr.get_classes(index=ifindex):
+        if cls["handle"] == LEAF_CLASS:
+            parms = cls.get_nested("TCA_OPTIONS", "TCA_HTB_PARMS")
+            rate64 = cls.get_nested("TCA_OPTIONS", "TCA_HTB_RATE64")
+            out["rate_bps"] = (rate64 or parms["rate"]) * 8
+    for q in ipr.get_qdiscs(index=ifindex):
+        if q["handle"] in (LEAF_QDISC, ROOT) and q.get_attr("TCA_KIND") != "htb":
+            out["leaf"] = q.get_attr("TCA_KIND")
+    return out
+
+
+def verify(ipr: IPRoute, ifindex: int, ifname: str, shape: LinkShape) -> None:
+    """Raise unless the kernel holds the shaping that was asked for (never run unshaped)."""
+    got = read_back(ipr, ifindex)
+    if shape.bw_mbit is not None:
+        want = htb_params(shape.bw_mbit).rate_bps
+        if got["rate_bps"] is None or abs(got["rate_bps"] - want) > max(8, want * 1e-3):
+            raise NetworkError(f"{ifname}: kernel holds rate {got['rate_bps']} bit/s, "
+                               f"asked {want}")
+    if shape.needs_netem and got["leaf"] != "netem":
+        raise NetworkError(f"{ifname}: netem was not applied (kernel holds {got['leaf']})")

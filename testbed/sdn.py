@@ -1,0 +1,176 @@
+"""Client of the controller's flow API, plus per-flow rate enforcement at each flow's source.
+
+A flow's path is installed by the controller (OpenFlow, confirmed by barrier); its rate is an
+HTB class with a u32 filter on the flow's 5-tuple on the source node's interface (the thesis's
+network manager does the same with tc), applied with one netlink session per source node.
+Adding a batch is all-or-nothing: if any part fails, the paths and classes added are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import urllib.error
+import urllib.request
+from collections import defaultdict
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.errors import FlowError, NetworkError
+from testbed.net import netns
+from testbed.net.ledger import Ledger
+from testbed.net.shaping import FRAME_BYTES
+from testbed.routing import PROTOCOLS, Fabric, FlowSpec, default_path, validate_flow
+
+ETH_P_IP = 0x0800
+ROOT = 0x10000
+CLASS_BASE = 0x100  # flow n -> class 1:(0x100 + n)
+
+
+def flow_class(flow_id: int) -> int:
+    return ROOT | (CLASS_BASE + flow_id)
+
+
+def flow_filter_prio(flow_id: int) -> int:
+    return flow_id % 0xFF00 + 1
+
+
+def u32_keys(flow: FlowSpec, fabric: Fabric) -> list[str]:
+    """u32 selectors (value/mask+offset) for the flow's protocol, addresses and ports."""
+    src = int(ipaddress.ip_address(fabric.nodes[flow.src].ip))
+    dst = int(ipaddress.ip_address(fabric.nodes[flow.dst].ip))
+    keys = [f"0x{PROTOCOLS[flow.proto] << 16:08x}/0x00ff0000+8",
+            f"0x{src:08x}/0xffffffff+12", f"0x{dst:08x}/0xffffffff+16"]
+    if flow.sport is not None or flow.dport is not None:
+        value = ((flow.sport or 0) << 16) | (flow.dport or 0)
+        mask = (0xFFFF0000 if flow.sport is not None else 0) | (
+            0xFFFF if flow.dport is not None else 0)
+        keys.append(f"0x{value:08x}/0x{mask:08x}+20")
+    return keys
+
+
+class FlowClient:
+    """Steer flows on a running testbed: paths via the controller, rates via tc."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.fabric = Fabric.from_dict(
+            json.loads((ledger.names.state_dir / "fabric.json").read_text()))
+
+    # ---- controller API ---------------------------------------------------------------------
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict | list:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.ledger.api_port}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            msg = json.loads(e.read() or b"{}").get("error", str(e))
+            raise (FlowError if e.code == 400 else NetworkError)(msg) from None
+        except OSError as e:
+            raise NetworkError(f"the controller of {self.ledger.name} does not answer ({e}); "
+                               "`testbed status` shows whether it runs, `testbed up` restarts it"
+                               ) from None
+
+    def default_path(self, src: str, dst: str) -> list[str]:
+        for node in (src, dst):
+            if node not in self.fabric.nodes:
+                raise FlowError(f"unknown node {node!r} (nodes: {', '.join(self.fabric.nodes)})")
+        return default_path(self.fabric, src, dst)
+
+    def add(self, specs: list[FlowSpec]) -> list[FlowSpec]:
+        """Install paths and rates for a batch of flows; returns them with their ids."""
+        for spec in specs:
+            validate_flow(self.fabric, spec)
+        added = [FlowSpec.from_dict(f) for f in self._call("POST", "/flows", {
+            "flows": [s.to_dict() for s in specs]})["flows"]]
+        try:
+            self._apply_rates(added)
+        except Exception:
+            for f in added:
+                with contextlib.suppress(Exception):
+                    self._call("DELETE", f"/flows/{f.id}")
+            self._remove_rates(added)
+            raise
+        return added
+
+    def list(self) -> list[dict]:
+        return self._call("GET", "/flows")
+
+    def ports(self) -> dict:
+        return self._call("GET", "/ports")
+
+    def remove(self, ids: list[int]) -> list[int]:
+        flows = {f["id"]: FlowSpec.from_dict({k: v for k, v in f.items() if k != "hops"})
+                 for f in self.list()}
+        missing = [i for i in ids if i not in flows]
+        if missing:
+            raise FlowError(f"no flow with id {missing[0]} (see `testbed flow ls`)")
+        self._remove_rates([flows[i] for i in ids])
+        removed = []
+        for i in ids:
+            removed += self._call("DELETE", f"/flows/{i}")["removed"]
+        return removed
+
+    def remove_all(self) -> list[int]:
+        flows = [FlowSpec.from_dict({k: v for k, v in f.items() if k != "hops"})
+                 for f in self.list()]
+        self._remove_rates(flows)
+        return self._call("DELETE", "/flows")["removed"]
+
+    # ---- rates (tc at the source node) ------------------------------------------------------
+    def _by_source(self, flows: list[FlowSpec]) -> dict[str, list[FlowSpec]]:
+        out: dict[str, list[FlowSpec]] = defaultdict(list)
+        for f in flows:
+            if f.rate_mbit is not None:
+                out[f.src].append(f)
+        return out
+
+    def _apply_rates(self, flows: list[FlowSpec]) -> None:
+        for node, group in self._by_source(flows).items():
+            with netns.netlink(self.ledger.names.netns(node)) as ip:
+                idx = ip.link_lookup(ifname="eth0")[0]
+                if not any(q["handle"] == ROOT for q in ip.get_qdiscs(index=idx)):
+                    # no default class: unclassified traffic bypasses shaping entirely
+                    ip.tc("add", "htb", idx, ROOT, default=0xFFFF)
+                for f in group:
+                    rate = f"{int(f.rate_mbit * 1e6)}bit"
+                    burst = max(2 * FRAME_BYTES, int(f.rate_mbit * 1e6 / 8 / 1000))
+                    try:
+                        ip.tc("replace-class", "htb", idx, flow_class(f.id), parent=ROOT,
+                              rate=rate, ceil=rate, burst=burst, cburst=burst)
+                        ip.tc("add-filter", "u32", idx, parent=ROOT, prio=flow_filter_prio(f.id),
+                              protocol=ETH_P_IP, target=flow_class(f.id),
+                              keys=u32_keys(f, self.fabric))
+                    except NetlinkError as e:
+                        raise NetworkError(f"rate for flow {f.id} at {node}: {e.args[-1]}"
+                                           ) from None
+
+    def _remove_rates(self, flows: list[FlowSpec]) -> None:
+        for node, group in self._by_source(flows).items():
+            with netns.netlink(self.ledger.names.netns(node)) as ip:
+                idx = ip.link_lookup(ifname="eth0")[0]
+                for f in group:
+                    with contextlib.suppress(NetlinkError):
+                        ip.tc("del-filter", "u32", idx, parent=ROOT,
+                              prio=flow_filter_prio(f.id), protocol=ETH_P_IP,
+                              target=flow_class(f.id), keys=u32_keys(f, self.fabric))
+                    with contextlib.suppress(NetlinkError):
+                        # pyroute2 encodes HTB parameters even for a delete: give it the rate
+                        ip.tc("del-class", "htb", idx, flow_class(f.id), parent=ROOT,
+                              rate=f"{int(f.rate_mbit * 1e6)}bit")
+
+    def rate_classes(self, node: str) -> dict[int, int]:
+        """Read back: flow class minor -> rate in bit/s on the node's interface."""
+        out = {}
+        with netns.netlink(self.ledger.names.netns(node)) as ip:
+            idx = ip.link_lookup(ifname="eth0")[0]
+            for c in ip.get_classes(index=idx):
+                minor = c["handle"] & 0xFFFF
+                if minor >= CLASS_BASE:
+                    parms = c.get_nested("TCA_OPTIONS", "TCA_HTB_PARMS")
+                    out[minor - CLASS_BASE] = parms["rate"] * 8
+        return out

@@ -1,0 +1,280 @@
+"""Load a topology file: YAML -> strict schema -> whole-model checks -> immutable Topology.
+
+Every problem becomes a TopologyError naming the file, the field and the fix; nothing is built
+from a file that fails here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+
+import networkx as nx
+import pydantic
+import yaml
+
+from testbed.errors import TopologyError
+from testbed.topology import generate
+from testbed.topology.model import SUBNET, Link, LinkShape, Node, Topology
+from testbed.topology.profiles import PROFILES
+from testbed.topology.schema import LinkParams, NodeSpec, TopologyFile
+
+M = typing.TypeVar("M", bound=pydantic.BaseModel)
+NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+
+
+def load(path: str | Path) -> Topology:
+    """Read, validate and build the Topology of a YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TopologyError(str(path), "", f"cannot read the file ({e.strerror})",
+                            "check the path") from None
+    return loads(text, source=str(path), default_name=path.stem)
+
+
+def read_yaml(text: str, source: str) -> object:
+    """Parse YAML, turning syntax errors into errors with a line number."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise TopologyError(source, line, f"YAML syntax error: {e.problem}",
+                            "fix the indentation or quoting there") from None
+
+
+def parse_model(model: type[M], raw: object, source: str) -> M:
+    """Validate raw data against a strict schema; the first error becomes a TopologyError."""
+    try:
+        return model.model_validate(raw if raw is not None else {})
+    except pydantic.ValidationError as e:
+        raise _to_topology_error(model, e, source) from None
+
+
+def loads(text: str, source: str = "<string>", default_name: str = "testbed") -> Topology:
+    spec = parse_model(TopologyFile, read_yaml(text, source), source)
+    return build(spec, source, default_name)
+
+
+def build(spec: TopologyFile, source: str, default_name: str = "testbed") -> Topology:
+    """Turn a validated file into a Topology, checking the model as a whole."""
+    name = spec.name or _safe_name(default_name)
+    node_specs: dict[str, NodeSpec] = {}
+    for node_name, ns in spec.nodes.items():
+        if not NODE_NAME.match(str(node_name)):
+            raise TopologyError(source, f"nodes.{node_name}", "is not a valid node name",
+                                "start with a letter; use letters, digits, - and _ (max 32)")
+        node_specs[str(node_name)] = ns or spec.defaults.node
+    raw_links: list[tuple[str, str, LinkParams, str]] = []
+    for i, ls in enumerate(spec.links):
+        raw_links.append((ls.between[0], ls.between[1], ls, f"links[{i}]"))
+    if spec.generate:
+        _add_generated(spec, node_specs, raw_links, source)
+    if not node_specs:
+        raise TopologyError(source, "nodes", "the topology has no nodes",
+                            "list nodes under `nodes:` or add a `generate:` section")
+    if len(node_specs) > SUBNET.num_addresses - 2:
+        raise TopologyError(source, "nodes", f"{len(node_specs)} nodes do not fit in {SUBNET}",
+                            "use fewer nodes")
+    nodes = tuple(_node(n, i, ns, source) for i, (n, ns) in enumerate(node_specs.items()))
+    links = _links(raw_links, spec.defaults.link, set(node_specs), source)
+    topo = Topology(name=name, nodes=nodes, links=links, source=source)
+    _check_connected(topo, source)
+    return topo
+
+
+def _safe_name(stem: str) -> str:
+    name = re.sub(r"[^a-z0-9-]", "-", stem.lower()).strip("-")[:31]
+    return name or "testbed"
+
+
+def _add_generated(spec, node_specs, raw_links, source) -> None:
+    gen = spec.generate
+    chosen = [k for k in ("random_mesh", "star", "tree") if getattr(gen, k) is not None]
+    if len(chosen) != 1:
+        raise TopologyError(source, "generate", "needs exactly one generator",
+                            "use one of random_mesh, star, tree")
+    kind = chosen[0]
+    g = getattr(gen, kind)
+    if kind == "random_mesh":
+        n, d = g.nodes, g.degree
+        need = 2 * (n - 1) / n
+        if d < need or generate.mesh_edge_count(g) < n - 1:
+            raise TopologyError(source, "generate.random_mesh.degree",
+                                f"degree {d} cannot connect {n} nodes",
+                                f"use a degree of at least {need:.2f}")
+        if d > n - 1:
+            raise TopologyError(source, "generate.random_mesh.degree",
+                                f"degree {d} is impossible with {n} nodes",
+                                f"use a degree of at most {n - 1}")
+        if g.bw_mean <= 0:
+            raise TopologyError(source, "generate.random_mesh.bw_mean", "must be positive",
+                                "write e.g. 1 or \"1Mbit\"")
+    names, edges = getattr(generate, kind)(g)
+    for n in names:
+        if n in node_specs:
+            raise TopologyError(source, f"generate.{kind}",
+                                f"generated node {n!r} clashes with a listed node",
+                                "rename the listed node or set `prefix:` in the generator")
+        node_specs[n] = spec.defaults.node
+    for a, b, bw in edges:
+        raw_links.append((a, b, LinkParams(bw=bw), f"generate.{kind}"))
+
+
+def _node(name: str, index: int, ns: NodeSpec, source: str) -> Node:
+    cpu, memory = ns.cpu, ns.memory
+    if ns.profile is not None:
+        prof = PROFILES.get(ns.profile)
+        if prof is None:
+            raise TopologyError(source, f"nodes.{name}.profile", f"unknown profile {ns.profile!r}",
+                                _did_you_mean(ns.profile, PROFILES) or
+                                f"use one of {', '.join(PROFILES)}")
+        cpu = cpu if cpu is not None else prof.cpu_cores()
+        memory = memory if memory is not None else prof.memory_mb
+    if memory is not None and memory < 64:
+        raise TopologyError(source, f"nodes.{name}.memory", f"{memory} MB is too little",
+                            "give at least 64 MB")
+    ssh = ns.ssh.model_dump() if ns.ssh else None
+    if ns.kind == "device" and ssh is None:
+        raise TopologyError(source, f"nodes.{name}.ssh", "a device node needs ssh settings",
+                            "add ssh: {host: ..., user: ..., key: ...}")
+    return Node(name=name, index=index, kind=ns.kind, cpu=cpu, memory_mb=memory,
+                profile=ns.profile, image=ns.image, speed=ns.speed, ssh=ssh)
+
+
+def _links(raw, defaults: LinkParams, names: set[str], source: str) -> tuple[Link, ...]:
+    seen: dict[frozenset, str] = {}
+    links = []
+    for a, b, params, field in raw:
+        for end in (a, b):
+            if end not in names:
+                raise TopologyError(source, f"{field}.between", f"unknown node {end!r}",
+                                    _did_you_mean(end, names) or "add it under `nodes:`")
+        if a == b:
+            raise TopologyError(source, f"{field}.between", f"links {a!r} to itself",
+                                "a link joins two different nodes")
+        key = frozenset((a, b))
+        if key in seen:
+            raise TopologyError(source, f"{field}.between",
+                                f"duplicate link {a}-{b} (already {seen[key]})",
+                                "keep one link per node pair")
+        seen[key] = field
+
+        def pick(attr: str, p: LinkParams = params) -> float | None:
+            v = getattr(p, attr)
+            return v if v is not None else getattr(defaults, attr)
+
+        bw, delay, jitter, loss = pick("bw"), pick("delay"), pick("jitter"), pick("loss")
+        if bw is not None and bw <= 0:
+            raise TopologyError(source, f"{field}.bw", f"rate {bw:g} Mbit/s must be positive",
+                                "write e.g. 5 or \"5Mbit\", or leave it out for an unshaped link")
+        if bw is not None and bw < 0.01:
+            raise TopologyError(source, f"{field}.bw", f"{bw * 1000:g} kbit/s is too slow to shape",
+                                "use at least 10kbit")
+        for attr, v in (("delay", delay), ("jitter", jitter)):
+            if v is not None and v < 0:
+                raise TopologyError(source, f"{field}.{attr}", "must not be negative",
+                                    f"write e.g. {attr}: \"10ms\"")
+        if loss is not None and not 0 <= loss <= 100:
+            raise TopologyError(source, f"{field}.loss", f"{loss:g}% is not a loss rate",
+                                "write a percentage from 0 to 100, e.g. \"0.5%\"")
+        shape = LinkShape(bw_mbit=bw, delay_ms=delay or 0.0, jitter_ms=jitter or 0.0,
+                          loss_pct=loss or 0.0)
+        links.append(Link(index=len(links), a=a, b=b, shape=shape))
+    return tuple(links)
+
+
+def _check_connected(topo: Topology, source: str) -> None:
+    parts = list(nx.connected_components(topo.graph))
+    if len(parts) > 1:
+        parts.sort(key=len, reverse=True)
+        alone = sorted(parts[1])[:5]
+        raise TopologyError(source, "links",
+                            f"the network is disconnected: {', '.join(alone)} cannot reach "
+                            f"{sorted(parts[0])[0]}", "add a link joining the parts")
+
+
+SYNONYMS = {"bandwidth": "bw", "bandwith": "bw", "rate": "bw", "latency": "delay",
+            "mem": "memory", "cpus": "cpu", "type": "kind"}
+
+
+def _did_you_mean(word: str, options) -> str:
+    options = [str(o) for o in options]
+    if SYNONYMS.get(str(word).lower()) in options:
+        return f"did you mean {SYNONYMS[str(word).lower()]!r}?"
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _to_topology_error(model: type[pydantic.BaseModel], e: pydantic.ValidationError,
+                       source: str) -> TopologyError:
+    err = e.errors(include_url=False)[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())]
+    field = _format_loc(loc)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        allowed = list(parent.model_fields) if parent else []
+        hint = _did_you_mean(str(loc[-1]), allowed)
+        fix = hint or (f"allowed here: {', '.join(allowed)}" if allowed else "remove it")
+        return TopologyError(source, field, "unknown field", fix)
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    fix = ""
+    if " ; " not in msg and "; " in msg:
+        msg, fix = msg.split("; ", 1)
+    elif err["type"] == "model_type" and not loc:
+        msg, fix = "the file is not a mapping", "write keys such as `nodes:` and `links:`"
+    elif err["type"].startswith(("greater_than", "less_than")):
+        fix = "change the value"
+    elif err["type"] == "missing":
+        fix = "add it"
+    elif err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "name":
+        fix = "use lower-case letters, digits and -, at most 31 characters"
+    return TopologyError(source, field, msg, fix)
+
+
+def _format_loc(loc) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _model_at(model, loc) -> type[pydantic.BaseModel] | None:
+    """The schema model that sits at a location path, to list its allowed keys."""
+    current: object = model
+    for p in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, pydantic.BaseModel):
+            f = current.model_fields.get(str(p))
+            if f is None:
+                return None
+            current = f.annotation
+        else:  # a dict or list container: step into its value type
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, pydantic.BaseModel):
+        return current
+    return None
+
+
+def _unwrap(tp):
+    """Strip Optional/Annotated so the model type shows."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp

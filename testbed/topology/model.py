@@ -1,0 +1,102 @@
+"""The immutable Topology model every other part reads: nodes, links, shaping and addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+
+SUBNET = ipaddress.ip_network("10.0.0.0/16")
+
+
+@dataclass(frozen=True)
+class LinkShape:
+    """What one direction of a link is shaped to; None/0 means unshaped."""
+
+    bw_mbit: float | None = None
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+
+    @property
+    def needs_netem(self) -> bool:
+        return bool(self.delay_ms or self.jitter_ms or self.loss_pct)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    index: int
+    kind: str = "host"
+    cpu: float | None = None
+    memory_mb: int | None = None
+    profile: str | None = None
+    image: str | None = None
+    speed: float | None = None
+    ssh: dict | None = None
+
+    @property
+    def ip(self) -> str:
+        return str(SUBNET[self.index + 1])
+
+    @property
+    def mac(self) -> str:
+        i = self.index + 1
+        return f"02:00:0a:00:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    a: str
+    b: str
+    shape: LinkShape = field(default_factory=LinkShape)
+
+    @property
+    def between(self) -> tuple[str, str]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    nodes: tuple[Node, ...]
+    links: tuple[Link, ...]
+    source: str = "<memory>"
+
+    def node(self, name: str) -> Node:
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def graph(self) -> nx.Graph:
+        """Nodes and links as an undirected graph; edges carry `link` and `bw_mbit`."""
+        g = nx.Graph()
+        g.add_nodes_from(n.name for n in self.nodes)
+        for link in self.links:
+            g.add_edge(link.a, link.b, link=link.index, bw_mbit=link.shape.bw_mbit)
+        return g
+
+    def link_between(self, a: str, b: str) -> Link | None:
+        data = self.graph.get_edge_data(a, b)
+        return self.links[data["link"]] if data else None
+
+    @property
+    def needs_netem(self) -> bool:
+        return any(link.shape.needs_netem for link in self.links)
+
+    def to_dict(self) -> dict:
+        """The status view of the topology (also what `testbed status --json` prints)."""
+        return {
+            "name": self.name,
+            "nodes": {n.name: {"ip": n.ip, "kind": n.kind, "cpu": n.cpu, "memory_mb": n.memory_mb,
+                               "profile": n.profile} for n in self.nodes},
+            "links": [{"between": [lk.a, lk.b], "bw_mbit": lk.shape.bw_mbit,
+                       "delay_ms": lk.shape.delay_ms, "jitter_ms": lk.shape.jitter_ms,
+                       "loss_pct": lk.shape.loss_pct} for lk in self.links],
+        }
