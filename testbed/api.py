@@ -6,6 +6,7 @@ It never prints; progress goes through a callback.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +107,39 @@ def exec_in_node(name: str | None, node: str, argv: list[str]) -> None:
         os.execvp(argv[0], argv)
     except FileNotFoundError:
         raise InputError(f"command not found in node {node}: {argv[0]}") from None
+
+
+def popen(name: str | None, node: str, argv: list[str], **kwargs) -> subprocess.Popen:
+    """Start `argv` inside a node (its namespace and cgroups) as a child of this process."""
+    ledger = resolve(name)
+    if node not in ledger.topology["nodes"]:
+        raise InputError(f"no node {node!r} in testbed {ledger.name}")
+    names = Names(ledger.name)
+    path = str(NETNS_DIR / names.netns(node))
+    cg_files = [str(d / "cgroup.procs") for d in names.cgroup_dirs(node) if d.exists()]
+
+    def enter() -> None:  # runs in the child between fork and exec
+        for f in cg_files:
+            with open(f, "w") as fh:
+                fh.write(str(os.getpid()))
+        fd = os.open(path, os.O_RDONLY)
+        netns.setns_process(fd)
+        os.close(fd)
+
+    return subprocess.Popen(argv, preexec_fn=enter, **kwargs)  # noqa: PLW1509
+
+
+def run(name: str | None, node: str, argv: list[str], timeout: float | None = None,
+        ) -> subprocess.CompletedProcess:
+    """Run `argv` inside a node to completion, capturing its output as text."""
+    proc = popen(name, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def doctor() -> dict:

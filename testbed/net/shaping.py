@@ -4,7 +4,8 @@ applied with pyroute2 in one netlink session and read back from the kernel.
 The configured rate is the line rate of Ethernet frames (HTB counts the 14-byte header), so
 ideal TCP goodput is rate x 1448/1514 with a 1500-byte MTU and TCP timestamps.
 Burst is one timer tick's worth of bytes (at least two frames) so that rates from 0.5 to
-100 Mbit/s are accurate; the leaf queue holds about 100 ms at the link rate (64-1000 frames).
+100 Mbit/s are accurate; the leaf queue holds about 100 ms at the link rate (16-1000 frames), so slow-start
+overflow recovers within a second even on slow links.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def htb_params(bw_mbit: float) -> HtbParams:
     rate = int(bw_mbit * 1e6)
     burst = max(2 * FRAME_BYTES, rate // 8 // 1000)  # >= 1 ms of traffic
     quantum = min(max(FRAME_BYTES, rate // 8 // 100), 60000)
-    queue = min(max(64, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
+    queue = min(max(16, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
     return HtbParams(rate, burst, quantum, queue)
 
 

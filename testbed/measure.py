@@ -1,0 +1,63 @@
+"""Measurements on a running testbed with real tools: iperf3 goodput and ping RTT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from testbed import api
+from testbed.errors import NetworkError
+from testbed.net.shaping import FRAME_BYTES
+
+TCP_PAYLOAD_BYTES = 1448  # 1500-byte MTU minus IP (20), TCP (20) and timestamp option (12)
+
+
+def ideal_goodput_mbit(line_rate_mbit: float) -> float:
+    """TCP goodput of a link whose configured rate counts whole Ethernet frames."""
+    return line_rate_mbit * TCP_PAYLOAD_BYTES / FRAME_BYTES
+
+
+def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: float = 2,
+           port: int = 5201, extra: list[str] | None = None) -> float:
+    """Receiver-side TCP goodput in Mbit/s from src to dst over `seconds`, after `omit` seconds.
+
+    Computed from the receiving server's own per-second records: iperf3's end-of-test summary
+    with -O counts the omitted bytes but not the omitted time, inflating low rates by ~5%.
+    """
+    dst_ip = api.status(name)["nodes"][dst]["ip"]
+    server = api.popen(name, dst, ["iperf3", "-s", "-1", "-J", "-p", str(port)],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        res = None
+        for _ in range(50):  # the server needs a moment to listen
+            res = api.run(name, src, ["iperf3", "-c", dst_ip, "-p", str(port), "-t",
+                                      str(int(seconds + omit + 1)), *(extra or [])],
+                          timeout=seconds + omit + 30)
+            if res.returncode == 0:
+                break
+            time.sleep(0.1)
+        if res is None or res.returncode != 0:
+            raise NetworkError(f"iperf3 {src}->{dst} failed: {(res.stdout or '')[-300:]}")
+        report = json.loads(server.communicate(timeout=30)[0])
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    window = [iv["sum"] for iv in report["intervals"]
+              if iv["sum"]["start"] >= omit - 1e-3 and iv["sum"]["end"] <= omit + seconds + 0.05]
+    if not window:
+        raise NetworkError(f"iperf3 {src}->{dst}: no receiver records in the window")
+    total_bits = sum(iv["bytes"] * 8 for iv in window)
+    duration = sum(iv["seconds"] for iv in window)
+    return total_bits / duration / 1e6
+
+
+def ping_ms(name: str | None, src: str, dst: str, count: int = 10) -> float:
+    """Average ping RTT in ms."""
+    dst_ip = api.status(name)["nodes"][dst]["ip"]
+    res = api.run(name, src, ["ping", "-c", str(count), "-i", "0.2", "-q", dst_ip], timeout=60)
+    for line in res.stdout.splitlines():
+        if "min/avg/max" in line:
+            return float(line.split("=")[1].split("/")[1])
+    raise NetworkError(f"ping {src}->{dst} failed: {res.stdout[-200:]}")

@@ -1,0 +1,78 @@
+"""Shared fixtures: real testbeds brought up and always torn down, and leftover snapshots."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed import api
+from testbed.net import ovs
+from testbed.net.ledger import known_testbeds
+from testbed.net.names import CGROUP_ROOT, NETNS_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTBED = [sys.executable, "-m", "testbed"]
+TEST_PREFIX = "tbt-"
+
+
+def cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real `testbed` command."""
+    res = subprocess.run([*TESTBED, *args], capture_output=True, text=True, timeout=timeout,
+                         cwd=ROOT)
+    if check and res.returncode != 0:
+        raise AssertionError(f"testbed {' '.join(args)} failed: {res.stdout}{res.stderr}")
+    return res
+
+
+def write_topology(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{text}")
+    return path
+
+
+def snapshot() -> dict:
+    """What exists on this host that a testbed could make (compared before/after)."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    procs = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    return {
+        "netns": sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else [],
+        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()),
+        "bridges": sorted(ovs.list_bridges()) if ovs.running() else [],
+        "cgroups": sorted(str(p) for p in (CGROUP_ROOT / "cpu" / "testbed").rglob("*")
+                          if p.is_dir()) if (CGROUP_ROOT / "cpu" / "testbed").exists() else [],
+        "controllers": sorted(line.split()[0] for line in procs.splitlines()
+                              if "controllers.run" in line and " Z" not in line),
+        "state": known_testbeds(),
+    }
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="emulation needs root")
+
+
+@pytest.fixture
+def bring_up(tmp_path):
+    """Factory: bring a topology (YAML text) up under a test name; torn down after the test."""
+    made: list[str] = []
+
+    def _up(name: str, text: str):
+        name = TEST_PREFIX + name
+        path = write_topology(tmp_path, name, text)
+        made.append(name)
+        return api.up(path)
+
+    yield _up
+    for name in made:
+        api.down(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers_from_earlier_runs():
+    """Remove test testbeds an interrupted earlier run left behind (only ours, by prefix)."""
+    for name in known_testbeds():
+        if name.startswith(TEST_PREFIX):
+            api.down(name)
+    yield

@@ -1,0 +1,64 @@
+"""Default routes and flow validation, as pure functions of the fabric."""
+
+import itertools
+
+import pytest
+
+from testbed.errors import FlowError
+from testbed.routing import Fabric, FlowSpec, default_path, next_hops, validate_flow
+from testbed.topology import loads
+
+SQUARE = """
+nodes: {e1: {}, e2: {}, e3: {}, e4: {}}
+links:
+  - {between: [e1, e2], bw: 10}
+  - {between: [e2, e3], bw: 10}
+  - {between: [e3, e4], bw: 10}
+  - {between: [e4, e1], bw: 10}
+  - {between: [e1, e3], bw: 5}
+"""
+
+
+@pytest.fixture
+def square():
+    return Fabric.of(loads(SQUARE, "square.yaml"))
+
+
+def test_shortest_paths_are_consistent_on_meshes():
+    topo = loads("generate: {random_mesh: {nodes: 40, degree: 3, seed: 5}}", "m.yaml")
+    fabric = Fabric.of(topo)
+    import networkx as nx
+
+    hops = next_hops(fabric)
+    for a, b in itertools.permutations(fabric.nodes, 2):
+        path = default_path(fabric, a, b, hops)
+        assert len(path) - 1 == nx.shortest_path_length(topo.graph, a, b)
+        assert len(set(path)) == len(path)  # no loops
+
+
+def test_ties_break_deterministically(square):
+    # e2 -> e4 has two shortest paths (via e1 or e3); the lower node index wins
+    assert default_path(square, "e2", "e4") == ["e2", "e1", "e4"]
+    assert default_path(square, "e1", "e3") == ["e1", "e3"]
+
+
+@pytest.mark.parametrize("flow,message", [
+    (dict(src="e1", dst="e3", path=("e1", "e4", "e2", "e3")), "e4 and e2 are not linked"),
+    (dict(src="e1", dst="e9", path=("e1", "e9")), "unknown destination node 'e9'"),
+    (dict(src="e1", dst="e3", path=("e2", "e3")), "must start at e1 and end at e3"),
+    (dict(src="e1", dst="e3", path=("e1", "e3"), dport=70000), "dport 70000 is out of range"),
+    (dict(src="e1", dst="e3", path=("e1", "e3"), sport=0), "sport 0 is out of range"),
+    (dict(src="e1", dst="e3", path=("e1", "e3"), proto="sctp"), "protocol 'sctp'"),
+    (dict(src="e1", dst="e3", path=("e1", "e3"), rate_mbit=6), "exceeds the first link e1-e3"),
+    (dict(src="e1", dst="e3", path=("e1", "e2", "e1", "e2", "e3")), "a loop"),
+    (dict(src="e1", dst="e1", path=("e1",)), "the same node"),
+])
+def test_invalid_flows_are_rejected(square, flow, message):
+    with pytest.raises(FlowError, match=message):
+        validate_flow(square, FlowSpec(**flow))
+
+
+def test_valid_walk_and_round_trip(square):
+    f = FlowSpec(src="e1", dst="e3", path=("e1", "e2", "e3"), dport=5201, rate_mbit=3)
+    validate_flow(square, f)
+    assert FlowSpec.from_dict(f.to_dict()) == f

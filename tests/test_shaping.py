@@ -1,0 +1,53 @@
+"""Shaping fidelity with real iperf3: receiver-side goodput, 10 s after skipping 2 s, within 3%
+of the ideal TCP goodput of a link of that line rate (rate x 1448/1514)."""
+
+import pytest
+
+from testbed import measure
+from testbed.net import netns
+from testbed.net.names import Names
+from testbed.net.shaping import htb_params, read_back
+from tests.conftest import needs_root
+
+pytestmark = [needs_root, pytest.mark.emulation]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate", [1, 5, 10, 30])
+def test_goodput_within_3_percent_of_ideal(bring_up, rate):
+    ledger = bring_up(f"rate{rate}", f"nodes: {{a: {{}}, b: {{}}}}\n"
+                                     f"links: [{{between: [a, b], bw: {rate}}}]")
+    got = measure.iperf3(ledger.name, "a", "b", seconds=10, omit=2)
+    ideal = measure.ideal_goodput_mbit(rate)
+    assert abs(got - ideal) / ideal < 0.03, f"{rate} Mbit/s link: {got:.3f} vs ideal {ideal:.3f}"
+
+
+@pytest.mark.slow
+def test_two_hop_path_is_capped_by_its_slowest_link(bring_up):
+    ledger = bring_up("twohop", "nodes: {a: {}, b: {}, c: {}}\n"
+                                "links: [{between: [a, b], bw: 20}, {between: [b, c], bw: 4}]")
+    got = measure.iperf3(ledger.name, "a", "c", seconds=6, omit=2)
+    ideal = measure.ideal_goodput_mbit(4)
+    assert abs(got - ideal) / ideal < 0.03, got
+    back = measure.iperf3(ledger.name, "c", "a", seconds=6, omit=2)  # both directions shaped
+    assert abs(back - ideal) / ideal < 0.03, back
+
+
+def test_kernel_holds_the_shaping_asked_for(bring_up):
+    ledger = bring_up("readback", "nodes: {a: {}, b: {}, c: {}}\n"
+                                  "links: [{between: [a, b], bw: '500kbit'}, {between: [b, c]}]")
+    names = Names(ledger.name)
+    with netns.netlink(None) as ip:
+        for end in (0, 1):
+            idx = ip.link_lookup(ifname=names.link_port(0, end))[0]
+            got = read_back(ip, idx)
+            assert got["rate_bps"] == htb_params(0.5).rate_bps == 500_000
+            assert got["leaf"] == "pfifo"
+            unshaped = ip.link_lookup(ifname=names.link_port(1, end))[0]
+            assert read_back(ip, unshaped)["rate_bps"] is None
+
+
+def test_htb_parameters_scale_with_rate():
+    low, high = htb_params(0.5), htb_params(100)
+    assert low.burst_bytes >= 2 * 1514 and high.burst_bytes == 12_500
+    assert low.queue_frames == 16 and high.queue_frames == 825
