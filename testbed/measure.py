@@ -44,10 +44,15 @@ def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: floa
         if server.poll() is None:
             server.kill()
             server.wait()
-    window = [iv["sum"] for iv in report["intervals"]
+    return goodput_mbit(report, omit, seconds)
+
+
+def goodput_mbit(server_report: dict, omit: float, seconds: float) -> float:
+    """Goodput over [omit, omit + seconds] from an iperf3 server's JSON interval records."""
+    window = [iv["sum"] for iv in server_report["intervals"]
               if iv["sum"]["start"] >= omit - 1e-3 and iv["sum"]["end"] <= omit + seconds + 0.05]
     if not window:
-        raise NetworkError(f"iperf3 {src}->{dst}: no receiver records in the window")
+        raise NetworkError("iperf3: no receiver records in the measurement window")
     total_bits = sum(iv["bytes"] * 8 for iv in window)
     duration = sum(iv["seconds"] for iv in window)
     return total_bits / duration / 1e6

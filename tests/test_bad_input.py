@@ -37,7 +37,8 @@ CASES = {
     "degree_too_low": ("generate: {random_mesh: {nodes: 10, degree: 1}}",
                        "generate.random_mesh.degree: degree 1.0 cannot connect 10 nodes"),
     "unknown_profile": ("nodes: {e1: {profile: jetson-nan}, e2: {}}\nlinks: [{between: [e1, e2]}]",
-                        "nodes.e1.profile: unknown profile 'jetson-nan'; did you mean 'jetson-nano'?"),
+                        "nodes.e1.profile: unknown profile 'jetson-nan'; "
+                        "did you mean 'jetson-nano'?"),
     "tiny_memory": ("nodes: {e1: {memory: 10}, e2: {}}\nlinks: [{between: [e1, e2]}]",
                     "nodes.e1.memory: 10 MB is too little; give at least 64 MB"),
     "generated_name_clash": ("nodes: {n1: {}}\ngenerate: {star: {nodes: 3}}",

@@ -77,7 +77,8 @@ def test_status_when_nothing_is_up():
 
 def test_second_up_of_the_same_name_is_refused(bring_up, tmp_path):
     bring_up("twice", "nodes: {a: {}, b: {}}\nlinks: [{between: [a, b]}]")
-    path = write_topology(tmp_path, "tbt-twice", "nodes: {a: {}, b: {}}\nlinks: [{between: [a, b]}]")
+    text = "nodes: {a: {}, b: {}}\nlinks: [{between: [a, b]}]"
+    path = write_topology(tmp_path, "tbt-twice", text)
     res = cli("up", str(path))
     assert res.returncode == 2 and "already up" in res.stderr
 
@@ -114,8 +115,8 @@ def test_down_after_sigkill_at_any_moment_of_up(tmp_path, delay_s):
 
 def test_controller_death_is_reported_and_up_restarts_it(bring_up, tmp_path):
     from testbed import api
-    from testbed.sdn import FlowClient
     from testbed.routing import FlowSpec
+    from testbed.sdn import FlowClient
 
     ledger = bring_up("ctl", "nodes: {a: {}, b: {}, c: {}}\n"
                              "links: [{between: [a, b]}, {between: [b, c]}, {between: [a, c]}]")

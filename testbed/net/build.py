@@ -45,6 +45,11 @@ def link_group(names: Names) -> int:
     return int(names.tag[1:], 16) | 0x40000000
 
 
+def interface_indexes(ip: IPRoute) -> dict[str, int]:
+    """Name -> index of every interface, from one dump (link_lookup dumps all links per call)."""
+    return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ip.get_links()}
+
+
 def check_host(topo: Topology) -> None:
     """Fail before building anything if this host cannot emulate the topology."""
     caps = probe()
@@ -86,6 +91,9 @@ def up(topo: Topology, progress: Progress = lambda s: None) -> Ledger:
 
 def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> None:
     group = link_group(names)
+    progress("controller")
+    start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
+
     progress(f"namespaces ({len(topo.nodes)})")
     netns.create([names.netns(n.name) for n in topo.nodes])
     for n in topo.nodes:
@@ -107,8 +115,9 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> 
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for ifname in root_ifs:
                 disable_tx_checksum(s, ifname)
+        index = interface_indexes(ip)
         for ifname in root_ifs:
-            ip.link("set", index=ip.link_lookup(ifname=ifname)[0], state="up")
+            ip.link("set", index=index[ifname], state="up")
 
     progress("addresses")
     for n in topo.nodes:
@@ -136,15 +145,18 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> 
     progress(f"shaping ({2 * len(topo.links)} egress queues)")
     netem_ok = probe().netem
     with IPRoute() as ip:
+        index = interface_indexes(ip)
+        for lk in topo.links:
+            for end in (0, 1):
+                shaping.apply(ip, index[names.link_port(lk.index, end)], lk.shape, netem_ok)
+        held = shaping.read_back(ip, [index[names.link_port(lk.index, e)]
+                                      for lk in topo.links for e in (0, 1)])
         for lk in topo.links:
             for end in (0, 1):
                 ifname = names.link_port(lk.index, end)
-                idx = ip.link_lookup(ifname=ifname)[0]
-                shaping.apply(ip, idx, lk.shape, netem_ok)
-                shaping.verify(ip, idx, ifname, lk.shape)
+                shaping.verify(held, index[ifname], ifname, lk.shape)
 
-    progress("controller")
-    start_controller(ledger)
+    progress("routes")
     wait_controller_ready(ledger)
 
     progress(f"reachability ({len(topo.nodes) * (len(topo.nodes) - 1)} pairs)")

@@ -29,8 +29,11 @@ def _echo(ident: int, seq: int) -> bytes:
     return struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ident, seq) + payload
 
 
-def unreachable_pairs(nodes: dict[str, tuple[str, str]], timeout_s: float = 10.0,
-                      rounds: int = 5) -> list[tuple[str, str]]:
+QUIET_S = 0.3
+
+
+def unreachable_pairs(nodes: dict[str, tuple[str, str]], timeout_s: float = 20.0,
+                      rounds: int = 8) -> list[tuple[str, str]]:
     """Pairs (src, dst) with no echo reply. `nodes` maps name -> (netns, ip)."""
     socks: dict[str, socket.socket] = {}
     try:
@@ -39,6 +42,7 @@ def unreachable_pairs(nodes: dict[str, tuple[str, str]], timeout_s: float = 10.0
             s.setblocking(False)
             socks[name] = s
         by_ip = {ip: name for name, (_, ip) in nodes.items()}
+        owner = {s.fileno(): name for name, s in socks.items()}
         names = list(nodes)
         pending = {(a, b) for a in names for b in names if a != b}
         ident = os.getpid() & 0xFFFF
@@ -49,20 +53,26 @@ def unreachable_pairs(nodes: dict[str, tuple[str, str]], timeout_s: float = 10.0
             for a, b in sorted(pending):
                 with contextlib.suppress(OSError):
                     socks[a].sendto(_echo(ident, r), (nodes[b][1], 0))
-            round_end = min(deadline, time.monotonic() + timeout_s / rounds)
-            while pending and time.monotonic() < round_end:
-                ready, _, _ = select.select(list(socks.values()), [], [], 0.05)
+            # a round ends when replies stop coming (first packets wait for ARP and for
+            # OVS's slow path, so the first round may lose some)
+            last_reply = time.monotonic()
+            while pending and time.monotonic() < deadline:
+                if time.monotonic() - last_reply > QUIET_S:
+                    break
+                ready, _, _ = select.select(list(socks.values()), [], [], 0.02)
                 for s in ready:
-                    me = next(n for n, x in socks.items() if x is s)
+                    me = owner[s.fileno()]
                     while True:
                         try:
                             pkt = s.recv(2048)
-                        except (BlockingIOError, OSError):
+                        except OSError:
                             break
                         ihl = (pkt[0] & 0x0F) * 4
                         if len(pkt) >= ihl + 8 and pkt[ihl] == 0:
                             src = socket.inet_ntoa(pkt[12:16])
-                            pending.discard((me, by_ip.get(src, "")))
+                            if (me, by_ip.get(src, "")) in pending:
+                                pending.discard((me, by_ip[src]))
+                                last_reply = time.monotonic()
         return sorted(pending)
     finally:
         for s in socks.values():

@@ -3,9 +3,9 @@ applied with pyroute2 in one netlink session and read back from the kernel.
 
 The configured rate is the line rate of Ethernet frames (HTB counts the 14-byte header), so
 ideal TCP goodput is rate x 1448/1514 with a 1500-byte MTU and TCP timestamps.
-Burst is one timer tick's worth of bytes (at least two frames) so that rates from 0.5 to
-100 Mbit/s are accurate; the leaf queue holds about 100 ms at the link rate (16-1000 frames), so slow-start
-overflow recovers within a second even on slow links.
+Burst is 5 ms of traffic (at least two frames): with less, a timer firing late on a busy host
+loses tokens and the link runs below its rate. The leaf queue holds about 100 ms at the link
+rate (16-1000 frames), so a slow-start overflow recovers within a second even on slow links.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class HtbParams:
 
 def htb_params(bw_mbit: float) -> HtbParams:
     rate = int(bw_mbit * 1e6)
-    burst = max(2 * FRAME_BYTES, rate // 8 // 1000)  # >= 1 ms of traffic
+    burst = max(2 * FRAME_BYTES, rate // 8 // 200)  # 5 ms of traffic: tolerates late timers
     quantum = min(max(FRAME_BYTES, rate // 8 // 100), 60000)
     queue = min(max(16, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
     return HtbParams(rate, burst, quantum, queue)
@@ -67,23 +67,30 @@ def apply(ipr: IPRoute, ifindex: int, shape: LinkShape, netem_ok: bool) -> None:
         raise NetworkError(f"tc on interface {ifindex}: {e.args[-1]}") from None
 
 
-def read_back(ipr: IPRoute, ifindex: int) -> dict:
-    """What the kernel holds for an interface: HTB rate (bit/s) and leaf qdisc kind."""
-    out: dict = {"rate_bps": None, "leaf": None}
-    for cls in ipr.get_classes(index=ifindex):
-        if cls["handle"] == LEAF_CLASS:
+def read_back(ipr: IPRoute, indexes: list[int]) -> dict[int, dict]:
+    """What the kernel holds, per interface index: HTB rate (bit/s) and leaf qdisc kind.
+
+    Classes are dumped per interface (the kernel needs an index), qdiscs once for all.
+    """
+    out: dict[int, dict] = {}
+    classes = [c for i in indexes for c in ipr.get_classes(index=i)]
+    for cls in classes:
+        if cls["handle"] == LEAF_CLASS and cls.get_attr("TCA_KIND") == "htb":
             parms = cls.get_nested("TCA_OPTIONS", "TCA_HTB_PARMS")
             rate64 = cls.get_nested("TCA_OPTIONS", "TCA_HTB_RATE64")
-            out["rate_bps"] = (rate64 or parms["rate"]) * 8
-    for q in ipr.get_qdiscs(index=ifindex):
-        if q["handle"] in (LEAF_QDISC, ROOT) and q.get_attr("TCA_KIND") != "htb":
-            out["leaf"] = q.get_attr("TCA_KIND")
+            out.setdefault(cls["index"], {"rate_bps": None, "leaf": None})["rate_bps"] = (
+                (rate64 or parms["rate"]) * 8)
+    for q in ipr.get_qdiscs():
+        kind = q.get_attr("TCA_KIND")
+        if q["handle"] in (LEAF_QDISC, ROOT) and kind != "htb":
+            out.setdefault(q["index"], {"rate_bps": None, "leaf": None})["leaf"] = kind
     return out
 
 
-def verify(ipr: IPRoute, ifindex: int, ifname: str, shape: LinkShape) -> None:
-    """Raise unless the kernel holds the shaping that was asked for (never run unshaped)."""
-    got = read_back(ipr, ifindex)
+def verify(held: dict[int, dict], ifindex: int, ifname: str, shape: LinkShape) -> None:
+    """Raise unless the kernel holds the shaping that was asked for (never run unshaped).
+    `held` is what read_back() returned after all interfaces were shaped."""
+    got = held.get(ifindex, {"rate_bps": None, "leaf": None})
     if shape.bw_mbit is not None:
         want = htb_params(shape.bw_mbit).rate_bps
         if got["rate_bps"] is None or abs(got["rate_bps"] - want) > max(8, want * 1e-3):
