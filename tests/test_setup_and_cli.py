@@ -22,8 +22,9 @@ def test_vagrantfile_validates():
         pytest.fail("vagrant is missing: `make setup` installs Debian's vagrant package")
     # no hypervisor here: validate the Vagrantfile itself, not a provider installation
     res = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": "/root",
-                                           "VAGRANT_CHECKPOINT_DISABLE": "1"})
+                         capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "HOME": "/root",
+                              "VAGRANT_CHECKPOINT_DISABLE": "1"})
     assert res.returncode == 0, res.stdout + res.stderr
     assert "validated successfully" in res.stdout
     assert "make setup" in (ROOT / "Vagrantfile").read_text()
