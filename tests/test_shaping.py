@@ -52,3 +52,30 @@ def test_htb_parameters_scale_with_rate():
     low, high = htb_params(0.5), htb_params(100)
     assert low.burst_bytes == 2 * 1514 and high.burst_bytes == 62_500  # 5 ms at 100 Mbit/s
     assert low.queue_frames == 16 and high.queue_frames == 825
+
+
+def _netem_or_skip() -> None:
+    from testbed.net.probe import probe
+
+    if not probe().netem:
+        pytest.skip("this kernel has no netem qdisc (sch_netem): link delay/jitter/loss cannot "
+                    "be emulated here; the error path is tested in test_bad_input.py")
+
+
+def test_link_delay_adds_round_trip_time(bring_up):
+    _netem_or_skip()
+    ledger = bring_up("delay", "nodes: {a: {}, b: {}}\n"
+                               "links: [{between: [a, b], bw: 10, delay: '20ms'}]")
+    rtt = measure.ping_ms(ledger.name, "a", "b", count=10)
+    assert 40 <= rtt < 45, rtt  # 20 ms each way
+
+
+def test_link_loss_drops_packets(bring_up):
+    _netem_or_skip()
+    ledger = bring_up("loss", "nodes: {a: {}, b: {}}\n"
+                              "links: [{between: [a, b], loss: '20%'}]")
+    from testbed import api
+
+    res = api.run(ledger.name, "a", ["ping", "-c", "200", "-i", "0.01", "-q", "10.0.0.2"])
+    received = int(res.stdout.split(" received")[0].split()[-1])
+    assert 100 < received < 190, res.stdout  # 20% each way: ~64% round trips succeed
