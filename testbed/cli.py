@@ -126,6 +126,71 @@ def schema() -> None:
     print(json.dumps(TopologyFile.model_json_schema(), indent=1))
 
 
+@app.command()
+def schedulers() -> None:
+    """List the schedulers `schedule`, `simulate` and campaigns can use."""
+    from testbed.schedulers import REGISTRY
+
+    t = Table("name", "what it does")
+    for e in REGISTRY.values():
+        t.add_row(e.name, e.summary)
+    out.print(t)
+
+
+@app.command()
+def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
+             jobs: Annotated[str, typer.Argument(help="jobs YAML")],
+             scheduler: Annotated[str, typer.Option("--scheduler", "-s")] = "otfa",
+             k_paths: Annotated[int, typer.Option(help="candidate paths per flow")] = 3,
+             gops_per_core: Annotated[float | None, typer.Option(
+                 help="node speed per core when not measured")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Run a scheduler offline (no network) and print its Plan with predicted metrics."""
+    plan = api.schedule(topology, jobs, scheduler, k_paths, gops_per_core)
+    if as_json:
+        print(plan.to_json())
+        return
+    t = Table("job", "placement", "flows (path @ Mbit/s)", "predicted items/s", "bottleneck",
+              title=f"{scheduler}: {len(plan.jobs)} jobs placed, {len(plan.waiting)} waiting, "
+                    f"decided in {plan.decision_s * 1000:.0f} ms")
+    for job in plan.jobs:
+        nodes: dict[str, list[str]] = {}
+        for p in plan.placements_of(job):
+            nodes.setdefault(p.node, []).append(p.task)
+        placement = "; ".join(f"{n}: {','.join(ts)}" for n, ts in nodes.items())
+        flows = "; ".join(f"{'-'.join(f.path)} @ {f.rate_mbit:.3g}" for f in plan.flows_of(job))
+        pred = plan.predicted[job]
+        t.add_row(job, placement, flows or "-", f"{pred.throughput:.4g}", pred.bottleneck)
+    out.print(t)
+    if plan.waiting:
+        out.print(f"waiting (did not fit): {', '.join(plan.waiting)}")
+
+
+@app.command()
+def simulate(topology: Annotated[str, typer.Argument(help="topology YAML")],
+             jobs: Annotated[str, typer.Argument(help="jobs YAML")],
+             scheduler: Annotated[str, typer.Option("--scheduler", "-s")] = "otfa",
+             k_paths: Annotated[int, typer.Option(help="candidate paths per flow")] = 3,
+             gops_per_core: Annotated[float | None, typer.Option(
+                 help="node speed per core when not measured")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Event-driven simulation of an online scheduler: arrivals, runs, releases (no network)."""
+    res = api.simulate(topology, jobs, scheduler, k_paths, gops_per_core)
+    summary = {"scheduler": scheduler, "jobs": len(res.jobs),
+               "mean_throughput": res.mean_throughput, "mean_waiting_s": res.mean_waiting_s,
+               "unplaced": res.unplaced, "decisions": res.decisions,
+               "decision_s_max": res.decision_s_max}
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps({**summary, "per_job": [asdict(j) for j in res.jobs]}, indent=1))
+        return
+    out.print(f"{scheduler}: {len(res.jobs)} jobs, mean throughput "
+              f"{res.mean_throughput:.4g} items/s, mean waiting {res.mean_waiting_s:.2f} s, "
+              f"{res.unplaced} never placed, {res.decisions} decisions "
+              f"(slowest {res.decision_s_max * 1000:.0f} ms)")
+
+
 @flow_app.command("add")
 def flow_add(src: Annotated[str, typer.Option(help="source node")],
              dst: Annotated[str, typer.Option(help="destination node")],

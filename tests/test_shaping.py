@@ -51,7 +51,7 @@ def test_kernel_holds_the_shaping_asked_for(bring_up):
 def test_htb_parameters_scale_with_rate():
     low, high = htb_params(0.5), htb_params(100)
     assert low.burst_bytes == 2 * 1514 and high.burst_bytes == 62_500  # 5 ms at 100 Mbit/s
-    assert low.queue_frames == 16 and high.queue_frames == 825
+    assert low.queue_frames == 8 and high.queue_frames == 825
 
 
 def _netem_or_skip() -> None:

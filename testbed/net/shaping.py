@@ -5,7 +5,8 @@ The configured rate is the line rate of Ethernet frames (HTB counts the 14-byte 
 ideal TCP goodput is rate x 1448/1514 with a 1500-byte MTU and TCP timestamps.
 Burst is 5 ms of traffic (at least two frames): with less, a timer firing late on a busy host
 loses tokens and the link runs below its rate. The leaf queue holds about 100 ms at the link
-rate (16-1000 frames), so a slow-start overflow recovers within a second even on slow links.
+rate (8-1000 frames): slow-start overflow recovers quickly, and data held back by a loss
+is small against a 10 s measurement window, even on slow links.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def htb_params(bw_mbit: float) -> HtbParams:
     rate = int(bw_mbit * 1e6)
     burst = max(2 * FRAME_BYTES, rate // 8 // 200)  # 5 ms of traffic: tolerates late timers
     quantum = min(max(FRAME_BYTES, rate // 8 // 100), 60000)
-    queue = min(max(16, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
+    queue = min(max(8, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
     return HtbParams(rate, burst, quantum, queue)
 
 

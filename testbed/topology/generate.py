@@ -44,6 +44,14 @@ def random_mesh(spec: RandomMesh) -> tuple[list[str], list[Edge]]:
     return names, out
 
 
+def draw_profiles(spec: RandomMesh, names: list[str]) -> dict[str, str]:
+    """A profile per generated node, drawn at random (seeded) from spec.profiles."""
+    if not spec.profiles:
+        return {}
+    rng = random.Random(spec.seed + 104729)
+    return {n: rng.choice(spec.profiles) for n in names}
+
+
 def star(spec: Star) -> tuple[list[str], list[Edge]]:
     names = [f"{spec.prefix}{i}" for i in range(1, spec.nodes + 1)]
     return names, [(names[0], n, spec.bw) for n in names[1:]]

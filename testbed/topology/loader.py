@@ -116,12 +116,19 @@ def _add_generated(spec, node_specs, raw_links, source) -> None:
             raise TopologyError(source, "generate.random_mesh.bw_mean", "must be positive",
                                 "write e.g. 1 or \"1Mbit\"")
     names, edges = getattr(generate, kind)(g)
+    drawn = generate.draw_profiles(g, names) if kind == "random_mesh" else {}
+    for i, p in enumerate(drawn.values()):
+        if p not in PROFILES:
+            raise TopologyError(source, f"generate.random_mesh.profiles[{i}]",
+                                f"unknown profile {p!r}", _did_you_mean(p, PROFILES) or
+                                f"use one of {', '.join(PROFILES)}")
     for n in names:
         if n in node_specs:
             raise TopologyError(source, f"generate.{kind}",
                                 f"generated node {n!r} clashes with a listed node",
                                 "rename the listed node or set `prefix:` in the generator")
-        node_specs[n] = spec.defaults.node
+        node_specs[n] = (spec.defaults.node.model_copy(update={"profile": drawn[n]})
+                         if n in drawn else spec.defaults.node)
     for a, b, bw in edges:
         raw_links.append((a, b, LinkParams(bw=bw), f"generate.{kind}"))
 
@@ -213,7 +220,9 @@ def _did_you_mean(word: str, options) -> str:
 
 def _to_topology_error(model: type[pydantic.BaseModel], e: pydantic.ValidationError,
                        source: str) -> TopologyError:
-    err = e.errors(include_url=False)[0]
+    errors = e.errors(include_url=False)
+    # an unknown key usually explains a "missing" one next to it (a typo): report it first
+    err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())]
     field = _format_loc(loc)
     if err["type"] == "extra_forbidden":

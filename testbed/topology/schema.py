@@ -57,6 +57,7 @@ class RandomMesh(Strict):
     bw_var: float = Field(0.0, ge=0)
     seed: int = 0
     prefix: str = "n"
+    profiles: list[str] = Field([], description="profiles drawn at random (seeded) per node")
 
 
 class Star(Strict):

@@ -1,0 +1,45 @@
+"""Schedulers: pure functions from (network view, running plan, waiting jobs, time) to a Plan.
+
+The registry maps the names the CLI and campaigns use to the functions; register your own with
+`register("name", fn, "one line")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from testbed.errors import InputError
+from testbed.schedulers import online
+from testbed.schedulers.online import Scheduler
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Scheduler
+    summary: str
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, fn: Scheduler, summary: str) -> None:
+    REGISTRY[name] = Entry(name, fn, summary)
+
+
+def get(name: str) -> Scheduler:
+    if name not in REGISTRY:
+        raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name].fn
+
+
+register("otfa", online.otfa, "ENTS Algorithm 4: task allocation, then routing and bandwidth "
+         "re-optimised over all running and new flows")
+register("otfs", online.otfs, "ENTS Algorithm 3: jobs one by one, task allocation + JRBA on "
+         "the bandwidth left")
+register("tp", online.tp, "Task Partition baseline: Algorithm 1 placement, shortest paths, "
+         "links shared equally")
+register("lr", online.lr, "Kubernetes LeastRequestedPriority: whole job on the least "
+         "requested node")
+register("br", online.br, "Kubernetes BalancedResourceAllocation: whole job on the node with "
+         "the most balanced CPU/memory use")

@@ -1,0 +1,84 @@
+"""The network as schedulers see it: node speeds and memory, link bandwidths, candidate paths.
+
+Built from a Topology plus node speeds measured by profiling (or `speed:` in the topology, or
+cores x a per-core speed), never from the live network, so schedulers stay pure functions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+
+from testbed.topology.model import Topology
+
+DEFAULT_GOPS_PER_CORE = 20.0  # giga-operations/s of one core, when nothing was measured
+DEFAULT_MEMORY_MB = 4096
+
+
+def link_key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    speed_gops: float  # giga-operations per second
+    memory_bytes: int
+    cores: float
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    nodes: dict[str, NodeView]
+    links: dict[tuple[str, str], float]  # link_key -> bandwidth in Mbit/s
+    k_paths: int = 3
+    order: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_topology(cls, topo: Topology, speeds: dict[str, float] | None = None,
+                      gops_per_core: float = DEFAULT_GOPS_PER_CORE, k_paths: int = 3,
+                      unshaped_mbit: float = 1000.0) -> NetworkView:
+        """`speeds` (measured GOPS per node) win over `speed:` in the topology, which wins over
+        cores x gops_per_core."""
+        speeds = speeds or {}
+        nodes = {}
+        for n in topo.nodes:
+            cores = n.cpu if n.cpu is not None else 1.0
+            speed = speeds.get(n.name) or n.speed or cores * gops_per_core
+            memory = (n.memory_mb or DEFAULT_MEMORY_MB) * 1_000_000
+            nodes[n.name] = NodeView(n.name, float(speed), memory, cores)
+        links = {link_key(lk.a, lk.b): lk.shape.bw_mbit or unshaped_mbit for lk in topo.links}
+        return cls(nodes, links, k_paths, tuple(n.name for n in topo.nodes))
+
+    @cached_property
+    def graph(self) -> nx.Graph:
+        g = nx.Graph()
+        g.add_nodes_from(self.order or self.nodes)
+        g.add_edges_from(self.links)
+        return g
+
+    @cached_property
+    def _paths(self) -> dict[tuple[str, str], list[tuple[str, ...]]]:
+        return {}
+
+    def paths(self, src: str, dst: str) -> list[tuple[str, ...]]:
+        """Up to k shortest simple paths (by hops, ties broken by node order)."""
+        key = (src, dst)
+        if key not in self._paths:
+            gen = nx.shortest_simple_paths(self.graph, src, dst)
+            self._paths[key] = [tuple(p) for p in itertools.islice(gen, self.k_paths)]
+        return self._paths[key]
+
+    def shortest_path(self, src: str, dst: str) -> tuple[str, ...]:
+        return self.paths(src, dst)[0]
+
+    @cached_property
+    def mean_bw_mbit(self) -> float:
+        return sum(self.links.values()) / len(self.links) if self.links else 1000.0
+
+
+def path_links(path: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [link_key(a, b) for a, b in zip(path, path[1:], strict=False)]
