@@ -191,6 +191,41 @@ def simulate(topology: Annotated[str, typer.Argument(help="topology YAML")],
               f"(slowest {res.decision_s_max * 1000:.0f} ms)")
 
 
+@app.command()
+def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
+        scheduler: Annotated[str, typer.Option("--scheduler", "-s")] = "otfa",
+        duration: Annotated[float | None, typer.Option(help="seconds each job runs")] = None,
+        seed: Annotated[int | None, typer.Option(help="arrivals and random sources")] = None,
+        out_dir: Annotated[str | None, typer.Option("--out", help="run directory")] = None,
+        compute: Annotated[str, typer.Option(help="synthetic or torch")] = "synthetic",
+        window: Annotated[int | None, typer.Option(help="items in flight per job")] = None,
+        rate_fps: Annotated[float | None, typer.Option(help="cap on frames/s")] = None,
+        name: NameOpt = None) -> None:
+    """Run jobs on the running testbed: decide, enforce, execute, trace (results/<run>/)."""
+    import time as _time
+    from pathlib import Path
+
+    from testbed.runner.engine import RunOptions
+    from testbed.runner.engine import run as run_jobs
+
+    run_dir = Path(out_dir or f"results/{_time.strftime('%Y%m%d-%H%M%S')}-{scheduler}")
+    opts = RunOptions(scheduler=scheduler, out_dir=run_dir, duration_s=duration, seed=seed,
+                      compute=compute, window=window, rate_fps=rate_fps)
+    with err.status("running") as st:
+        jobs_df = run_jobs(name, jobs, opts, progress=lambda s: st.update(s))
+    t = Table("job", "status", "measured items/s", "predicted items/s", "ratio",
+              "latency p50 ms", "predicted ms", "waiting s",
+              title=f"{scheduler}: measured vs predicted ({run_dir})")
+    for r in jobs_df.itertuples():
+        t.add_row(r.job, r.status if not r.reason else f"{r.status}: {r.reason}"[:60],
+                  f"{r.throughput_measured:.3f}", f"{r.throughput_predicted:.3f}",
+                  f"{r.fidelity:.2f}", f"{r.latency_ms_p50:.0f}",
+                  f"{r.latency_ms_predicted:.0f}", f"{r.waiting_s:.2f}")
+    out.print(t)
+    if (jobs_df.status != "done").any():
+        raise typer.Exit(1)
+
+
 @flow_app.command("add")
 def flow_add(src: Annotated[str, typer.Option(help="source node")],
              dst: Annotated[str, typer.Option(help="destination node")],

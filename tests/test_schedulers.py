@@ -181,7 +181,8 @@ def test_jrba_avoids_a_congested_path():
             ents.Demand("j", "x", "z", "a", "c", 1_000_000)]
     routing = ents.jrba(view, dems, dict(view.links))
     assert {routing.paths[d.key] for d in dems} == {("a", "c"), ("a", "b", "c")}
-    assert routing.lp_bound_s == pytest.approx(8 / 10, rel=1e-6)  # 8 Mbit per path at 10 Mbit/s
+    # 8 Mbit per item on each path; a 10 Mbit/s link carries 10 x 1448/1514 Mbit/s of TCP data
+    assert routing.lp_bound_s == pytest.approx(8 / (10 * 1448 / 1514), rel=1e-6)
 
 
 def test_otfs_uses_only_bandwidth_left_and_otfa_readjusts():

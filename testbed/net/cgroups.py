@@ -18,7 +18,7 @@ def create(names: Names, node: str, cpu: float | None, memory_mb: int | None) ->
     for d in names.cgroup_dirs(node):
         if d.parent.parent.parent.exists():  # the controller is mounted here
             d.mkdir(parents=True, exist_ok=True)
-    cpu_dir, mem_dir, _ = names.cgroup_dirs(node)
+    cpu_dir, mem_dir = names.cgroup_dirs(node)[:2]
     if cpu is not None and cpu_dir.exists():
         (cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
         (cpu_dir / "cpu.cfs_quota_us").write_text(str(int(cpu * CFS_PERIOD_US)))
@@ -80,6 +80,17 @@ def remove(names: Names) -> None:
         with contextlib.suppress(OSError):
             if parent.name == "testbed":
                 parent.rmdir()  # only succeeds when no other testbed uses it
+
+
+def usage(names: Names, node: str) -> tuple[float, int]:
+    """(CPU seconds used so far, memory bytes in use) of the node's cgroups."""
+    cpu_s, mem = 0.0, 0
+    cpu_dir, mem_dir = names.cgroup_dirs(node)[3], names.cgroup_dirs(node)[1]
+    with contextlib.suppress(OSError, ValueError):
+        cpu_s = int((cpu_dir / "cpuacct.usage").read_text()) / 1e9
+    with contextlib.suppress(OSError, ValueError):
+        mem = int((mem_dir / "memory.usage_in_bytes").read_text())
+    return cpu_s, mem
 
 
 def available() -> dict[str, bool]:

@@ -15,7 +15,7 @@ from pathlib import Path
 STATE_ROOT = Path("/run/testbed")
 NETNS_DIR = Path("/run/netns")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_CONTROLLERS = ("cpu", "memory", "pids")
+CGROUP_CONTROLLERS = ("cpu", "memory", "pids", "cpuacct")
 CONTAINER_LABEL = "org.edge-testbed.name"
 
 HOST_PORT_OFPORT = 1  # the node's own port on its switch

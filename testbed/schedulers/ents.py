@@ -62,7 +62,7 @@ def allocate_tasks(view: NetworkView, job: Job, free_memory: dict[str, int],
         if not task.inputs and job.input_bytes:
             incoming = [(job.source, job.input_bytes * 8 / (mbit * 1e6))]
         for rank, (name, node) in enumerate(view.nodes.items()):
-            if free[name] < task.memory_bytes:
+            if free[name] < task.memory_bytes or (task.node and task.node != name):
                 continue
             t_comp = (own_work[name] + task.work) * sharers[name] / node.speed_gops
             t_comm = max((t for v, t in incoming if v != name), default=0.0)

@@ -38,6 +38,7 @@ class TaskSpec(Strict):
     memory: Size = 0
     model: str | None = None
     after: dict[str, Size] = {}
+    node: str | None = Field(None, description="run this task on this node only")
 
 
 class JobSpec(Strict):
@@ -54,9 +55,15 @@ class ArrivalSpec(Strict):
     seed: int = 0
 
 
+class ScaleSpec(Strict):
+    data: float = Field(1.0, gt=0, description="factor on every data volume")
+    work: float = Field(1.0, gt=0, description="factor on every task's work")
+
+
 class JobsFile(Strict):
     jobs: list[JobSpec]
     arrivals: ArrivalSpec | None = None
+    scale: ScaleSpec = ScaleSpec()
     repeat: int = Field(1, ge=1, description="copies of the job list (names get -2, -3, ...)")
 
 
@@ -67,6 +74,7 @@ class Task:
     memory_bytes: int
     model: str | None = None
     inputs: tuple[tuple[str, int], ...] = ()  # (predecessor, bytes per item)
+    node: str | None = None  # pinned to this node
 
 
 @dataclass(frozen=True)
@@ -101,19 +109,26 @@ class JobSet:
     extra: dict = field(default_factory=dict)
 
 
-def load_jobs(path: str | Path, topology: Topology | None = None) -> JobSet:
+def load_jobs(path: str | Path, topology: Topology | None = None,
+              seed: int | None = None) -> JobSet:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
         raise TopologyError(str(path), "", f"cannot read the file ({e.strerror})",
                             "check the path") from None
-    return loads_jobs(text, str(path), topology)
+    return loads_jobs(text, str(path), topology, seed)
 
 
-def loads_jobs(text: str, source: str = "<string>", topology: Topology | None = None) -> JobSet:
+def loads_jobs(text: str, source: str = "<string>", topology: Topology | None = None,
+               seed: int | None = None) -> JobSet:
+    """`seed` overrides the file's arrival seed (Poisson arrivals and `source: "*"`)."""
     spec = parse_model(JobsFile, read_yaml(text, source), source)
-    jobs = [_job(js, i, source, topology) for i, js in enumerate(spec.jobs)]
+    if seed is not None and spec.arrivals:
+        spec = spec.model_copy(update={"arrivals": spec.arrivals.model_copy(
+            update={"seed": seed})})
+    jobs = [scaled(_job(js, i, source, topology), spec.scale.data, spec.scale.work)
+            for i, js in enumerate(spec.jobs)]
     names = [j.name for j in jobs]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
@@ -131,8 +146,20 @@ def loads_jobs(text: str, source: str = "<string>", topology: Topology | None = 
             t += rng.expovariate(spec.arrivals.poisson_rate)
         jobs = timed
     if topology is not None:
-        jobs = resolve_sources(jobs, topology, spec.arrivals.seed if spec.arrivals else 0)
+        jobs = resolve_sources(jobs, topology, spec.arrivals.seed if spec.arrivals else
+                               (seed or 0))
     return JobSet(tuple(jobs), source)
+
+
+def scaled(job: Job, data: float = 1.0, work: float = 1.0) -> Job:
+    """The same job with data volumes and work multiplied (laptop-scale runs)."""
+    if data == 1.0 and work == 1.0:
+        return job
+    tasks = tuple(Task(t.name, t.work * work, t.memory_bytes, t.model,
+                       tuple((p, max(1, int(v * data))) for p, v in t.inputs), t.node)
+                  for t in job.tasks)
+    return Job(**{**job.__dict__, "tasks": tasks,
+                  "input_bytes": max(1, int(job.input_bytes * data)) if job.input_bytes else 0})
 
 
 def resolve_sources(jobs: list[Job], topology: Topology, seed: int = 0) -> list[Job]:
@@ -170,6 +197,11 @@ def _job(js: JobSpec, i: int, source: str, topology: Topology | None) -> Job:
         raise TopologyError(source, f"{where}.tasks", f"the tasks form a cycle ({cycle})",
                             "`after` must describe a DAG")
     order = list(nx.lexicographical_topological_sort(g, key=list(js.tasks).index))
+    for name, t in js.tasks.items():
+        if topology is not None and t.node is not None and t.node not in {
+                n.name for n in topology.nodes}:
+            raise TopologyError(source, f"{where}.tasks.{name}.node",
+                                f"unknown node {t.node!r}", f"use a node of {topology.source}")
     tasks = tuple(Task(n, js.tasks[n].work, js.tasks[n].memory, js.tasks[n].model,
-                       tuple(js.tasks[n].after.items())) for n in order)
+                       tuple(js.tasks[n].after.items()), js.tasks[n].node) for n in order)
     return Job(js.name, js.source, js.input, tasks, js.arrival, js.duration)

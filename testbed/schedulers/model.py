@@ -57,8 +57,27 @@ def predict(view: NetworkView, plan: Plan) -> dict[str, JobPrediction]:
         out[job] = JobPrediction(throughput=0.0 if t == float("inf") else 1 / max(t, EPS),
                                  bottleneck=what,
                                  waiting_s=prev.waiting_s if prev else 0.0,
-                                 scheduled_at_s=prev.scheduled_at_s if prev else 0.0)
+                                 scheduled_at_s=prev.scheduled_at_s if prev else 0.0,
+                                 latency_s=critical_path_s(view, plan, job))
     return out
+
+
+def critical_path_s(view: NetworkView, plan: Plan, job: str) -> float:
+    """Latency of one item with no queueing: tasks in plan order (topological), each ready when
+    its slowest input arrived, computing at its node's share; the latest finish wins."""
+    sharing = jobs_per_node(plan)
+    flows = {(f.src_task, f.dst_task): f for f in plan.flows_of(job)}
+    finish: dict[str, float] = {}
+    for p in plan.placements_of(job):  # stored in the job's topological order
+        arrivals = [finish[pred] + (transfer_time(flows[(pred, p.task)].volume_bytes,
+                                                  flows[(pred, p.task)].rate_mbit)
+                                    if (pred, p.task) in flows else 0.0) for pred in p.after]
+        if ("", p.task) in flows:  # the job's input from its source node
+            f = flows[("", p.task)]
+            arrivals.append(transfer_time(f.volume_bytes, f.rate_mbit))
+        ready = max(arrivals, default=0.0)
+        finish[p.task] = ready + p.work / (view.nodes[p.node].speed_gops / len(sharing[p.node]))
+    return max(finish.values(), default=0.0)
 
 
 def link_load(plan: Plan) -> dict[tuple[str, str], float]:

@@ -16,6 +16,7 @@ from testbed.topology.model import Topology
 
 DEFAULT_GOPS_PER_CORE = 20.0  # giga-operations/s of one core, when nothing was measured
 DEFAULT_MEMORY_MB = 4096
+GOODPUT_PER_LINE_RATE = 1448 / 1514  # TCP payload per Ethernet frame (1500 MTU, timestamps)
 
 
 def link_key(a: str, b: str) -> tuple[str, str]:
@@ -42,7 +43,8 @@ class NetworkView:
                       gops_per_core: float = DEFAULT_GOPS_PER_CORE, k_paths: int = 3,
                       unshaped_mbit: float = 1000.0) -> NetworkView:
         """`speeds` (measured GOPS per node) win over `speed:` in the topology, which wins over
-        cores x gops_per_core."""
+        cores x gops_per_core. Link capacity is what TCP can carry: the configured line rate
+        x 1448/1514, so planned rates are goodputs a measurement can confirm."""
         speeds = speeds or {}
         nodes = {}
         for n in topo.nodes:
@@ -50,7 +52,8 @@ class NetworkView:
             speed = speeds.get(n.name) or n.speed or cores * gops_per_core
             memory = (n.memory_mb or DEFAULT_MEMORY_MB) * 1_000_000
             nodes[n.name] = NodeView(n.name, float(speed), memory, cores)
-        links = {link_key(lk.a, lk.b): lk.shape.bw_mbit or unshaped_mbit for lk in topo.links}
+        links = {link_key(lk.a, lk.b): (lk.shape.bw_mbit or unshaped_mbit) * GOODPUT_PER_LINE_RATE
+                 for lk in topo.links}
         return cls(nodes, links, k_paths, tuple(n.name for n in topo.nodes))
 
     @cached_property

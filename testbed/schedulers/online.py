@@ -19,7 +19,7 @@ from dataclasses import replace
 from testbed.schedulers import ents, model
 from testbed.schedulers.jobs import Job
 from testbed.schedulers.network import NetworkView, path_links
-from testbed.schedulers.plan import Flow, JobPrediction, Placement, Plan
+from testbed.schedulers.plan import Flow, Placement, Plan
 
 Scheduler = Callable[[NetworkView, Plan, Sequence[Job], float], Plan]
 
@@ -38,7 +38,8 @@ def residual_capacity(view: NetworkView, plan: Plan) -> dict[tuple[str, str], fl
 
 
 def place(job: Job, where: dict[str, str]) -> list[Placement]:
-    return [Placement(job.name, t.name, where[t.name], t.work, t.memory_bytes) for t in job.tasks]
+    return [Placement(job.name, t.name, where[t.name], t.work, t.memory_bytes,
+                      tuple(pred for pred, _ in t.inputs)) for t in job.tasks]
 
 
 def compute_limited_need(view: NetworkView, plan: Plan, job: Job, where: dict[str, str],
@@ -57,9 +58,8 @@ def finish(view: NetworkView, plan: Plan, scheduler: str, new_jobs: dict[str, Jo
     preds = model.predict(view, plan)
     for name, p in preds.items():
         if name in new_jobs:
-            preds[name] = JobPrediction(p.throughput, p.bottleneck,
-                                        waiting_s=max(0.0, now - new_jobs[name].arrival_s),
-                                        scheduled_at_s=now)
+            preds[name] = replace(p, waiting_s=max(0.0, now - new_jobs[name].arrival_s),
+                                  scheduled_at_s=now)
     return replace(plan, predicted=preds)
 
 
@@ -173,8 +173,9 @@ def _whole_job(view: NetworkView, running: Plan, waiting: Sequence[Job], now: fl
         free = free_memory(view, plan)
         cpu_req = _cpu_requests(view, plan)
         best = None
+        pinned = {t.node for t in job.tasks if t.node}
         for rank, (n, node) in enumerate(view.nodes.items()):
-            if free[n] < job.memory_bytes:
+            if free[n] < job.memory_bytes or (pinned and pinned != {n}):
                 continue
             cores = node.speed_gops / _gops_per_core(view)
             cpu_frac = (cpu_req[n] + job.work / _gops_per_core(view)) / max(node.cores, cores)

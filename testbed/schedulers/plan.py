@@ -14,6 +14,7 @@ class Placement:
     node: str
     work: float  # giga-operations per item
     memory_bytes: int
+    after: tuple[str, ...] = ()  # the task's predecessors in the job's DAG
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class JobPrediction:
     bottleneck: str  # what limits it: "compute <node>" or "flow <src>-><dst>"
     waiting_s: float = 0.0
     scheduled_at_s: float = 0.0
+    latency_s: float = 0.0  # one item through the DAG with no queueing (critical path)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Plan:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["flows"] = [{**f, "path": list(f["path"])} for f in d["flows"]]
+        d["placements"] = [{**p, "after": list(p["after"])} for p in d["placements"]]
         d["waiting"] = list(self.waiting)
         return d
 
@@ -81,7 +84,8 @@ class Plan:
     def from_dict(cls, d: dict) -> Plan:
         return cls(
             scheduler=d["scheduler"],
-            placements=tuple(Placement(**p) for p in d["placements"]),
+            placements=tuple(Placement(**{**p, "after": tuple(p.get("after", ()))})
+                             for p in d["placements"]),
             flows=tuple(Flow(**{**f, "path": tuple(f["path"])}) for f in d["flows"]),
             predicted={k: JobPrediction(**v) for k, v in d["predicted"].items()},
             waiting=tuple(d.get("waiting", ())),

@@ -96,13 +96,14 @@ def simulate(view: NetworkView, jobs: Sequence[Job], scheduler: Scheduler, name:
     results = []
     for j in jobs:
         start, end = scheduled.get(j.name), finished.get(j.name)
-        thr = _time_average(segments.get(j.name, []), start, end) if start is not None else 0.0
+        thr = time_average(segments.get(j.name, []), start, end) if start is not None else 0.0
         results.append(JobResult(j.name, j.arrival_s, start, end,
                                  (start - j.arrival_s) if start is not None else 0.0, thr))
     return SimResult(name, tuple(results), decisions, d_max, d_total)
 
 
-def _time_average(segs: list[tuple[float, float]], start: float, end: float | None) -> float:
+def time_average(segs: list[tuple[float, float]], start: float, end: float | None) -> float:
+    """Mean of a step function given as [(since, value)], over [start, end]."""
     if not segs:
         return 0.0
     end = end if end is not None else segs[-1][0]

@@ -90,12 +90,24 @@ class Topology:
     def needs_netem(self) -> bool:
         return any(link.shape.needs_netem for link in self.links)
 
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<state>") -> Topology:
+        """The inverse of to_dict (what a running testbed recorded in its state file)."""
+        nodes = tuple(Node(name=n, index=i, kind=v["kind"], cpu=v.get("cpu"),
+                           memory_mb=v.get("memory_mb"), profile=v.get("profile"),
+                           speed=v.get("speed")) for i, (n, v) in enumerate(d["nodes"].items()))
+        links = tuple(Link(index=i, a=lk["between"][0], b=lk["between"][1],
+                           shape=LinkShape(lk["bw_mbit"], lk.get("delay_ms", 0.0),
+                                           lk.get("jitter_ms", 0.0), lk.get("loss_pct", 0.0)))
+                      for i, lk in enumerate(d["links"]))
+        return cls(name=d["name"], nodes=nodes, links=links, source=source)
+
     def to_dict(self) -> dict:
         """The status view of the topology (also what `testbed status --json` prints)."""
         return {
             "name": self.name,
             "nodes": {n.name: {"ip": n.ip, "kind": n.kind, "cpu": n.cpu, "memory_mb": n.memory_mb,
-                               "profile": n.profile} for n in self.nodes},
+                               "profile": n.profile, "speed": n.speed} for n in self.nodes},
             "links": [{"between": [lk.a, lk.b], "bw_mbit": lk.shape.bw_mbit,
                        "delay_ms": lk.shape.delay_ms, "jitter_ms": lk.shape.jitter_ms,
                        "loss_pct": lk.shape.loss_pct} for lk in self.links],

@@ -1,0 +1,375 @@
+"""One experiment on a running testbed: jobs arrive, the scheduler decides, the Plan is enforced
+(paths and rates through the controller client, one batch per decision), task processes run on
+their nodes and exchange real bytes, finished jobs release resources; then the traces become
+tidy CSV beside the Plan's predictions.
+
+Items are never dropped silently: a task that exits with an error (or a broken connection)
+fails its job with the reason, the job's other processes are stopped, and the run goes on.
+Ctrl-C stops every process and keeps what was recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from testbed import api
+from testbed.errors import InputError, TestbedError
+from testbed.net.ledger import Ledger
+from testbed.runner import traces
+from testbed.runner.sampler import Sampler
+from testbed.runner.wiring import JobWiring, Ports, TaskProcess, wire
+from testbed.schedulers import get as get_scheduler
+from testbed.schedulers.jobs import Job
+from testbed.schedulers.network import DEFAULT_GOPS_PER_CORE, GOODPUT_PER_LINE_RATE, NetworkView
+from testbed.schedulers.plan import Plan
+from testbed.schedulers.simulate import time_average
+from testbed.sdn import FlowClient
+from testbed.topology.model import Topology
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+TASK_PROGRAM = ROOT / "workloads" / "dag_task.py"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    scheduler: str
+    out_dir: Path
+    duration_s: float | None = None  # overrides each job's duration
+    seed: int | None = None
+    compute: str = "synthetic"  # or "torch"
+    window: int | None = None  # items in flight per job (default: tasks + 1)
+    rate_fps: float | None = None  # cap on the source's frame rate
+    items: int | None = None  # stop each source after this many items
+    warmup_items: int = 1
+    sample_s: float = 1.0
+    k_paths: int = 3
+    gops_per_core: float = DEFAULT_GOPS_PER_CORE
+    drain_s: float = 15.0
+
+
+@dataclass
+class JobRun:
+    job: Job
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    flow_ids: list[int] = field(default_factory=list)
+    started_s: float = 0.0
+    ended_s: float | None = None
+    status: str = "running"
+    reason: str = ""
+    predicted: list[tuple[float, float, float]] = field(default_factory=list)  # (t, thr, lat)
+    wiring: JobWiring | None = None
+    placement: tuple = ()
+    specs: list = field(default_factory=list)  # the FlowSpecs installed now (with flow_ids)
+    installed_s: float = 0.0
+    installs: list[dict] = field(default_factory=list)  # one row per flow installation
+
+
+class Runner:
+    """Holds one run's state; `run()` drives it. Not reusable across runs."""
+
+    def __init__(self, ledger: Ledger, jobs: list[Job], opts: RunOptions,
+                 progress: Progress = lambda s: None) -> None:
+        self.ledger, self.jobs, self.opts, self.progress = ledger, jobs, opts, progress
+        self.topology = Topology.from_dict(ledger.topology, ledger.topology_file)
+        self.client = FlowClient(ledger)
+        self.scheduler = get_scheduler(opts.scheduler)
+        self.ips = {n: v["ip"] for n, v in ledger.topology["nodes"].items()}
+        self.ports = Ports()
+        self.out = opts.out_dir
+        for sub in ("traces", "logs", "configs", "decisions"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.runs: dict[str, JobRun] = {}
+        self.plan = Plan(opts.scheduler)
+        self.t0 = time.monotonic()
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def calibrate(self) -> None:
+        """How fast the synthetic compute loop runs on a whole core (this process) and inside
+        each node (its cgroup quota): the node speeds the scheduler plans with are measured."""
+        self.progress("profiling node speeds")
+        probe = [sys.executable, str(TASK_PROGRAM), "--calibrate"]
+        self.spin_per_s = statistics.median(
+            float(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
+            for _ in range(3))
+        self.speeds = {}
+        for node, info in self.ledger.topology["nodes"].items():
+            res = api.run(self.ledger.name, node, probe, timeout=60)
+            single = float(res.stdout) / self.spin_per_s * self.opts.gops_per_core
+            cores = info.get("cpu") or 1.0
+            self.speeds[node] = single * max(1.0, cores)  # several tasks use several cores
+        self.view = NetworkView.from_topology(self.topology, speeds=self.speeds,
+                                              gops_per_core=self.opts.gops_per_core,
+                                              k_paths=self.opts.k_paths)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def run(self) -> pd.DataFrame:
+        self.calibrate()
+        self.sampler = Sampler(self.ledger, self.client, self.opts.sample_s).start()
+        self.t0 = self.sampler.t0
+        pending = sorted(self.jobs, key=lambda j: (j.arrival_s, j.name))
+        waiting: list[Job] = []
+        try:
+            while pending or waiting or any(r.status == "running" for r in self.runs.values()):
+                changed = False
+                while pending and pending[0].arrival_s <= self.now():
+                    waiting.append(pending.pop(0))
+                    changed = True
+                ended = self._poll()
+                if ended:
+                    self.plan = self.plan.without(ended)
+                    changed = True
+                if changed and waiting:
+                    waiting = self._decide(waiting)
+                if waiting and not pending and not any(
+                        r.status == "running" for r in self.runs.values()):
+                    for j in waiting:  # nothing left that could free resources for them
+                        self.runs[j.name] = JobRun(j, status="not placed",
+                                                   reason="did not fit the network")
+                    break
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            self.progress("interrupted: stopping every task, keeping what was recorded")
+            for r in self.runs.values():
+                if r.status == "running":
+                    self._stop_job(r, "interrupted", "Ctrl-C")
+        finally:
+            for r in self.runs.values():
+                if r.status == "running":
+                    self._stop_job(r, "interrupted", "run ended")
+            self.sampler.stop()
+            for r in self.runs.values():
+                self._release(r)
+        return self._write()
+
+    def _decide(self, waiting: list[Job]) -> list[Job]:
+        now = self.now()
+        t0 = time.perf_counter()
+        new = self.scheduler(self.view, self.plan, waiting, now)
+        took = time.perf_counter() - t0
+        new = replace(new, decision_s=took)
+        n = len(list((self.out / "decisions").iterdir()))
+        (self.out / "decisions" / f"{n:04d}.json").write_text(new.to_json())
+        placed = [j for j in waiting if j.name not in new.waiting]
+        self._reenforce_running(new)
+        for job in placed:
+            self._start_job(job, new)
+        self.plan = replace(new, waiting=())
+        for name, pred in self.plan.predicted.items():
+            r = self.runs.get(name)
+            if r and r.status == "running":
+                r.predicted.append((self.now(), pred.throughput, pred.latency_s))
+        self.progress(f"t={now:.1f}s {self.opts.scheduler}: placed {len(placed)}, "
+                      f"waiting {len(new.waiting)} ({took * 1000:.0f} ms)")
+        return [j for j in waiting if j.name in new.waiting]
+
+    def _reenforce_running(self, new: Plan) -> None:
+        """Running jobs whose flows got new paths or rates (OTFA, TP) are re-installed."""
+        for name, r in self.runs.items():
+            if r.status != "running":
+                continue
+            old = {f.key: (f.path, f.rate_mbit) for f in self.plan.flows_of(name)}
+            now_ = {f.key: (f.path, f.rate_mbit) for f in new.flows_of(name)}
+            if old != now_ and r.flow_ids and r.wiring:
+                by_key = {f.key: f for f in new.flows_of(name)}
+                specs = [replace(spec, path=by_key[flow.key].path, rate_mbit=round(
+                    by_key[flow.key].rate_mbit / GOODPUT_PER_LINE_RATE, 6))
+                    for flow, spec in r.wiring.flows]
+                self._collect_and_remove(r)
+                self._install(r, specs)
+
+    def _start_job(self, job: Job, plan: Plan) -> None:
+        r = JobRun(job, started_s=self.now())
+        self.runs[job.name] = r
+        duration = self.opts.duration_s or job.duration_s
+        options = {"compute": self.opts.compute, "duration_s": duration,
+                   "window": self.opts.window, "rate_fps": self.opts.rate_fps,
+                   "items": self.opts.items, "gops_per_core": self.opts.gops_per_core,
+                   "spin_per_s": self.spin_per_s, "trace_dir": str(self.out / "traces"),
+                   "cores": {n: v.get("cpu") for n, v in self.ledger.topology["nodes"].items()}}
+        wiring = wire(job, plan, self.ips, self.ports, options)
+        r.wiring = wiring
+        r.placement = tuple(sorted((p.task, p.node) for p in plan.placements_of(job.name)))
+        try:
+            if wiring.flows:
+                self._install(r, [s for _, s in wiring.flows])
+            for proc in wiring.processes:
+                r.processes[proc.task] = self._spawn(proc)
+        except (TestbedError, OSError) as e:
+            self._stop_job(r, "failed", f"start: {e}")
+
+    def _spawn(self, proc: TaskProcess) -> subprocess.Popen:
+        cfg_path = self.out / "configs" / f"{proc.job}.{proc.task}.json"
+        cfg_path.write_text(json.dumps(proc.config, indent=1))
+        log = open(self.out / "logs" / f"{proc.job}.{proc.task}.log", "wb")  # noqa: SIM115
+        env = {**os.environ, "PYTHONPATH": str(TASK_PROGRAM.parent)}
+        p = api.popen(self.ledger.name, proc.node, [sys.executable, str(TASK_PROGRAM),
+                                                    str(cfg_path)],
+                      stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        return p
+
+    def _poll(self) -> set[str]:
+        """Jobs that ended since the last poll (completed or failed)."""
+        ended = set()
+        for name, r in self.runs.items():
+            if r.status != "running":
+                continue
+            codes = {t: p.poll() for t, p in r.processes.items()}
+            bad = {t: c for t, c in codes.items() if c not in (None, 0)}
+            if bad:
+                task, code = next(iter(bad.items()))
+                self._stop_job(r, "failed", f"task {task} exited with code {code}: "
+                                            f"{self._last_log_line(name, task)}")
+                ended.add(name)
+            elif all(c == 0 for c in codes.values()):
+                r.status, r.ended_s = "done", self.now()
+                self._release(r)
+                ended.add(name)
+            elif codes.get("source") == 0 and self.now() - r.started_s > (
+                    (self.opts.duration_s or r.job.duration_s) + self.opts.drain_s + 10):
+                self._stop_job(r, "failed", "tasks did not finish after the source ended")
+                ended.add(name)
+        return ended
+
+    def _last_log_line(self, job: str, task: str) -> str:
+        try:
+            lines = (self.out / "logs" / f"{job}.{task}.log").read_text().strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else "(no output; killed by a signal?)"
+
+    def _stop_job(self, r: JobRun, status: str, reason: str) -> None:
+        for p in r.processes.values():
+            if p.poll() is None:
+                p.kill()
+        for p in r.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
+        r.status, r.reason, r.ended_s = status, reason, self.now()
+        self._release(r)
+
+    def _install(self, r: JobRun, specs: list) -> None:
+        r.flow_ids = [f.id for f in self.client.add(specs)]
+        r.specs, r.installed_s = list(specs), self.now()
+
+    def _collect_and_remove(self, r: JobRun) -> None:
+        """Record what each installed flow carried on each switch of its path (one row per
+        installation: OTFA and TP may move a running job's flows), then remove the flows."""
+        carried = {f["id"]: f["hops"] for f in self.client.list()}
+        for (flow, _), spec, fid in zip(r.wiring.flows, r.specs, r.flow_ids, strict=True):
+            r.installs.append({
+                "job": flow.job, "src_task": flow.src_task, "dst_task": flow.dst_task,
+                "src": flow.src, "dst": flow.dst, "path": "-".join(spec.path),
+                "rate_mbit_line": spec.rate_mbit, "volume_bytes": flow.volume_bytes,
+                "sport": spec.sport, "dport": spec.dport, "installed_s": r.installed_s,
+                "removed_s": self.now(),
+                "hop_bytes": " ".join(f"{h['node']}:{h['bytes']}" for h in carried.get(fid, []))})
+        self.client.remove(r.flow_ids)
+        r.flow_ids = []
+
+    def _release(self, r: JobRun) -> None:
+        if r.flow_ids:
+            with contextlib.suppress(TestbedError):
+                self._collect_and_remove(r)
+
+    # ---- results -----------------------------------------------------------------------------
+    def _write(self) -> pd.DataFrame:
+        tdir = self.out / "traces"
+        all_items, all_hops, all_tasks, all_events, rows = [], [], [], [], []
+        for name, r in self.runs.items():
+            events = traces.read_events(tdir, name)
+            items = traces.items_table(events) if len(events) else pd.DataFrame()
+            m = traces.measured(items, self.opts.warmup_items) if len(items) else {}
+            pred_thr = time_average([(t, v) for t, v, _ in r.predicted], r.started_s,
+                                    r.ended_s) if r.predicted else float("nan")
+            pred_lat = r.predicted[0][2] * 1000 if r.predicted else float("nan")
+            reason = r.reason or "; ".join(traces.errors(events))
+            if r.status == "done" and m.get("items_done", 0) < m.get("items_emitted", 0):
+                reason = (f"{m['items_emitted'] - m['items_done']} items emitted but not "
+                          "completed before the source's drain time")
+            rows.append({
+                "job": name, "scheduler": self.opts.scheduler, "status": r.status,
+                "reason": reason, "compute": self.opts.compute,
+                "throughput_measured": m.get("throughput_measured", float("nan")),
+                "throughput_predicted": pred_thr,
+                "fidelity": (m.get("throughput_measured", float("nan")) / pred_thr
+                             if pred_thr else float("nan")),
+                "latency_ms_p50": m.get("latency_ms_p50", float("nan")),
+                "latency_ms_p95": m.get("latency_ms_p95", float("nan")),
+                "latency_ms_predicted": pred_lat,
+                "waiting_s": r.started_s - r.job.arrival_s if r.status != "not placed"
+                else float("nan"),
+                "arrival_s": r.job.arrival_s, "started_s": r.started_s, "ended_s": r.ended_s,
+                "items_emitted": m.get("items_emitted", 0), "items_done": m.get("items_done", 0),
+                "placement": " ".join(f"{t}@{n}" for t, n in r.placement),
+            })
+            if len(events):
+                all_events.append(events)
+                all_items.append(items)
+                all_hops.append(traces.hops_table(events))
+                all_tasks.append(traces.tasks_table(events))
+        jobs = pd.DataFrame(rows)
+        jobs.to_csv(self.out / "jobs.csv", index=False)
+        for fname, frames in (("items.csv", all_items), ("hops.csv", all_hops),
+                              ("tasks.csv", all_tasks), ("events.csv", all_events)):
+            if frames:
+                pd.concat(frames, ignore_index=True).to_csv(self.out / fname, index=False)
+        pd.DataFrame(self.sampler.links).to_csv(self.out / "links.csv", index=False)
+        pd.DataFrame(self.sampler.nodes).to_csv(self.out / "nodes.csv", index=False)
+        flows = [row for r in self.runs.values() for row in r.installs]
+        pd.DataFrame(flows).to_csv(self.out / "flows.csv", index=False)
+        pd.DataFrame([{"node": n, "speed_gops": s} for n, s in self.speeds.items()]).to_csv(
+            self.out / "node_speeds.csv", index=False)
+        (self.out / "run.json").write_text(json.dumps(self._metadata(), indent=1))
+        return jobs
+
+    def _metadata(self) -> dict:
+        import importlib.metadata as md
+
+        versions = {}
+        for pkg in ("edge-testbed", "os-ken", "pyroute2", "pandas", "scipy", "torch"):
+            with contextlib.suppress(md.PackageNotFoundError):
+                versions[pkg] = md.version(pkg)
+        return {"testbed": self.ledger.name, "topology_file": self.ledger.topology_file,
+                "topology": self.ledger.topology, "scheduler": self.opts.scheduler,
+                "seed": self.opts.seed,
+                "options": {k: str(v) for k, v in self.opts.__dict__.items()},
+                "jobs": [j.__dict__ | {"tasks": [t.__dict__ for t in j.tasks]}
+                         for j in self.jobs],
+                "spin_per_s": self.spin_per_s, "node_speeds_gops": self.speeds,
+                "versions": {"python": platform.python_version(), **versions},
+                "host": {"uname": " ".join(platform.uname()), "cpus": os.cpu_count()},
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def run(name: str | None, jobs_file: str | Path, opts: RunOptions,
+        progress: Progress = lambda s: None) -> pd.DataFrame:
+    """`testbed run`: one experiment on the running testbed `name`."""
+    from testbed.schedulers.jobs import load_jobs
+
+    ledger = api.resolve(name)
+    if not (ledger.controller and ledger.controller.alive()):
+        raise TestbedError(f"the controller of {ledger.name} is not running; "
+                           "`testbed up` restarts it")
+    topo = Topology.from_dict(ledger.topology, ledger.topology_file)
+    jobset = load_jobs(jobs_file, topo, seed=opts.seed)
+    if opts.compute not in ("synthetic", "torch"):
+        raise InputError(f"--compute {opts.compute!r}: use synthetic or torch")
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    return Runner(ledger, list(jobset.jobs), opts, progress).run()

@@ -1,0 +1,48 @@
+"""Samples, at a fixed interval during a run, the switch port counters (per link direction,
+from the controller) and each node's CPU time and memory (from its cgroups)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+from testbed.errors import TestbedError
+from testbed.net import cgroups
+from testbed.net.ledger import Ledger
+from testbed.sdn import FlowClient
+
+
+class Sampler:
+    def __init__(self, ledger: Ledger, client: FlowClient, interval_s: float = 1.0) -> None:
+        self.ledger, self.client, self.interval_s = ledger, client, interval_s
+        self.links: list[dict] = []
+        self.nodes: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.t0 = time.monotonic()
+
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sample()  # a last sample so totals cover the whole run
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        t = round(time.monotonic() - self.t0, 3)
+        with contextlib.suppress(TestbedError):
+            for node, ports in self.client.ports().items():
+                for peer, c in ports.items():
+                    self.links.append({"t_s": t, "node": node, "to": peer,
+                                       "tx_bytes": c["tx_bytes"], "rx_bytes": c["rx_bytes"],
+                                       "tx_dropped": c["tx_dropped"]})
+        for node in self.ledger.topology["nodes"]:
+            cpu_s, mem = cgroups.usage(self.ledger.names, node)
+            self.nodes.append({"t_s": t, "node": node, "cpu_s": cpu_s, "memory_bytes": mem})
