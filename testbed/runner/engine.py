@@ -29,10 +29,10 @@ from testbed.errors import InputError, TestbedError
 from testbed.net.ledger import Ledger
 from testbed.runner import traces
 from testbed.runner.sampler import Sampler
-from testbed.runner.wiring import JobWiring, Ports, TaskProcess, wire
+from testbed.runner.wiring import JobWiring, Ports, TaskProcess, tc_rate_mbit, wire
 from testbed.schedulers import get as get_scheduler
 from testbed.schedulers.jobs import Job
-from testbed.schedulers.network import DEFAULT_GOPS_PER_CORE, GOODPUT_PER_LINE_RATE, NetworkView
+from testbed.schedulers.network import DEFAULT_GOPS_PER_CORE, NetworkView
 from testbed.schedulers.plan import Plan
 from testbed.schedulers.simulate import time_average
 from testbed.sdn import FlowClient
@@ -87,6 +87,8 @@ class Runner:
         self.client = FlowClient(ledger)
         self.scheduler = get_scheduler(opts.scheduler)
         self.ips = {n: v["ip"] for n, v in ledger.topology["nodes"].items()}
+        self.line_bw = {frozenset(lk["between"]): lk["bw_mbit"]
+                        for lk in ledger.topology["links"]}
         self.ports = Ports()
         self.out = opts.out_dir
         for sub in ("traces", "logs", "configs", "decisions"):
@@ -187,9 +189,9 @@ class Runner:
             now_ = {f.key: (f.path, f.rate_mbit) for f in new.flows_of(name)}
             if old != now_ and r.flow_ids and r.wiring:
                 by_key = {f.key: f for f in new.flows_of(name)}
-                specs = [replace(spec, path=by_key[flow.key].path, rate_mbit=round(
-                    by_key[flow.key].rate_mbit / GOODPUT_PER_LINE_RATE, 6))
-                    for flow, spec in r.wiring.flows]
+                specs = [replace(spec, path=by_key[flow.key].path, rate_mbit=tc_rate_mbit(
+                    by_key[flow.key].rate_mbit, flow.volume_bytes, by_key[flow.key].path,
+                    self.line_bw)) for flow, spec in r.wiring.flows]
                 self._collect_and_remove(r)
                 self._install(r, specs)
 
@@ -201,7 +203,8 @@ class Runner:
                    "window": self.opts.window, "rate_fps": self.opts.rate_fps,
                    "items": self.opts.items, "gops_per_core": self.opts.gops_per_core,
                    "spin_per_s": self.spin_per_s, "trace_dir": str(self.out / "traces"),
-                   "cores": {n: v.get("cpu") for n, v in self.ledger.topology["nodes"].items()}}
+                   "cores": {n: v.get("cpu") for n, v in self.ledger.topology["nodes"].items()},
+                   "line_bw": self.line_bw}
         wiring = wire(job, plan, self.ips, self.ports, options)
         r.wiring = wiring
         r.placement = tuple(sorted((p.task, p.node) for p in plan.placements_of(job.name)))

@@ -4,7 +4,8 @@ ports it listens and connects, and the per-flow paths and rates the network must
 Every DAG edge that crosses the network is its own TCP connection with a unique source port,
 so each planned flow has its own 5-tuple and gets its own path and rate, even when two flows
 join the same pair of nodes. Co-located tasks talk over the node's loopback (free, as in the
-model). The planned rate is a goodput; the tc class gets the line rate that yields it.
+model). The planned rate is a goodput; the tc class gets the line rate that yields it,
+counting the headers each message costs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 from testbed.routing import FlowSpec
 from testbed.schedulers.jobs import Job
-from testbed.schedulers.network import GOODPUT_PER_LINE_RATE
 from testbed.schedulers.plan import Flow, Plan
 
 SOURCE = "source"
@@ -33,6 +33,29 @@ class TaskProcess:
 class JobWiring:
     processes: tuple[TaskProcess, ...]  # start order: sinks first, source last
     flows: tuple[tuple[Flow, FlowSpec], ...]
+
+
+FRAMING_BYTES = 16  # dag_task.py's message header
+SEGMENT_PAYLOAD = 1448  # TCP payload per full-size segment (1500 MTU, timestamps)
+SEGMENT_OVERHEAD = 66  # Ethernet 14 + IP 20 + TCP with timestamps 32
+
+
+def line_rate_mbit(goodput_mbit: float, volume_bytes: int) -> float:
+    """The tc rate (which counts whole frames) that carries `goodput_mbit` of item data in
+    messages of `volume_bytes`: framing and per-segment headers make small messages cost far
+    more on the wire than their payload (a 10-byte item is a ~92-byte frame)."""
+    message = volume_bytes + FRAMING_BYTES
+    segments = -(-message // SEGMENT_PAYLOAD)
+    return goodput_mbit * (message + segments * SEGMENT_OVERHEAD) / volume_bytes
+
+
+def tc_rate_mbit(goodput_mbit: float, volume_bytes: int, path: tuple[str, ...],
+                 line_bw: dict[frozenset, float | None]) -> float:
+    """The rate of the flow's tc class: its line rate, never above its first link's rate
+    (a flow planned to fill a link gets the whole link)."""
+    rate = line_rate_mbit(goodput_mbit, volume_bytes)
+    first = line_bw.get(frozenset(path[:2]))
+    return round(min(rate, first) if first else rate, 6)
 
 
 class Ports:
@@ -53,7 +76,7 @@ class Ports:
 
 def wire(job: Job, plan: Plan, ips: dict[str, str], ports: Ports, options: dict) -> JobWiring:
     """`options`: compute, duration_s, window, rate_fps, gops_per_core, spin_per_s, trace_dir,
-    and `cores` (node -> CPU cores) for torch thread counts."""
+    `cores` (node -> CPU cores) for torch thread counts, `line_bw` ({a, b} -> Mbit/s)."""
     where = {p.task: p.node for p in plan.placements_of(job.name)}
     flows = {(f.src_task, f.dst_task): f for f in plan.flows_of(job.name)}
     listen = {t.name: ports.listen() for t in job.tasks}
@@ -84,10 +107,11 @@ def wire(job: Job, plan: Plan, ips: dict[str, str], ports: Ports, options: dict)
                 sport = ports.source()
                 o["sport"] = sport
                 f = Flow(**{**f.__dict__, "port": listen[dst_task]})
-                rate = f.rate_mbit / GOODPUT_PER_LINE_RATE
+                rate = tc_rate_mbit(f.rate_mbit, f.volume_bytes, f.path,
+                                    options.get("line_bw", {}))
                 enforced.append((f, FlowSpec(src=f.src, dst=f.dst, path=f.path, proto="tcp",
                                              sport=sport, dport=listen[dst_task],
-                                             rate_mbit=round(rate, 6))))
+                                             rate_mbit=rate)))
             outs.append(o)
         return outs
 
