@@ -45,7 +45,7 @@ stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "setup: creating the virtualenv"
   [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,ml]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

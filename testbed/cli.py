@@ -200,6 +200,7 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
         compute: Annotated[str, typer.Option(help="synthetic or torch")] = "synthetic",
         window: Annotated[int | None, typer.Option(help="items in flight per job")] = None,
         rate_fps: Annotated[float | None, typer.Option(help="cap on frames/s")] = None,
+        resolution: Annotated[int, typer.Option(help="torch models' input size")] = 224,
         name: NameOpt = None) -> None:
     """Run jobs on the running testbed: decide, enforce, execute, trace (results/<run>/)."""
     import time as _time
@@ -210,7 +211,8 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
 
     run_dir = Path(out_dir or f"results/{_time.strftime('%Y%m%d-%H%M%S')}-{scheduler}")
     opts = RunOptions(scheduler=scheduler, out_dir=run_dir, duration_s=duration, seed=seed,
-                      compute=compute, window=window, rate_fps=rate_fps)
+                      compute=compute, window=window, rate_fps=rate_fps,
+                      resolution=resolution)
     with err.status("running") as st:
         jobs_df = run_jobs(name, jobs, opts, progress=lambda s: st.update(s))
     t = Table("job", "status", "measured items/s", "predicted items/s", "ratio",

@@ -103,22 +103,40 @@ def calibrate_spin(seconds: float = 0.8) -> float:
     return n / (time.perf_counter() - t0)
 
 
+RESNET18_GOP_224 = 3.64  # 1.82 GMAC per 224x224 image
+
+
+def calibrate_torch() -> float:
+    """Giga-operations per second of one thread running ResNet-18 at 224x224 (real convs)."""
+    import torch
+    from models import build
+
+    torch.set_num_threads(1)
+    model, x = build("resnet18", 224)
+    with torch.no_grad():
+        model(x)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            model(x)
+    return 3 * RESNET18_GOP_224 / (time.perf_counter() - t0)
+
+
 class Compute:
+    """A task's per-item computation: the named torch model in `torch` mode, otherwise (and
+    for tasks without a model) the calibrated spin loop for the planned work."""
+
     def __init__(self, cfg: dict) -> None:
         self.work = cfg.get("work_gops", 0.0)
-        self.mode = cfg.get("compute", "synthetic")
         self.model = None
-        if self.mode == "torch" and cfg.get("model"):
-            import torch  # noqa: F401  (optional dependency)
+        if cfg.get("compute") == "torch" and cfg.get("model"):
+            import torch
             from models import build  # workloads/models.py, shipped beside this file
 
-            threads = max(1, int(cfg.get("cpu_cores") or 1))
-            torch.set_num_threads(threads)
+            torch.set_num_threads(max(1, int(cfg.get("cpu_cores") or 1)))
             self.model, self.example = build(cfg["model"], cfg.get("resolution"))
-        elif self.mode == "synthetic":
-            # iterations per giga-operation, from the calibration done by the runner on an
-            # unrestricted core: gops_per_core giga-operations take one core-second
-            self.iterations = int(self.work * cfg["spin_per_s"] / cfg["gops_per_core"])
+        # iterations per giga-operation, from the runner's calibration on a whole core:
+        # gops_per_core giga-operations take one core-second
+        self.iterations = int(self.work * cfg["spin_per_s"] / cfg["gops_per_core"])
 
     def __call__(self) -> None:
         if self.model is not None:
@@ -126,7 +144,7 @@ class Compute:
 
             with torch.no_grad():
                 self.model(self.example)
-        elif self.mode == "synthetic" and self.work > 0:
+        elif self.work > 0:
             spin(self.iterations)
 
 
@@ -252,5 +270,8 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 2 and sys.argv[1] == "--calibrate":
         print(calibrate_spin())
+        sys.exit(0)
+    if len(sys.argv) == 2 and sys.argv[1] == "--calibrate-torch":
+        print(calibrate_torch())
         sys.exit(0)
     sys.exit(main())

@@ -56,8 +56,9 @@ class RunOptions:
     warmup_items: int = 1
     sample_s: float = 1.0
     k_paths: int = 3
-    gops_per_core: float = DEFAULT_GOPS_PER_CORE
+    gops_per_core: float = DEFAULT_GOPS_PER_CORE  # synthetic mode's unit of work
     drain_s: float = 15.0
+    resolution: int = 224  # input size of torch models
 
 
 @dataclass
@@ -102,6 +103,11 @@ class Runner:
         """How fast the synthetic compute loop runs on a whole core (this process) and inside
         each node (its cgroup quota): the node speeds the scheduler plans with are measured."""
         self.progress("profiling node speeds")
+        if self.opts.compute == "torch":  # one core's speed on real convolutions
+            res = subprocess.run([sys.executable, str(TASK_PROGRAM), "--calibrate-torch"],
+                                 capture_output=True, text=True, check=True,
+                                 cwd=TASK_PROGRAM.parent)
+            self.opts.gops_per_core = float(res.stdout)
         probe = [sys.executable, str(TASK_PROGRAM), "--calibrate"]
         self.spin_per_s = statistics.median(
             float(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
@@ -204,7 +210,7 @@ class Runner:
                    "items": self.opts.items, "gops_per_core": self.opts.gops_per_core,
                    "spin_per_s": self.spin_per_s, "trace_dir": str(self.out / "traces"),
                    "cores": {n: v.get("cpu") for n, v in self.ledger.topology["nodes"].items()},
-                   "line_bw": self.line_bw}
+                   "line_bw": self.line_bw, "resolution": self.opts.resolution}
         wiring = wire(job, plan, self.ips, self.ports, options)
         r.wiring = wiring
         r.placement = tuple(sorted((p.task, p.node) for p in plan.placements_of(job.name)))

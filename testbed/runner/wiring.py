@@ -116,6 +116,7 @@ def wire(job: Job, plan: Plan, ips: dict[str, str], ports: Ports, options: dict)
         return outs
 
     base = {"job": job.name, "compute": options.get("compute", "synthetic"),
+            "resolution": options.get("resolution"),
             "gops_per_core": options["gops_per_core"], "spin_per_s": options["spin_per_s"]}
     procs = []
     for t in reversed(job.tasks):  # downstream first: they listen before upstream connects
