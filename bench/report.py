@@ -20,17 +20,19 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def write_section(name: str, title: str, body: str) -> None:
+def write_section(name: str, title: str, body: str, doc: Path = DOC) -> None:
     command = "python " + " ".join(sys.argv)
     section = (f"<!-- bench:{name} -->\n## {title}\n\n"
                f"Command: `{command}`  \nMachine: {machine()}  \n"
                f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
                f"{body.strip()}\n<!-- /bench:{name} -->\n")
-    text = DOC.read_text() if DOC.exists() else HEADER
+    header = HEADER if doc == DOC else f"# {doc.stem.capitalize()}\n\nEvery table is " \
+        "written by a script in `bench/`; re-run it to refresh.\n"
+    text = doc.read_text() if doc.exists() else header
     pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->\n", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
+    doc.parent.mkdir(exist_ok=True)
+    doc.write_text(text)
     print(section)
 
 
