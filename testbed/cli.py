@@ -25,6 +25,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="testbed name")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+SchedulerOpt = Annotated[str, typer.Option("--scheduler", "-s", help="see `testbed schedulers`")]
+KPathsOpt = Annotated[int, typer.Option(help="candidate paths per flow")]
+GopsOpt = Annotated[float | None, typer.Option(help="node speed per core when not measured")]
 
 
 def _flow_client(name: str | None):
@@ -140,11 +143,8 @@ def schedulers() -> None:
 @app.command()
 def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
              jobs: Annotated[str, typer.Argument(help="jobs YAML")],
-             scheduler: Annotated[str, typer.Option("--scheduler", "-s")] = "otfa",
-             k_paths: Annotated[int, typer.Option(help="candidate paths per flow")] = 3,
-             gops_per_core: Annotated[float | None, typer.Option(
-                 help="node speed per core when not measured")] = None,
-             as_json: JsonOpt = False) -> None:
+             scheduler: SchedulerOpt = "otfa", k_paths: KPathsOpt = 3,
+             gops_per_core: GopsOpt = None, as_json: JsonOpt = False) -> None:
     """Run a scheduler offline (no network) and print its Plan with predicted metrics."""
     plan = api.schedule(topology, jobs, scheduler, k_paths, gops_per_core)
     if as_json:
@@ -169,11 +169,8 @@ def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
 @app.command()
 def simulate(topology: Annotated[str, typer.Argument(help="topology YAML")],
              jobs: Annotated[str, typer.Argument(help="jobs YAML")],
-             scheduler: Annotated[str, typer.Option("--scheduler", "-s")] = "otfa",
-             k_paths: Annotated[int, typer.Option(help="candidate paths per flow")] = 3,
-             gops_per_core: Annotated[float | None, typer.Option(
-                 help="node speed per core when not measured")] = None,
-             as_json: JsonOpt = False) -> None:
+             scheduler: SchedulerOpt = "otfa", k_paths: KPathsOpt = 3,
+             gops_per_core: GopsOpt = None, as_json: JsonOpt = False) -> None:
     """Event-driven simulation of an online scheduler: arrivals, runs, releases (no network)."""
     res = api.simulate(topology, jobs, scheduler, k_paths, gops_per_core)
     summary = {"scheduler": scheduler, "jobs": len(res.jobs),
@@ -193,7 +190,7 @@ def simulate(topology: Annotated[str, typer.Argument(help="topology YAML")],
 
 @app.command()
 def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
-        scheduler: Annotated[str, typer.Option("--scheduler", "-s")] = "otfa",
+        scheduler: SchedulerOpt = "otfa",
         duration: Annotated[float | None, typer.Option(help="seconds each job runs")] = None,
         seed: Annotated[int | None, typer.Option(help="arrivals and random sources")] = None,
         out_dir: Annotated[str | None, typer.Option("--out", help="run directory")] = None,
@@ -226,6 +223,66 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     out.print(t)
     if (jobs_df.status != "done").any():
         raise typer.Exit(1)
+
+
+@app.command()
+def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
+             resume: Annotated[bool, typer.Option(help="skip trials already recorded")] = False,
+             jobs: Annotated[int, typer.Option("--jobs", "-j",
+                                               help="parallel simulated trials")] = 1,
+             dry_run: Annotated[bool, typer.Option(help="list the trials only")] = False) -> None:
+    """Run a sweep: grid x repetitions, one row per trial in results/<name>/trials.csv."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from testbed.campaign.run import run_campaign
+
+    if dry_run:
+        trials = run_campaign(file, resume=resume, dry_run=True)
+        t = Table("trial", "scheduler", "parameters", "repetition", "seed",
+                  title=f"{len(trials)} trials to run")
+        for tr in trials:
+            t.add_row(tr.id, tr.scheduler, ", ".join(f"{k}={v}" for k, v in tr.params.items()),
+                      str(tr.repetition), str(tr.seed))
+        out.print(t)
+        return
+    failed = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
+                  "/{task.total}"), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("campaign", total=None)
+
+        def progress(done, total, trial, row):
+            bar.update(task, total=total, completed=done,
+                       description=f"trial {trial.id} ({trial.scheduler})")
+            if row and row["status"] != "done":
+                failed.append(f"{trial.id}: {row['reason']}")
+
+        trials = run_campaign(file, resume=resume, jobs=jobs, progress=progress)
+    out.print(f"{len(trials)} trials run, {len(failed)} failed")
+    for f in failed:
+        out.print(f"  failed {f}")
+
+
+@app.command()
+def export(results: Annotated[str, typer.Argument(help="results/<campaign>")],
+           fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv") -> None:
+    """Merge every trial's traces into one file per kind (with the trial's parameters)."""
+    from pathlib import Path
+
+    from testbed.campaign.export import export as do_export
+
+    for path in do_export(Path(results), fmt):
+        out.print(str(path))
+
+
+@app.command()
+def plot(results: Annotated[str, typer.Argument(help="results/<campaign>")]) -> None:
+    """Draw metric vs swept parameter, one line per scheduler, error bars over repetitions."""
+    from pathlib import Path
+
+    from testbed.campaign.export import plot as do_plot
+
+    for path in do_plot(Path(results)):
+        out.print(str(path))
 
 
 @flow_app.command("add")

@@ -1,5 +1,7 @@
-"""`make demo`: bring up a topology, measure shaped paths with iperf3 and ping, print configured
-vs measured, tear down. Usage: python -m testbed.demo [TOPOLOGY]"""
+"""`make demo`: (1) bring up a topology, measure shaped paths with iperf3 and ping, print
+configured vs measured, tear down; (2) a short emulated campaign (OTFA vs LR on a small mesh,
+real processes and bytes) ending with a table of measured vs predicted and a plot.
+Usage: python -m testbed.demo [TOPOLOGY] [CAMPAIGN]"""
 
 from __future__ import annotations
 
@@ -14,7 +16,46 @@ from testbed.routing import Fabric, default_path
 from testbed.topology import load
 
 
-def main(path: str = "topologies/demo.yaml") -> int:
+def main(path: str = "topologies/demo.yaml", campaign: str = "campaigns/demo.yaml") -> int:
+    shaping(path)
+    return campaign_demo(campaign)
+
+
+def campaign_demo(path: str) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from testbed.campaign.export import plot
+    from testbed.campaign.run import run_campaign
+    from testbed.campaign.sweep import load_campaign
+
+    console = Console(width=None if sys.stdout.isatty() else 110)
+    root = Path("results") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    spec = load_campaign(path).spec
+    def progress(done, total, trial, row) -> None:
+        varied = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in trial.params.items())
+        st.update(f"campaign {spec.name}: trial {done + (row is None)}/{total} ({varied})")
+
+    with console.status("campaign") as st:
+        run_campaign(path, root=root, progress=progress)
+    df = pd.read_csv(root / spec.name / "trials.csv")
+    swept = [c for c in df.columns if c.startswith("param:") and c != "param:scheduler"]
+    table = Table("scheduler", *(c.rsplit(".", 1)[-1] for c in swept), "status",
+                  "measured items/s", "predicted items/s", "measured / predicted",
+                  "latency p50 ms", title=f"campaign {spec.name}: {len(df)} trials")
+    for _, r in df.iterrows():
+        table.add_row(r["scheduler"], *(str(r[c]) for c in swept), r["status"],
+                      f"{r['throughput_measured_items_s']:.2f}",
+                      f"{r['throughput_predicted_items_s']:.2f}", f"{r['fidelity']:.2f}",
+                      f"{r['latency_ms_p50']:.0f}")
+    console.print(table)
+    for png in plot(root / spec.name):
+        console.print(f"plot: {png}")
+    return 0 if (df.status == "done").all() else 1
+
+
+def shaping(path: str) -> None:
     console = Console(width=None if sys.stdout.isatty() else 110)
     topo = load(path)
     t0 = time.monotonic()
@@ -44,7 +85,6 @@ def main(path: str = "topologies/demo.yaml") -> int:
     finally:
         api.down(topo.name)
         console.print(f"{topo.name} torn down")
-    return 0
 
 
 if __name__ == "__main__":

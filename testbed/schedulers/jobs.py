@@ -23,7 +23,7 @@ import networkx as nx
 from pydantic import BeforeValidator, Field
 
 from testbed.errors import TopologyError
-from testbed.topology.loader import parse_model, read_yaml
+from testbed.topology.loader import parse_model, read_file, read_yaml
 from testbed.topology.model import Topology
 from testbed.topology.schema import Strict
 from testbed.units import parse_size_bytes, parse_time_ms
@@ -112,12 +112,7 @@ class JobSet:
 def load_jobs(path: str | Path, topology: Topology | None = None,
               seed: int | None = None) -> JobSet:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise TopologyError(str(path), "", f"cannot read the file ({e.strerror})",
-                            "check the path") from None
-    return loads_jobs(text, str(path), topology, seed)
+    return loads_jobs(read_file(path), str(path), topology, seed)
 
 
 def loads_jobs(text: str, source: str = "<string>", topology: Topology | None = None,

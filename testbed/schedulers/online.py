@@ -103,23 +103,29 @@ def otfs(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 
     return finish(view, plan, "otfs", placed, left, now)
 
 
-def otfa(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 0.0) -> Plan:
-    """Algorithm 4: Algorithm 1 for every waiting job, then JRBA over all flows, old and new."""
-    plan, placed, left, new_dems = running, {}, [], []
-    free, sharing = free_memory(view, plan), model.jobs_per_node(plan)
-    new_placements: list[Placement] = []
+def allocate_all(view: NetworkView, running: Plan, waiting: Sequence[Job]) -> tuple:
+    """Algorithm 1 for every waiting job in turn (each booking memory and node share for the
+    next); returns (plan with the new placements, placed jobs, names left, their demands)."""
+    free, sharing = free_memory(view, running), model.jobs_per_node(running)
+    placed, left, dems, new_placements = {}, [], [], []
     for job in by_waiting_time(waiting):
         where = ents.allocate_tasks(view, job, free, sharing)
         if where is None:
             left.append(job.name)
             continue
-        for p in place(job, where):  # book the job's memory and node share for the next ones
+        for p in place(job, where):
             free[p.node] -= p.memory_bytes
             sharing[p.node].add(job.name)
             new_placements.append(p)
-        new_dems += ents.demands(job, where)
+        dems += ents.demands(job, where)
         placed[job.name] = job
-    plan = replace(plan, placements=plan.placements + tuple(new_placements))
+    plan = replace(running, placements=running.placements + tuple(new_placements))
+    return plan, placed, left, dems
+
+
+def otfa(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 0.0) -> Plan:
+    """Algorithm 4: Algorithm 1 for every waiting job, then JRBA over all flows, old and new."""
+    plan, placed, left, new_dems = allocate_all(view, running, waiting)
     if not placed and not running.flows:
         return finish(view, plan, "otfa", placed, left, now)
     all_dems = demands_of(running) + new_dems
@@ -144,21 +150,7 @@ def _shortest_equal_share(view: NetworkView, plan: Plan, new: list[ents.Demand])
 
 def tp(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 0.0) -> Plan:
     """Task Partition: Algorithm 1 placement, shortest paths, links shared equally."""
-    plan, placed, left, new = running, {}, [], []
-    free, sharing = free_memory(view, plan), model.jobs_per_node(plan)
-    new_placements: list[Placement] = []
-    for job in by_waiting_time(waiting):
-        where = ents.allocate_tasks(view, job, free, sharing)
-        if where is None:
-            left.append(job.name)
-            continue
-        for p in place(job, where):
-            free[p.node] -= p.memory_bytes
-            sharing[p.node].add(job.name)
-            new_placements.append(p)
-        new += ents.demands(job, where)
-        placed[job.name] = job
-    plan = replace(plan, placements=plan.placements + tuple(new_placements))
+    plan, placed, left, new = allocate_all(view, running, waiting)
     dems, paths, rates = _shortest_equal_share(view, running, new)
     plan = replace(plan, flows=tuple(as_flows(dems, paths, rates)))
     return finish(view, plan, "tp", placed, left, now)

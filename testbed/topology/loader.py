@@ -26,15 +26,19 @@ M = typing.TypeVar("M", bound=pydantic.BaseModel)
 NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
-def load(path: str | Path) -> Topology:
-    """Read, validate and build the Topology of a YAML file."""
-    path = Path(path)
+def read_file(path: Path) -> str:
+    """A user's file as text, or an error that says why it cannot be read."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as e:
         raise TopologyError(str(path), "", f"cannot read the file ({e.strerror})",
                             "check the path") from None
-    return loads(text, source=str(path), default_name=path.stem)
+
+
+def load(path: str | Path) -> Topology:
+    """Read, validate and build the Topology of a YAML file."""
+    path = Path(path)
+    return loads(read_file(path), source=str(path), default_name=path.stem)
 
 
 def read_yaml(text: str, source: str) -> object:

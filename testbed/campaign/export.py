@@ -1,0 +1,84 @@
+"""Merge the trace files of a campaign's trials into one file per kind, each row tagged with its
+trial, grid parameters and seed; and draw the standard figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from testbed.campaign import records
+from testbed.errors import InputError
+
+TRACE_KINDS = ("jobs", "items", "hops", "tasks", "flows", "links", "nodes")
+
+
+def export(results: Path, fmt: str = "csv") -> list[Path]:
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"--format {fmt!r}: use csv or parquet")
+    trials = records.read(results / "trials.csv")
+    if trials.empty:
+        raise InputError(f"{results}: no trials.csv with trials; run `testbed campaign` first")
+    tags = trials.set_index("trial")[[c for c in trials.columns if c.startswith("param:")]
+                                     + ["scheduler", "repetition", "seed"]]
+    out_dir = results / "export"
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for kind in ("trials", *TRACE_KINDS):
+        if kind == "trials":
+            merged = trials
+        else:
+            frames = []
+            for trial in tags.index:
+                path = results / "trials" / trial / "run" / f"{kind}.csv"
+                if path.exists() and path.stat().st_size:
+                    df = pd.read_csv(path)
+                    for col, value in tags.loc[trial].items():
+                        df[col] = value
+                    df.insert(0, "trial", trial)
+                    frames.append(df)
+            if not frames:
+                continue
+            merged = pd.concat(frames, ignore_index=True)
+        target = out_dir / f"{kind}.{fmt}"
+        if fmt == "csv":
+            merged.to_csv(target, index=False)
+        else:
+            merged.to_parquet(target, index=False)
+        written.append(target)
+    return written
+
+
+def plot(results: Path) -> list[Path]:
+    """Metric vs each swept parameter, one line per scheduler, error bars over repetitions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = records.read(results / "trials.csv")
+    if trials.empty:
+        raise InputError(f"{results}: no trials to plot")
+    trials = trials[trials.status == "done"]
+    swept = [c for c in trials.columns if c.startswith("param:") and c != "param:scheduler"]
+    metrics = [m for m in ("throughput_measured_items_s", "throughput_predicted_items_s",
+                           "waiting_s", "latency_ms_p50", "fidelity") if m in trials]
+    out = []
+    for x in swept or ["repetition"]:
+        for metric in metrics:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for sched, group in trials.groupby("scheduler"):
+                stats = group.groupby(x)[metric].agg(["mean", "std"]).reset_index()
+                ax.errorbar(stats[x], stats["mean"], yerr=stats["std"].fillna(0), marker="o",
+                            capsize=3, label=sched)
+            ax.set_xlabel(x.removeprefix("param:"))
+            ax.set_ylabel(metric)
+            ax.set_title(f"{results.name}: {metric}")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            path = results / f"{metric}_vs_{x.removeprefix('param:').replace('.', '_')}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            out.append(path)
+    return out
