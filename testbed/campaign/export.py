@@ -64,7 +64,28 @@ def plot(results: Path) -> list[Path]:
     metrics = [m for m in ("throughput_measured_items_s", "throughput_predicted_items_s",
                            "waiting_s", "latency_ms_p50", "fidelity") if m in trials]
     out = []
+    both = {"throughput_measured_items_s", "throughput_predicted_items_s"} <= set(trials)
     for x in swept or ["repetition"]:
+        if both:  # the testbed's point: what the scheduler predicted beside what happened
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for i, (sched, group) in enumerate(trials.groupby("scheduler")):
+                color = f"C{i}"
+                for metric, style in (("throughput_measured_items_s", "-"),
+                                      ("throughput_predicted_items_s", "--")):
+                    stats = group.groupby(x)[metric].agg(["mean", "std"]).reset_index()
+                    ax.errorbar(stats[x], stats["mean"], yerr=stats["std"].fillna(0),
+                                fmt="o" + style, color=color, capsize=3,
+                                label=f"{sched} {metric.split('_')[1]}")
+            ax.set_xlabel(x.removeprefix("param:"))
+            ax.set_ylabel("throughput (items/s)")
+            ax.set_title(f"{results.name}: measured (solid) vs predicted (dashed)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = results / f"throughput_measured_vs_predicted_vs_{_label(x)}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            out.append(path)
         for metric in metrics:
             fig, ax = plt.subplots(figsize=(6, 4))
             for sched, group in trials.groupby("scheduler"):
@@ -77,8 +98,12 @@ def plot(results: Path) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend()
             fig.tight_layout()
-            path = results / f"{metric}_vs_{x.removeprefix('param:').replace('.', '_')}.png"
+            path = results / f"{metric}_vs_{_label(x)}.png"
             fig.savefig(path, dpi=110)
             plt.close(fig)
             out.append(path)
     return out
+
+
+def _label(column: str) -> str:
+    return column.removeprefix("param:").replace(".", "_")
