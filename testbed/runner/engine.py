@@ -174,9 +174,10 @@ class Runner:
         n = len(list((self.out / "decisions").iterdir()))
         (self.out / "decisions" / f"{n:04d}.json").write_text(new.to_json())
         placed = [j for j in waiting if j.name not in new.waiting]
-        self._reenforce_running(new)
-        for job in placed:
-            self._start_job(job, new)
+        starting = [self._prepare_job(job, new) for job in placed]
+        self._enforce(self._moved_flows(new), starting)
+        for r in starting:
+            self._start_processes(r)
         self.plan = replace(new, waiting=())
         for name, pred in self.plan.predicted.items():
             r = self.runs.get(name)
@@ -186,22 +187,22 @@ class Runner:
                       f"waiting {len(new.waiting)} ({took * 1000:.0f} ms)")
         return [j for j in waiting if j.name in new.waiting]
 
-    def _reenforce_running(self, new: Plan) -> None:
-        """Running jobs whose flows got new paths or rates (OTFA, TP) are re-installed."""
+    def _moved_flows(self, new: Plan) -> dict[str, list]:
+        """Running jobs whose flows the new Plan routes or rates differently (OTFA, TP), with
+        the FlowSpecs that carry the new paths and rates."""
+        moved = {}
         for name, r in self.runs.items():
-            if r.status != "running":
+            if r.status != "running" or not r.flow_ids or not r.wiring:
                 continue
             old = {f.key: (f.path, f.rate_mbit) for f in self.plan.flows_of(name)}
-            now_ = {f.key: (f.path, f.rate_mbit) for f in new.flows_of(name)}
-            if old != now_ and r.flow_ids and r.wiring:
-                by_key = {f.key: f for f in new.flows_of(name)}
-                specs = [replace(spec, path=by_key[flow.key].path, rate_mbit=tc_rate_mbit(
+            by_key = {f.key: f for f in new.flows_of(name)}
+            if old != {k: (f.path, f.rate_mbit) for k, f in by_key.items()}:
+                moved[name] = [replace(spec, path=by_key[flow.key].path, rate_mbit=tc_rate_mbit(
                     by_key[flow.key].rate_mbit, flow.volume_bytes, by_key[flow.key].path,
                     self.line_bw)) for flow, spec in r.wiring.flows]
-                self._collect_and_remove(r)
-                self._install(r, specs)
+        return moved
 
-    def _start_job(self, job: Job, plan: Plan) -> None:
+    def _prepare_job(self, job: Job, plan: Plan) -> JobRun:
         r = JobRun(job, started_s=self.now())
         self.runs[job.name] = r
         duration = self.opts.duration_s or job.duration_s
@@ -211,15 +212,40 @@ class Runner:
                    "spin_per_s": self.spin_per_s, "trace_dir": str(self.out / "traces"),
                    "cores": {n: v.get("cpu") for n, v in self.ledger.topology["nodes"].items()},
                    "line_bw": self.line_bw, "resolution": self.opts.resolution}
-        wiring = wire(job, plan, self.ips, self.ports, options)
-        r.wiring = wiring
+        r.wiring = wire(job, plan, self.ips, self.ports, options)
         r.placement = tuple(sorted((p.task, p.node) for p in plan.placements_of(job.name)))
+        return r
+
+    def _enforce(self, moved: dict[str, list], starting: list[JobRun]) -> None:
+        """One decision, one batch: remove the moved flows, then install the moved and the new
+        ones in one call. If the batch is refused, each job is tried alone so that only the
+        culprit fails."""
+        if moved:
+            self._collect_and_remove([self.runs[name] for name in moved])
+        batch = [(self.runs[name], specs) for name, specs in moved.items()]
+        batch += [(r, [s for _, s in r.wiring.flows]) for r in starting if r.wiring.flows]
+        if not batch:
+            return
         try:
-            if wiring.flows:
-                self._install(r, [s for _, s in wiring.flows])
-            for proc in wiring.processes:
+            added = self.client.add([s for _, specs in batch for s in specs])
+        except TestbedError:
+            for r, specs in batch:
+                try:
+                    self._install(r, specs, self.client.add(specs))
+                except TestbedError as e:
+                    self._stop_job(r, "failed", f"enforcing its flows: {e}")
+            return
+        for r, specs in batch:
+            self._install(r, specs, added[:len(specs)])
+            added = added[len(specs):]
+
+    def _start_processes(self, r: JobRun) -> None:
+        if r.status != "running":
+            return
+        try:
+            for proc in r.wiring.processes:
                 r.processes[proc.task] = self._spawn(proc)
-        except (TestbedError, OSError) as e:
+        except OSError as e:
             self._stop_job(r, "failed", f"start: {e}")
 
     def _spawn(self, proc: TaskProcess) -> subprocess.Popen:
@@ -273,29 +299,32 @@ class Runner:
         r.status, r.reason, r.ended_s = status, reason, self.now()
         self._release(r)
 
-    def _install(self, r: JobRun, specs: list) -> None:
-        r.flow_ids = [f.id for f in self.client.add(specs)]
+    def _install(self, r: JobRun, specs: list, added: list) -> None:
+        r.flow_ids = [f.id for f in added]
         r.specs, r.installed_s = list(specs), self.now()
 
-    def _collect_and_remove(self, r: JobRun) -> None:
+    def _collect_and_remove(self, runs: list[JobRun]) -> None:
         """Record what each installed flow carried on each switch of its path (one row per
-        installation: OTFA and TP may move a running job's flows), then remove the flows."""
+        installation: OTFA and TP may move a running job's flows), then remove the flows of
+        all these jobs in one call."""
         carried = {f["id"]: f["hops"] for f in self.client.list()}
-        for (flow, _), spec, fid in zip(r.wiring.flows, r.specs, r.flow_ids, strict=True):
-            r.installs.append({
-                "job": flow.job, "src_task": flow.src_task, "dst_task": flow.dst_task,
-                "src": flow.src, "dst": flow.dst, "path": "-".join(spec.path),
-                "rate_mbit_line": spec.rate_mbit, "volume_bytes": flow.volume_bytes,
-                "sport": spec.sport, "dport": spec.dport, "installed_s": r.installed_s,
-                "removed_s": self.now(),
-                "hop_bytes": " ".join(f"{h['node']}:{h['bytes']}" for h in carried.get(fid, []))})
-        self.client.remove(r.flow_ids)
-        r.flow_ids = []
+        for r in runs:
+            for (flow, _), spec, fid in zip(r.wiring.flows, r.specs, r.flow_ids, strict=True):
+                r.installs.append({
+                    "job": flow.job, "src_task": flow.src_task, "dst_task": flow.dst_task,
+                    "src": flow.src, "dst": flow.dst, "path": "-".join(spec.path),
+                    "rate_mbit_line": spec.rate_mbit, "volume_bytes": flow.volume_bytes,
+                    "sport": spec.sport, "dport": spec.dport, "installed_s": r.installed_s,
+                    "removed_s": self.now(), "hop_bytes": " ".join(
+                        f"{h['node']}:{h['bytes']}" for h in carried.get(fid, []))})
+        self.client.remove([fid for r in runs for fid in r.flow_ids])
+        for r in runs:
+            r.flow_ids = []
 
     def _release(self, r: JobRun) -> None:
         if r.flow_ids:
             with contextlib.suppress(TestbedError):
-                self._collect_and_remove(r)
+                self._collect_and_remove([r])
 
     # ---- results -----------------------------------------------------------------------------
     def _write(self) -> pd.DataFrame:
