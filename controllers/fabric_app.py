@@ -21,7 +21,6 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
-from testbed.errors import FlowError
 from testbed.routing import (
     PROTOCOLS,
     Fabric,
@@ -72,10 +71,6 @@ class FabricApp(app_manager.OSKenApp):
             self.datapaths[node.name] = dp
             self.ready.discard(node.name)
         threading.Thread(target=self._configure, args=(node.name, dp), daemon=True).start()
-
-    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER])
-    def on_state(self, ev) -> None:
-        pass
 
     def _configure(self, node: str, dp) -> None:
         """Wipe the switch, install default routes and this switch's flow rules, confirm."""
@@ -307,5 +302,3 @@ class FabricApp(app_manager.OSKenApp):
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.state_dir / "flows.json")
 
-
-__all__ = ["FabricApp", "FlowError"]

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from testbed.schedulers import ents, model
 from testbed.schedulers.jobs import Job
-from testbed.schedulers.network import NetworkView, path_links
+from testbed.schedulers.network import NetworkView
 from testbed.schedulers.plan import Flow, Placement, Plan
 
 Scheduler = Callable[[NetworkView, Plan, Sequence[Job], float], Plan]
@@ -212,4 +212,4 @@ def br(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 0.
                       lambda cpu, mem: 1 - abs(min(cpu, 1) - mem))
 
 
-__all__ = ["Scheduler", "br", "lr", "otfa", "otfs", "path_links", "tp"]
+__all__ = ["Scheduler", "br", "lr", "otfa", "otfs", "tp"]
