@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from testbed.errors import InputError, NotRunningError
-from testbed.net import build, cgroups, netns
+from testbed.errors import InputError, NotRunningError, TestbedError
+from testbed.net import build, cgroups, containers, netns
 from testbed.net.cleanup import teardown
 from testbed.net.ledger import Ledger, known_testbeds
-from testbed.net.names import NETNS_DIR, Names
+from testbed.net.names import NETNS_DIR
 from testbed.net.probe import probe
 from testbed.topology import Topology, load
 from testbed.topology.loader import NODE_NAME
@@ -83,42 +84,70 @@ def status(name: str | None = None) -> dict:
                          "running": alive, "api": f"http://127.0.0.1:{ledger.api_port}",
                          "switches_ready": health["ready"] if health else 0,
                          "flows": health["flows"] if health else 0}
+    boxes = containers.states(ledger.name) if any(
+        i["kind"] == "docker" for i in out["nodes"].values()) else {}
     for node, info in out["nodes"].items():
         info["netns"] = names.netns(node)
         info["present"] = (NETNS_DIR / names.netns(node)).exists()
         info["oom_kills"] = cgroups.oom_kills(names, node)
+        if info["kind"] == "docker":
+            info["container"] = boxes.get(node, {"status": "missing"})
+            info["present"] = info["present"] and info["container"]["status"] == "running"
     return out
 
 
-def exec_in_node(name: str | None, node: str, argv: list[str]) -> None:
-    """Replace this process with `argv` running inside the node (namespace and cgroups)."""
+def set_node(name: str | None, node: str, cpu: float | None = None,
+             memory_mb: int | None = None) -> dict:
+    """Change a running node's CPU and memory limits; returns the node's new settings."""
     ledger = resolve(name)
+    info = _node_info(ledger, node)
+    cores = os.cpu_count() or 1
+    if cpu is not None and not 0 < cpu <= cores:
+        raise InputError(f"--cpu {cpu:g}: give more than 0 and at most {cores} (host cores)")
+    if memory_mb is not None and memory_mb < 64:
+        raise InputError(f"--memory {memory_mb} MB is too little; give at least 64 MB")
+    # A child's CPU quota may not exceed its parent's: a container's limits (the child) are
+    # raised after its node cgroup's and lowered before them.
+    steps = [lambda: cgroups.set_limits(ledger.names, node, cpu, memory_mb)]
+    if info["kind"] == "docker":
+        child = [lambda: containers.update(ledger.names, node, cpu, memory_mb)]
+        steps = steps + child if cpu is None or cpu >= (info["cpu"] or cores) else child + steps
+    try:
+        for step in steps:
+            step()
+    except TestbedError:
+        raise
+    except OSError as e:  # also the engine's refusals (requests' errors are OSErrors)
+        why = getattr(e, "explanation", None) or e.strerror or e
+        raise InputError(f"node {node}: the new limits were refused ({why}); a memory limit "
+                         "must exceed what the node uses now") from None
+    if cpu is not None:
+        info["cpu"] = cpu
+    if memory_mb is not None:
+        info["memory_mb"] = memory_mb
+    ledger.save()
+    return info
+
+
+def _node_info(ledger: Ledger, node: str) -> dict:
     if node not in ledger.topology["nodes"]:
         nodes = ", ".join(ledger.topology["nodes"])
         raise InputError(f"no node {node!r} in testbed {ledger.name} (nodes: {nodes})")
-    if not argv:
-        raise InputError("no command given; write `testbed exec NODE -- CMD ARGS...`")
-    names = Names(ledger.name)
-    cgroups.join(names, node)
-    fd = os.open(NETNS_DIR / names.netns(node), os.O_RDONLY)
-    netns.setns_process(fd)
-    os.close(fd)
-    try:
-        os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        raise InputError(f"command not found in node {node}: {argv[0]}") from None
+    return ledger.topology["nodes"][node]
 
 
-def popen(name: str | None, node: str, argv: list[str], **kwargs) -> subprocess.Popen:
-    """Start `argv` inside a node (its namespace and cgroups) as a child of this process."""
-    ledger = resolve(name)
-    if node not in ledger.topology["nodes"]:
-        raise InputError(f"no node {node!r} in testbed {ledger.name}")
-    names = Names(ledger.name)
+def in_node(ledger: Ledger, node: str, argv: list[str], tie_to_parent: bool = True,
+            ) -> tuple[list[str], Callable[[], None]]:
+    """The command line and the preexec function that run `argv` inside `node`: a host node's
+    cgroups and network namespace, or a docker node's container (cgroups and namespaces)."""
+    names = ledger.names
+    if _node_info(ledger, node)["kind"] == "docker":
+        pid = containers.init_pid(names, node)
+        return containers.command(pid, argv, tie_to_parent), containers.joining_cgroups(pid)
     path = str(NETNS_DIR / names.netns(node))
     cg_files = [str(d / "cgroup.procs") for d in names.cgroup_dirs(node) if d.exists()]
 
-    def enter() -> None:  # runs in the child between fork and exec
+    def enter() -> None:
         for f in cg_files:
             with open(f, "w") as fh:
                 fh.write(str(os.getpid()))
@@ -126,13 +155,52 @@ def popen(name: str | None, node: str, argv: list[str], **kwargs) -> subprocess.
         netns.setns_process(fd)
         os.close(fd)
 
-    return subprocess.Popen(argv, preexec_fn=enter, **kwargs)  # noqa: PLW1509
+    return argv, enter
+
+
+def workload_command(ledger: Ledger, node: str, program: str) -> tuple[list[str], dict]:
+    """argv prefix and environment that run workloads/`program` in `node`: this checkout's
+    Python for host nodes, the image's Python and its copy of workloads/ for docker nodes."""
+    from testbed.images import WORKLOAD_DIR, WORKLOADS
+
+    if _node_info(ledger, node)["kind"] == "docker":
+        return ["python3", f"{WORKLOAD_DIR}/{program}"], {"PYTHONPATH": WORKLOAD_DIR,
+                                                          "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    return [sys.executable, str(WORKLOADS / program)], {"PYTHONPATH": str(WORKLOADS)}
+
+
+def node_files(ledger: Ledger, node: str) -> Path | None:
+    """Where files a process in `node` reads or writes must live (None: anywhere on this host).
+    A container sees only its image and this one shared directory."""
+    if _node_info(ledger, node)["kind"] == "docker":
+        return ledger.names.share_dir(node)
+    return None
+
+
+def exec_in_node(name: str | None, node: str, argv: list[str]) -> None:
+    """Replace this process with `argv` running inside the node."""
+    ledger = resolve(name)
+    if not argv:
+        raise InputError("no command given; write `testbed exec NODE -- CMD ARGS...`")
+    full, enter = in_node(ledger, node, argv, tie_to_parent=False)
+    enter()
+    try:
+        os.execvp(full[0], full)
+    except FileNotFoundError:
+        raise InputError(f"command not found in node {node}: {argv[0]}") from None
+
+
+def popen(name: str | None, node: str, argv: list[str], **kwargs) -> subprocess.Popen:
+    """Start `argv` inside a node as a child of this process (so it can be waited and killed)."""
+    full, enter = in_node(resolve(name), node, argv)
+    return subprocess.Popen(full, preexec_fn=enter, **kwargs)  # noqa: PLW1509
 
 
 def run(name: str | None, node: str, argv: list[str], timeout: float | None = None,
-        ) -> subprocess.CompletedProcess:
+        env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `argv` inside a node to completion, capturing its output as text."""
-    proc = popen(name, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen(name, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                 env=env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -20,6 +20,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Hybrid edge testbed: YAML topologies become shaped, SDN-routed networks.")
 flow_app = typer.Typer(no_args_is_help=True, help="Steer individual flows: path and rate.")
 app.add_typer(flow_app, name="flow")
+image_app = typer.Typer(no_args_is_help=True, help="Node images built here (no registry needed).")
+app.add_typer(image_app, name="image")
+node_app = typer.Typer(no_args_is_help=True, help="Change a running node.")
+app.add_typer(node_app, name="node")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -72,10 +76,13 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
              else "[red]NOT RUNNING[/] (`testbed up` restarts it)")
     out.print(f"[bold]{st['name']}[/] ({st['phase']}), controller pid {ctl['pid']} {state}, "
               f"{ctl['switches_ready']} switches ready, {ctl['flows']} flows")
-    t = Table("node", "ip", "kind", "cpu", "memory MB", "oom kills")
+    t = Table("node", "ip", "kind", "cpu", "memory MB", "oom kills", "state")
     for node, info in st["nodes"].items():
+        state = info.get("container", {}).get("status", "") or ("up" if info["present"] else "")
+        kills = info["oom_kills"]
         t.add_row(node, info["ip"], info["kind"], str(info["cpu"] or "-"),
-                  str(info["memory_mb"] or "-"), str(info["oom_kills"]))
+                  str(info["memory_mb"] or "-"), f"[red]{kills}[/]" if kills else "0",
+                  state if info["present"] else f"[red]{state or 'missing'}[/]")
     out.print(t)
     lt = Table("link", "bw Mbit/s", "delay ms", "loss %")
     for lk in st["links"]:
@@ -333,6 +340,47 @@ def flow_rm(ids: Annotated[list[int] | None, typer.Argument(help="flow ids")] = 
     else:
         raise typer.BadParameter("give flow ids or --all")
     out.print(f"removed {len(removed)} flow(s)")
+
+
+@image_app.command("build")
+def image_build(image: Annotated[str, typer.Argument(help="recipe under images/")] = "edge-node",
+                force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
+                ) -> None:
+    """Build a node image from images/NAME (debootstrap base, wheels, workloads)."""
+    from testbed import images
+
+    with err.status("building") as st:
+        tag = images.build(image, force=force, progress=lambda s: st.update(f"[bold]image[/]: {s}"))
+    out.print(f"[green]{tag} is ready[/]")
+
+
+@image_app.command("ls")
+def image_ls() -> None:
+    """Recipes and the state of their images (ready, stale, missing)."""
+    from testbed import images
+
+    t = Table("recipe", "state", "base", "python")
+    for name, r in images.recipes().items():
+        t.add_row(name, images.image_state(name), r.base_tag, " ".join(r.python))
+    out.print(t)
+
+
+@node_app.command("set")
+def node_set(node: Annotated[str, typer.Argument(help="node name")],
+             cpu: Annotated[float | None, typer.Option(help="CPU limit in cores")] = None,
+             memory: Annotated[str | None, typer.Option(help='memory limit: MB or "1GB"')] = None,
+             name: NameOpt = None) -> None:
+    """Change a running node's CPU and memory limits (containers and host nodes)."""
+    from testbed.units import parse_size_bytes
+
+    try:
+        plain = memory.replace(".", "", 1).isdigit() if memory else False
+        mb = (parse_size_bytes(float(memory) if plain else memory, plain_unit="mb") // 1_000_000
+              if memory else None)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--memory") from None
+    info = api.set_node(name, node, cpu, mb)
+    out.print(f"{node}: cpu {info['cpu'] or '-'} cores, memory {info['memory_mb'] or '-'} MB")
 
 
 def main() -> None:

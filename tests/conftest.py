@@ -12,7 +12,7 @@ import pytest
 from testbed import api
 from testbed.net import ovs
 from testbed.net.ledger import known_testbeds
-from testbed.net.names import CGROUP_ROOT, NETNS_DIR
+from testbed.net.names import CGROUP_ROOT, CONTAINER_LABEL, NETNS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED = [sys.executable, "-m", "testbed"]
@@ -37,13 +37,15 @@ def write_topology(tmp_path: Path, name: str, text: str) -> Path:
 def snapshot() -> dict:
     """What exists on this host that a testbed could make (compared before/after)."""
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    boxes = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={CONTAINER_LABEL}"],
+                           capture_output=True, text=True).stdout
     procs = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     return {
         "netns": sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else [],
         "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()),
         "bridges": sorted(ovs.list_bridges()) if ovs.running() else [],
-        "cgroups": sorted(str(p) for p in (CGROUP_ROOT / "cpu" / "testbed").rglob("*")
-                          if p.is_dir()) if (CGROUP_ROOT / "cpu" / "testbed").exists() else [],
+        "cgroups": sorted(str(p) for p in CGROUP_ROOT.glob("*/testbed/**") if p.is_dir()),
+        "containers": sorted(boxes.split()),
         "controllers": sorted(line.split()[0] for line in procs.splitlines()
                               if "controllers.run" in line and " Z" not in line),
         "state": known_testbeds(),
@@ -67,6 +69,14 @@ def bring_up(tmp_path):
     yield _up
     for name in made:
         api.down(name)
+
+
+@pytest.fixture(scope="session")
+def edge_image() -> str:
+    """The edge-node image, built from images/edge-node if missing or stale (minutes once)."""
+    from testbed import images
+
+    return images.build("edge-node")
 
 
 @pytest.fixture(scope="session", autouse=True)

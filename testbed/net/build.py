@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from testbed import images
 from testbed.errors import CapabilityError, InputError, NetworkError
-from testbed.net import cgroups, netns, ovs, reach, shaping
+from testbed.net import cgroups, containers, netns, ovs, reach, shaping
 from testbed.net.cleanup import teardown
 from testbed.net.ethtool import disable_tx_checksum
 from testbed.net.ledger import Ledger, ProcessRecord
@@ -59,12 +60,35 @@ def check_host(topo: Topology) -> None:
             f"{topo.source}: link {bad.a}-{bad.b} asks for delay/jitter/loss, but this kernel "
             "has no netem qdisc (sch_netem); remove delay/jitter/loss or use a host whose "
             "kernel has netem (see `testbed doctor`)")
-    kinds = {n.kind for n in topo.nodes} - {"host"}
+    kinds = {n.kind for n in topo.nodes} - {"host", "docker"}
     if kinds:
         raise CapabilityError(f"{topo.source}: node kind(s) {sorted(kinds)} are not supported "
-                              "by this version yet; use kind: host")
+                              "by this version yet; use kind: host or docker")
+    check_images(topo)
     if not caps.ovs:
         raise CapabilityError("Open vSwitch is not running; run `make setup`")
+
+
+def check_images(topo: Topology) -> None:
+    """Every docker node's image exists and is current (needs a running engine)."""
+    wanted = sorted({n.image for n in topo.nodes if n.kind == "docker"})
+    if not wanted:
+        return
+    images.client()  # a CapabilityError naming the fix when there is no engine
+    for image in wanted:
+        state = images.image_state(image)
+        node = next(n.name for n in topo.nodes if n.image == image)
+        plain, _, tag = image.partition(":")
+        if state == "missing" and (plain not in images.recipes() or tag not in ("", "latest")):
+            raise InputError(
+                f"{topo.source}: nodes.{node}.image: no Docker image {image!r} and no recipe "
+                f"images/{plain}/; fix: use a recipe ({', '.join(images.recipes())}) or an "
+                "image from `docker images`")
+        if state in ("missing", "stale"):
+            why = "is not built" if state == "missing" else \
+                "was built from older images/ or workloads/ files"
+            raise InputError(f"{topo.source}: nodes.{node}.image: {image} {why}; "
+                             f"fix: run `testbed image build {plain}`")
 
 
 def up(topo: Topology, progress: Progress = lambda s: None) -> Ledger:
@@ -94,10 +118,18 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> 
     progress("controller")
     start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
 
-    progress(f"namespaces ({len(topo.nodes)})")
-    netns.create([names.netns(n.name) for n in topo.nodes])
+    hosts = [n for n in topo.nodes if n.kind == "host"]
+    progress(f"namespaces ({len(hosts)})")
+    netns.create([names.netns(n.name) for n in hosts])
     for n in topo.nodes:
         cgroups.create(names, n.name, n.cpu, n.memory_mb)
+    docker_nodes = [n for n in topo.nodes if n.kind == "docker"]
+    if docker_nodes:
+        progress(f"containers ({len(docker_nodes)})")
+        share = {n.name: names.share_dir(n.name) for n in docker_nodes}
+        for d in share.values():
+            d.mkdir(parents=True, exist_ok=True)
+        containers.start(names, docker_nodes, share)
 
     progress(f"veths ({len(topo.nodes) + len(topo.links)} pairs)")
     with IPRoute() as ip:

@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import NetworkError
-from testbed.net import cgroups, netns, ovs
+from testbed.net import cgroups, containers, netns, ovs
 from testbed.net.ledger import Ledger
 from testbed.net.names import Names
 
@@ -38,6 +38,7 @@ def teardown(name: str) -> list[str]:
             errors.append(f"{what}: {e}")
 
     step("controller", lambda: _stop_controller(ledger))
+    step("containers", lambda: _n(containers.remove_all(name), "containers"))
     step("processes", lambda: _kill_node_processes(names))
     step("switches", lambda: _delete_bridges(names))
     step("interfaces", lambda: _delete_interfaces(names, ledger))
@@ -47,6 +48,10 @@ def teardown(name: str) -> list[str]:
     if errors:
         raise NetworkError(f"teardown of {name} incomplete: " + "; ".join(errors))
     return done
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}" if count else ""
 
 
 def _stop_controller(ledger: Ledger | None) -> str:

@@ -61,3 +61,7 @@ class Names:
     @property
     def state_dir(self) -> Path:
         return STATE_ROOT / self.testbed
+
+    def share_dir(self, node: str) -> Path:
+        """A directory a container node sees at the same path (configs in, traces out)."""
+        return self.state_dir / "share" / node

@@ -72,6 +72,18 @@ def create(names: list[str]) -> None:
     _in_thread(work)
 
 
+def attach(name: str, pid: int) -> None:
+    """Name the network namespace of process `pid` (a container's) like `ip netns attach`."""
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    path = NETNS_DIR / name
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        raise NetworkError(f"network namespace {name} already exists") from None
+    _check(_libc.mount(f"/proc/{pid}/ns/net".encode(), str(path).encode(), b"none", MS_BIND,
+                       None), f"bind-mount the namespace of pid {pid} at {path}")
+
+
 def remove(name: str) -> bool:
     """Unmount and delete a namespace; the kernel frees its interfaces. False if absent."""
     path = NETNS_DIR / name
@@ -146,6 +158,7 @@ def pids_in(inodes: set[int]) -> list[int]:
     return pids
 
 
-def setns_process(fd: int) -> None:
-    """Move the calling (single-threaded) process into the namespace behind `fd`."""
-    _check(_libc.setns(fd, CLONE_NEWNET), "enter namespace")
+def setns_process(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """Move the calling (single-threaded) process into the namespace behind `fd`
+    (nstype 0: whatever kind of namespace `fd` is)."""
+    _check(_libc.setns(fd, nstype), "enter namespace")

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,7 @@ class Runner:
         for sub in ("traces", "logs", "configs", "decisions"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.runs: dict[str, JobRun] = {}
+        self.collect: list[tuple[Path, Path]] = []  # (trace in a container's dir, its place)
         self.plan = Plan(opts.scheduler)
         self.t0 = time.monotonic()
 
@@ -114,7 +116,9 @@ class Runner:
             for _ in range(3))
         self.speeds = {}
         for node, info in self.ledger.topology["nodes"].items():
-            res = api.run(self.ledger.name, node, probe, timeout=60)
+            argv, env = api.workload_command(self.ledger, node, TASK_PROGRAM.name)
+            res = api.run(self.ledger.name, node, [*argv, "--calibrate"], timeout=60,
+                          env={**os.environ, **env})
             single = float(res.stdout) / self.spin_per_s * self.opts.gops_per_core
             cores = info.get("cpu") or 1.0
             self.speeds[node] = single * max(1.0, cores)  # several tasks use several cores
@@ -249,13 +253,20 @@ class Runner:
             self._stop_job(r, "failed", f"start: {e}")
 
     def _spawn(self, proc: TaskProcess) -> subprocess.Popen:
+        config = dict(proc.config)
         cfg_path = self.out / "configs" / f"{proc.job}.{proc.task}.json"
-        cfg_path.write_text(json.dumps(proc.config, indent=1))
+        cfg_path.write_text(json.dumps(config, indent=1))
+        shared = api.node_files(self.ledger, proc.node)
+        if shared is not None:  # a container: its config and trace go through its shared dir
+            trace = Path(config["trace"])
+            config["trace"] = str(shared / trace.name)
+            self.collect.append((shared / trace.name, trace))
+            cfg_path = shared / cfg_path.name
+            cfg_path.write_text(json.dumps(config, indent=1))
         log = open(self.out / "logs" / f"{proc.job}.{proc.task}.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": str(TASK_PROGRAM.parent)}
-        p = api.popen(self.ledger.name, proc.node, [sys.executable, str(TASK_PROGRAM),
-                                                    str(cfg_path)],
-                      stdout=log, stderr=subprocess.STDOUT, env=env)
+        argv, env = api.workload_command(self.ledger, proc.node, TASK_PROGRAM.name)
+        p = api.popen(self.ledger.name, proc.node, [*argv, str(cfg_path)],
+                      stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
         log.close()
         return p
 
@@ -329,6 +340,9 @@ class Runner:
     # ---- results -----------------------------------------------------------------------------
     def _write(self) -> pd.DataFrame:
         tdir = self.out / "traces"
+        for src, dst in self.collect:  # traces written inside containers
+            if src.exists():
+                shutil.move(src, dst)
         all_items, all_hops, all_tasks, all_events, rows = [], [], [], [], []
         for name, r in self.runs.items():
             events = traces.read_events(tdir, name)

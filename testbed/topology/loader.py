@@ -7,6 +7,7 @@ from a file that fails here.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import types
 import typing
@@ -137,6 +138,9 @@ def _add_generated(spec, node_specs, raw_links, source) -> None:
         raw_links.append((a, b, LinkParams(bw=bw), f"generate.{kind}"))
 
 
+DEFAULT_IMAGE = "edge-node"
+
+
 def _node(name: str, index: int, ns: NodeSpec, source: str) -> Node:
     cpu, memory = ns.cpu, ns.memory
     if ns.profile is not None:
@@ -150,12 +154,25 @@ def _node(name: str, index: int, ns: NodeSpec, source: str) -> Node:
     if memory is not None and memory < 64:
         raise TopologyError(source, f"nodes.{name}.memory", f"{memory} MB is too little",
                             "give at least 64 MB")
+    cores = os.cpu_count() or 1
+    if cpu is not None and cpu > cores and ns.kind != "device":
+        raise TopologyError(source, f"nodes.{name}.cpu", f"{cpu:g} cores is more than this "
+                            f"host has ({cores})", f"give at most {cores}")
     ssh = ns.ssh.model_dump() if ns.ssh else None
     if ns.kind == "device" and ssh is None:
         raise TopologyError(source, f"nodes.{name}.ssh", "a device node needs ssh settings",
                             "add ssh: {host: ..., user: ..., key: ...}")
+    if ssh is not None and ns.kind != "device":
+        raise TopologyError(source, f"nodes.{name}.ssh", f"ssh is for kind: device, not "
+                            f"{ns.kind}", "remove ssh or set kind: device")
+    image = ns.image
+    if ns.kind == "docker":
+        image = image or DEFAULT_IMAGE
+    elif image is not None:
+        raise TopologyError(source, f"nodes.{name}.image", f"image is for kind: docker, not "
+                            f"{ns.kind}", "remove image or set kind: docker")
     return Node(name=name, index=index, kind=ns.kind, cpu=cpu, memory_mb=memory,
-                profile=ns.profile, image=ns.image, speed=ns.speed, ssh=ssh)
+                profile=ns.profile, image=image, speed=ns.speed, ssh=ssh)
 
 
 def _links(raw, defaults: LinkParams, names: set[str], source: str) -> tuple[Link, ...]:

@@ -95,7 +95,8 @@ class Topology:
         """The inverse of to_dict (what a running testbed recorded in its state file)."""
         nodes = tuple(Node(name=n, index=i, kind=v["kind"], cpu=v.get("cpu"),
                            memory_mb=v.get("memory_mb"), profile=v.get("profile"),
-                           speed=v.get("speed")) for i, (n, v) in enumerate(d["nodes"].items()))
+                           speed=v.get("speed"), image=v.get("image"), ssh=v.get("ssh"))
+                      for i, (n, v) in enumerate(d["nodes"].items()))
         links = tuple(Link(index=i, a=lk["between"][0], b=lk["between"][1],
                            shape=LinkShape(lk["bw_mbit"], lk.get("delay_ms", 0.0),
                                            lk.get("jitter_ms", 0.0), lk.get("loss_pct", 0.0)))
@@ -107,7 +108,9 @@ class Topology:
         return {
             "name": self.name,
             "nodes": {n.name: {"ip": n.ip, "kind": n.kind, "cpu": n.cpu, "memory_mb": n.memory_mb,
-                               "profile": n.profile, "speed": n.speed} for n in self.nodes},
+                               "profile": n.profile, "speed": n.speed,
+                               **({"image": n.image} if n.image else {}),
+                               **({"ssh": n.ssh} if n.ssh else {})} for n in self.nodes},
             "links": [{"between": [lk.a, lk.b], "bw_mbit": lk.shape.bw_mbit,
                        "delay_ms": lk.shape.delay_ms, "jitter_ms": lk.shape.jitter_ms,
                        "loss_pct": lk.shape.loss_pct} for lk in self.links],

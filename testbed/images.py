@@ -1,0 +1,191 @@
+"""Node images built on this machine with no container registry.
+
+A recipe is a directory `images/<name>/` with `recipe.yaml` and a `Dockerfile`. Building it:
+a debootstrap root filesystem imported into Docker as the base (cached by its package list),
+Python wheels installed on the build host with `pip install --target` (cached by their pins), then
+`docker build` adding those and the project's `workloads/`. The image carries a label with the
+hash of everything it was built from, so a stale image is detected and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from testbed.errors import CapabilityError, InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "images"
+WORKLOADS = ROOT / "workloads"
+CACHE = Path("/var/cache/testbed/images")
+RECIPE_LABEL = "org.edge-testbed.recipe"
+WORKLOAD_DIR = "/opt/testbed/workloads"  # where the image holds workloads/
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    suite: str
+    mirror: str
+    packages: tuple[str, ...]
+    python: tuple[str, ...]
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:latest"
+
+    @property
+    def base_tag(self) -> str:
+        key = f"{self.suite} {self.mirror} {' '.join(sorted(self.packages))}"
+        return f"{self.name}-base:{_sha(key.encode())[:12]}"
+
+    def digest(self) -> str:
+        """Hash of the recipe files, the pinned wheels and the workload code the image holds."""
+        h = hashlib.sha256()
+        for f in sorted([*self.path.rglob("*"), *WORKLOADS.rglob("*.py"),
+                         *WORKLOADS.rglob("*.yaml")]):
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+        return h.hexdigest()[:16]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def recipes() -> dict[str, Recipe]:
+    out = {}
+    for d in sorted(RECIPES.iterdir()) if RECIPES.exists() else []:
+        f = d / "recipe.yaml"
+        if f.is_file():
+            raw = yaml.safe_load(f.read_text()) or {}
+            base = raw.get("base") or {}
+            out[d.name] = Recipe(d.name, d, base.get("suite", "bookworm"),
+                                 base.get("mirror", "http://deb.debian.org/debian"),
+                                 tuple(base.get("packages", ())), tuple(raw.get("python", ())))
+    return out
+
+
+def recipe(name: str) -> Recipe:
+    found = recipes()
+    if name not in found:
+        raise InputError(f"no image recipe {name!r} in {RECIPES}/; "
+                         f"recipes: {', '.join(found) or 'none'}")
+    return found[name]
+
+
+def client():
+    """A Docker engine client, or a CapabilityError saying how to get an engine."""
+    import docker
+
+    try:
+        c = docker.from_env(timeout=120)
+        c.ping()
+        return c
+    except Exception as e:  # docker raises several unrelated types when there is no engine
+        raise CapabilityError(f"no Docker engine is reachable ({type(e).__name__}); run "
+                              "`make setup` (it installs docker.io and starts dockerd)") from None
+
+
+def image_state(name: str) -> str:
+    """'ready', 'stale' (built from other recipe/workload files), 'missing' or 'foreign'
+    (an image of that name not made from a recipe here: used as it is)."""
+    import docker
+
+    try:
+        img = client().images.get(name if ":" in name else f"{name}:latest")
+    except docker.errors.ImageNotFound:
+        return "missing"
+    built = (img.labels or {}).get(RECIPE_LABEL)
+    plain = name.split(":")[0]
+    if built is None or plain not in recipes():
+        return "foreign"
+    return "ready" if built == recipes()[plain].digest() else "stale"
+
+
+def build(name: str = "edge-node", force: bool = False, progress: Progress = lambda s: None,
+          ) -> str:
+    """Build image `name` from its recipe unless an up-to-date one exists; returns its tag."""
+    r = recipe(name)
+    if not force and image_state(name) == "ready":
+        progress(f"{r.tag} is up to date")
+        return r.tag
+    docker_client = client()
+    _build_base(r, docker_client, progress)
+    site = _python_packages(r, progress)
+    with tempfile.TemporaryDirectory(prefix="context-", dir=CACHE) as tmp:
+        ctx = Path(tmp)
+        shutil.copy(r.path / "Dockerfile", ctx / "Dockerfile")
+        # hard links: the context holds ~1 GB of wheels, and the cache is on the same disk
+        shutil.copytree(site, ctx / "site-packages", symlinks=True, copy_function=os.link)
+        shutil.copytree(WORKLOADS, ctx / "workloads",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        progress(f"docker build {r.tag}")
+        res = subprocess.run(
+            ["docker", "build", "-q", "--build-arg", f"BASE={r.base_tag}",
+             "--label", f"{RECIPE_LABEL}={r.digest()}", "-t", r.tag, str(ctx)],
+            capture_output=True, text=True)
+        if res.returncode != 0:
+            raise CapabilityError(f"docker build of {r.tag} failed:\n{res.stderr[-2000:]}")
+    return r.tag
+
+
+def _build_base(r: Recipe, docker_client, progress: Progress) -> None:
+    import docker
+
+    try:
+        docker_client.images.get(r.base_tag)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    if shutil.which("debootstrap") is None:
+        raise CapabilityError("debootstrap is not installed; run `make setup`")
+    with tempfile.TemporaryDirectory(prefix="testbed-rootfs-") as tmp:
+        progress(f"debootstrap {r.suite} ({len(r.packages)} packages; about a minute)")
+        res = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(r.packages)}",
+             r.suite, tmp, r.mirror], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise CapabilityError(f"debootstrap failed (is {r.mirror} reachable?):\n"
+                                  f"{res.stdout[-1500:]}{res.stderr[-500:]}")
+        shutil.rmtree(Path(tmp) / "var/cache/apt/archives", ignore_errors=True)
+        progress(f"docker import {r.base_tag}")
+        tar = subprocess.Popen(["tar", "-C", tmp, "-c", "."], stdout=subprocess.PIPE)
+        imp = subprocess.run(["docker", "import", "-c", 'CMD ["sleep", "infinity"]', "-",
+                              r.base_tag], stdin=tar.stdout, capture_output=True, text=True)
+        tar.stdout.close()
+        tar.wait()
+        if imp.returncode != 0 or tar.returncode != 0:
+            raise CapabilityError(f"docker import failed: {imp.stderr[-1000:]}")
+
+
+def _python_packages(r: Recipe, progress: Progress) -> Path:
+    """The recipe's wheels installed into a directory on this host, cached by their pins."""
+    target = CACHE / f"{r.name}-site-{_sha(' '.join(sorted(r.python)).encode())[:12]}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    if r.python:
+        progress(f"pip install --target ({', '.join(r.python)})")
+        res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--only-binary=:all:",
+                              "--no-compile", "--target", str(target), *r.python],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            raise CapabilityError(f"pip could not fetch {', '.join(r.python)}:\n"
+                                  f"{res.stderr[-1500:]}")
+    (target / ".complete").touch()
+    return target
