@@ -32,15 +32,17 @@ def load_topology(path: str | Path, name: str | None = None) -> Topology:
     return topo
 
 
-def up(path: str | Path, name: str | None = None, progress: Progress = lambda s: None) -> Ledger:
-    """Bring a topology up; if it is up but its controller died, restart the controller."""
+def up(path: str | Path, name: str | None = None, progress: Progress = lambda s: None,
+       accept_new_host_keys: bool = False) -> Ledger:
+    """Bring a topology up; if it is up but its controller died, restart the controller.
+    `accept_new_host_keys`: trust (and save) devices' unknown SSH host keys."""
     topo = load_topology(path, name)
     ledger = Ledger.load(topo.name)
     if ledger and ledger.phase == "up" and not (ledger.controller and ledger.controller.alive()):
         progress("controller was not running: restarting it")
         build.restart_controller(ledger)
         return ledger
-    return build.up(topo, progress)
+    return build.up(topo, progress, accept_new_host_keys)
 
 
 def resolve(name: str | None) -> Ledger:
@@ -93,7 +95,25 @@ def status(name: str | None = None) -> dict:
         if info["kind"] == "docker":
             info["container"] = boxes.get(node, {"status": "missing"})
             info["present"] = info["present"] and info["container"]["status"] == "running"
+        if info["kind"] == "device":
+            info["device"] = _device_state(ledger, node)
+            info["present"] = info["device"]["tunnel"] == "up"
     return out
+
+
+def _device_state(ledger: Ledger, node: str) -> dict:
+    """Whether the device answers over SSH now, and its end of the tunnel."""
+    from testbed.devices.attach import tunnel_state
+    from testbed.devices.ssh import Endpoint, Session
+
+    att = ledger.extra.get("devices", {}).get(node)
+    ssh = ledger.topology["nodes"][node]["ssh"]
+    try:
+        with Session(Endpoint.of(node, ssh), retry_for_s=0) as s:
+            tunnel = tunnel_state(s, att["iface"]) if att else "missing"
+        return {"reachable": True, "tunnel": tunnel, "host": ssh["host"]}
+    except TestbedError as e:
+        return {"reachable": False, "tunnel": "unknown", "host": ssh["host"], "error": str(e)}
 
 
 def set_node(name: str | None, node: str, cpu: float | None = None,
@@ -141,9 +161,15 @@ def in_node(ledger: Ledger, node: str, argv: list[str], tie_to_parent: bool = Tr
     """The command line and the preexec function that run `argv` inside `node`: a host node's
     cgroups and network namespace, or a docker node's container (cgroups and namespaces)."""
     names = ledger.names
-    if _node_info(ledger, node)["kind"] == "docker":
+    info = _node_info(ledger, node)
+    if info["kind"] == "docker":
         pid = containers.init_pid(names, node)
         return containers.command(pid, argv, tie_to_parent), containers.joining_cgroups(pid)
+    if info["kind"] == "device":  # over SSH, through a local relay process
+        from testbed.devices.remote import local_argv
+
+        deploy = ledger.extra["devices"][node]["deploy_dir"]
+        return local_argv(info["ssh"], node, argv, cwd=deploy), lambda: None
     path = str(NETNS_DIR / names.netns(node))
     cg_files = [str(d / "cgroup.procs") for d in names.cgroup_dirs(node) if d.exists()]
 
@@ -247,5 +273,23 @@ def simulate(topology: str | Path, jobs: str | Path, scheduler: str, k_paths: in
     return run_sim(view, load_jobs(jobs, topo).jobs, fn, scheduler)
 
 
-def doctor() -> dict:
-    return probe().to_dict()
+def doctor(topology: str | Path | None = None, accept_new_host_keys: bool = False) -> dict:
+    """This host's capabilities; with a topology, also what each of its devices offers/lacks."""
+    out = probe().to_dict()
+    if topology is not None:
+        from testbed.devices.attach import probe as probe_device
+        from testbed.devices.ssh import Endpoint, Session
+
+        out["devices"] = {}
+        for n in load(topology).nodes:
+            if n.kind != "device":
+                continue
+            try:
+                with Session(Endpoint.of(n.name, n.ssh), accept_new_host_keys,
+                             retry_for_s=3) as s:
+                    rep = probe_device(s)
+                out["devices"][n.name] = {"reachable": True, "missing": list(rep.missing),
+                                          **{k: v for k, v in rep.facts.items()}}
+            except TestbedError as e:
+                out["devices"][n.name] = {"reachable": False, "missing": [str(e)]}
+    return out

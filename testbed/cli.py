@@ -31,6 +31,8 @@ NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="testbed name"
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 SchedulerOpt = Annotated[str, typer.Option("--scheduler", "-s", help="see `testbed schedulers`")]
 KPathsOpt = Annotated[int, typer.Option(help="candidate paths per flow")]
+AcceptKeysOpt = Annotated[bool, typer.Option(
+    "--accept-new-host-keys", help="trust devices' unknown SSH host keys and save them")]
 GopsOpt = Annotated[float | None, typer.Option(help="node speed per core when not measured")]
 
 
@@ -41,10 +43,12 @@ def _flow_client(name: str | None):
 
 
 @app.command()
-def up(file: Annotated[str, typer.Argument(help="topology YAML")], name: NameOpt = None) -> None:
+def up(file: Annotated[str, typer.Argument(help="topology YAML")], name: NameOpt = None,
+       accept_new_host_keys: AcceptKeysOpt = False) -> None:
     """Bring a topology up; returns once every node reaches every other."""
     with err.status("starting") as st:
-        ledger = api.up(file, name, progress=lambda s: st.update(f"[bold]up[/]: {s}"))
+        ledger = api.up(file, name, progress=lambda s: st.update(f"[bold]up[/]: {s}"),
+                        accept_new_host_keys=accept_new_host_keys)
     n = len(ledger.topology["nodes"])
     out.print(f"[green]testbed {ledger.name} is up[/]: {n} nodes, "
               f"{len(ledger.topology['links'])} links, controller pid "
@@ -79,6 +83,9 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
     t = Table("node", "ip", "kind", "cpu", "memory MB", "oom kills", "state")
     for node, info in st["nodes"].items():
         state = info.get("container", {}).get("status", "") or ("up" if info["present"] else "")
+        if "device" in info:
+            dev = info["device"]
+            state = f"tunnel {dev['tunnel']}" if dev["reachable"] else "UNREACHABLE"
         kills = info["oom_kills"]
         t.add_row(node, info["ip"], info["kind"], str(info["cpu"] or "-"),
                   str(info["memory_mb"] or "-"), f"[red]{kills}[/]" if kills else "0",
@@ -103,9 +110,11 @@ def exec(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name
 
 
 @app.command()
-def doctor(as_json: JsonOpt = False) -> None:
+def doctor(topology: Annotated[str | None, typer.Argument(
+               help="topology YAML: also check its devices over SSH")] = None,
+           as_json: JsonOpt = False, accept_new_host_keys: AcceptKeysOpt = False) -> None:
     """What this host can emulate, and what that means for topologies."""
-    caps = api.doctor()
+    caps = api.doctor(topology, accept_new_host_keys)
     if as_json:
         print(json.dumps(caps, indent=1))
         return
@@ -126,6 +135,13 @@ def doctor(as_json: JsonOpt = False) -> None:
         t.add_row(f"cgroup {c}", "[green]yes[/]" if ok else "[red]no[/]",
                   "node CPU/memory limits and process tracking")
     out.print(t)
+    for node, dev in caps.get("devices", {}).items():
+        facts = ", ".join(f"{k} {dev[k]}" for k in ("kernel", "python") if dev.get(k))
+        if dev["missing"]:
+            out.print(f"[red]device {node}[/]: " + "; ".join(dev["missing"]))
+        else:
+            out.print(f"[green]device {node}[/]: ready ({facts}"
+                      f"{', tegrastats' if dev.get('tegrastats') else ''})")
 
 
 @app.command()

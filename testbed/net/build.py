@@ -21,10 +21,13 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed import images
-from testbed.errors import CapabilityError, InputError, NetworkError
+from testbed.devices import attach as dev_attach
+from testbed.devices.attach import DeviceReport
+from testbed.devices.ssh import Endpoint, Session
+from testbed.errors import CapabilityError, InputError, NetworkError, TestbedError
 from testbed.net import cgroups, containers, netns, ovs, reach, shaping
 from testbed.net.cleanup import teardown
-from testbed.net.ethtool import disable_tx_checksum
+from testbed.net.ethtool import disable_gro, disable_tx_checksum
 from testbed.net.ledger import Ledger, ProcessRecord
 from testbed.net.names import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
 from testbed.net.probe import probe
@@ -60,10 +63,6 @@ def check_host(topo: Topology) -> None:
             f"{topo.source}: link {bad.a}-{bad.b} asks for delay/jitter/loss, but this kernel "
             "has no netem qdisc (sch_netem); remove delay/jitter/loss or use a host whose "
             "kernel has netem (see `testbed doctor`)")
-    kinds = {n.kind for n in topo.nodes} - {"host", "docker"}
-    if kinds:
-        raise CapabilityError(f"{topo.source}: node kind(s) {sorted(kinds)} are not supported "
-                              "by this version yet; use kind: host or docker")
     check_images(topo)
     if not caps.ovs:
         raise CapabilityError("Open vSwitch is not running; run `make setup`")
@@ -91,19 +90,48 @@ def check_images(topo: Topology) -> None:
                              f"fix: run `testbed image build {plain}`")
 
 
-def up(topo: Topology, progress: Progress = lambda s: None) -> Ledger:
+def check_devices(topo: Topology, accept_new_host_keys: bool = False,
+                  ) -> dict[str, DeviceReport]:
+    """Log in to every device node and check it can join; one error lists every problem."""
+    reports, problems = {}, []
+    for n in topo.nodes:
+        if n.kind != "device":
+            continue
+        try:
+            with Session(Endpoint.of(n.name, n.ssh), accept_new_host_keys, retry_for_s=3) as s:
+                reports[n.name] = report = dev_attach.probe(s)
+        except TestbedError as e:
+            problems.append(str(e))
+            continue
+        if not report.ok:
+            problems.append(f"{s.ep.where} lacks: {'; '.join(report.missing)}")
+    if problems:
+        raise CapabilityError(f"{topo.source}: " + "\n".join(problems) +
+                              "\n(`testbed doctor FILE` checks devices without building)")
+    return reports
+
+
+def device_egress_mbit(topo: Topology, node: str) -> float | None:
+    """The device's own egress cap: its fastest link's rate (None if any link is unshaped)."""
+    rates = [lk.shape.bw_mbit for lk in topo.links if node in lk.between]
+    return None if not rates or None in rates else max(rates)
+
+
+def up(topo: Topology, progress: Progress = lambda s: None,
+       accept_new_host_keys: bool = False) -> Ledger:
     names = Names(topo.name)
     if names.state_dir.exists():
         raise InputError(f"a testbed named {topo.name!r} is already up; "
                          f"run `testbed down --name {topo.name}` first or use --name")
     check_host(topo)
+    reports = check_devices(topo, accept_new_host_keys)
     ledger = Ledger(name=topo.name, topology_file=topo.source, topology=topo.to_dict(),
                     of_port=free_port(), api_port=free_port())
     ledger.extra["interface_group"] = link_group(names)
     ledger.save()
     (names.state_dir / "fabric.json").write_text(json.dumps(Fabric.of(topo).to_dict()))
     try:
-        _build(topo, names, ledger, progress)
+        _build(topo, names, ledger, progress, reports)
     except BaseException:
         progress("failed: removing what was built")
         teardown(topo.name)
@@ -113,8 +141,14 @@ def up(topo: Topology, progress: Progress = lambda s: None) -> Ledger:
     return ledger
 
 
-def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> None:
+def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
+           reports: dict[str, DeviceReport]) -> None:
     group = link_group(names)
+    devices = {n.name: dev_attach.plan(names, n, reports[n.name],
+                                       device_egress_mbit(topo, n.name))
+               for n in topo.nodes if n.kind == "device"}
+    ledger.extra["devices"] = {k: a.to_dict() for k, a in devices.items()}
+    ledger.save()  # before any change on a device, so that `down` can undo it
     progress("controller")
     start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
 
@@ -122,7 +156,8 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> 
     progress(f"namespaces ({len(hosts)})")
     netns.create([names.netns(n.name) for n in hosts])
     for n in topo.nodes:
-        cgroups.create(names, n.name, n.cpu, n.memory_mb)
+        if n.kind != "device":
+            cgroups.create(names, n.name, n.cpu, n.memory_mb)
     docker_nodes = [n for n in topo.nodes if n.kind == "docker"]
     if docker_nodes:
         progress(f"containers ({len(docker_nodes)})")
@@ -135,6 +170,13 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> 
     with IPRoute() as ip:
         try:
             for n in topo.nodes:
+                if n.kind == "device":  # its node port is the tunnel's end on this host
+                    a = devices[n.name]
+                    ip.link("add", ifname=names.host_port(n.index), kind="vxlan", group=group,
+                            vxlan_id=a.vni, vxlan_local=a.host_ip, vxlan_group=a.device_ip,
+                            vxlan_port=dev_attach.VXLAN_PORT,
+                            mtu=1500 - dev_attach.VXLAN_OVERHEAD)
+                    continue
                 ip.link("add", ifname=names.host_port(n.index), kind="veth", group=group,
                         peer={"ifname": "eth0", "net_ns_fd": str(NETNS_DIR / names.netns(n.name))})
             for lk in topo.links:
@@ -147,12 +189,17 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> 
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for ifname in root_ifs:
                 disable_tx_checksum(s, ifname)
+            for n in topo.nodes:
+                if n.kind == "device":
+                    disable_gro(s, names.host_port(n.index))
         index = interface_indexes(ip)
         for ifname in root_ifs:
             ip.link("set", index=index[ifname], state="up")
 
     progress("addresses")
     for n in topo.nodes:
+        if n.kind == "device":
+            continue
         ns = names.netns(n.name)
         with netns.netlink(ns) as ip:
             eth0 = ip.link_lookup(ifname="eth0")[0]
@@ -188,11 +235,18 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress) -> 
                 ifname = names.link_port(lk.index, end)
                 shaping.verify(held, index[ifname], ifname, lk.shape)
 
+    for node, a in devices.items():
+        progress(f"device {node}: tunnel, shaping, deploy")
+        with Session(Endpoint.of(node, topo.node(node).ssh), retry_for_s=10) as session:
+            dev_attach.attach(session, a)
+
     progress("routes")
     wait_controller_ready(ledger)
 
     progress(f"reachability ({len(topo.nodes) * (len(topo.nodes) - 1)} pairs)")
-    missing = reach.unreachable_pairs({n.name: (names.netns(n.name), n.ip) for n in topo.nodes})
+    missing = reach.unreachable_pairs(
+        {n.name: (names.netns(n.name) if n.kind != "device" else None, n.ip)
+         for n in topo.nodes})
     if missing:
         shown = ", ".join(f"{a}->{b}" for a, b in missing[:5])
         raise NetworkError(f"{len(missing)} node pairs cannot reach each other ({shown} ...)")

@@ -37,6 +37,7 @@ def teardown(name: str) -> list[str]:
         except Exception as e:  # keep going; report everything at the end
             errors.append(f"{what}: {e}")
 
+    step("devices", lambda: _detach_devices(ledger))
     step("controller", lambda: _stop_controller(ledger))
     step("containers", lambda: _n(containers.remove_all(name), "containers"))
     step("processes", lambda: _kill_node_processes(names))
@@ -44,10 +45,33 @@ def teardown(name: str) -> list[str]:
     step("interfaces", lambda: _delete_interfaces(names, ledger))
     step("namespaces", lambda: _delete_namespaces(names))
     step("cgroups", lambda: cgroups.remove(names))
-    step("state", lambda: _remove_state(names))
+    if not any(e.startswith("devices:") for e in errors):
+        step("state", lambda: _remove_state(names))  # else kept: `down` again retries them
     if errors:
         raise NetworkError(f"teardown of {name} incomplete: " + "; ".join(errors))
     return done
+
+
+def _detach_devices(ledger: Ledger | None) -> str:
+    """Undo every device's tunnel, shaping and deploy directory (from the recorded plan)."""
+    from testbed.devices.attach import detach
+    from testbed.devices.ssh import Endpoint, Session
+
+    if not ledger or not ledger.extra.get("devices"):
+        return ""
+    failed, done = [], []
+    for node, a in ledger.extra["devices"].items():
+        ssh = ledger.topology["nodes"][node]["ssh"]
+        try:
+            with Session(Endpoint.of(node, ssh), retry_for_s=5) as session:
+                detach(session, a["iface"], a["deploy_dir"], a["sudo"])
+            done.append(node)
+        except Exception as e:  # one unreachable device must not stop the others
+            failed.append(f"{e} (run `testbed down --name {ledger.name}` again once it is "
+                          "reachable)")
+    if failed:
+        raise NetworkError("; ".join(failed))
+    return ", ".join(done)
 
 
 def _n(count: int, what: str) -> str:

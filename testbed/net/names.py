@@ -47,6 +47,10 @@ class Names:
     def link_port(self, link_index: int, end: int) -> str:
         return f"{self.tag}l{link_index}{'ab'[end]}"
 
+    def device_port(self, index: int) -> str:
+        """The tunnel interface on device node `index` (made on the device, not here)."""
+        return f"{self.tag}d{index}"
+
     def bridge(self, index: int) -> str:
         return f"{self.tag}s{index}"
 

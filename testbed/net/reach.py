@@ -32,19 +32,23 @@ def _echo(ident: int, seq: int) -> bytes:
 QUIET_S = 0.3
 
 
-def unreachable_pairs(nodes: dict[str, tuple[str, str]], timeout_s: float = 20.0,
+def unreachable_pairs(nodes: dict[str, tuple[str | None, str]], timeout_s: float = 20.0,
                       rounds: int = 8) -> list[tuple[str, str]]:
-    """Pairs (src, dst) with no echo reply. `nodes` maps name -> (netns, ip)."""
+    """Pairs (src, dst) with no echo reply. `nodes` maps name -> (netns, ip); a node without a
+    namespace here (a physical device) is probed only as a destination (its replies prove the
+    way back)."""
     socks: dict[str, socket.socket] = {}
     try:
         for name, (ns, _) in nodes.items():
+            if ns is None:
+                continue
             s = netns.open_socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
             s.setblocking(False)
             socks[name] = s
         by_ip = {ip: name for name, (_, ip) in nodes.items()}
         owner = {s.fileno(): name for name, s in socks.items()}
         names = list(nodes)
-        pending = {(a, b) for a in names for b in names if a != b}
+        pending = {(a, b) for a in socks for b in names if a != b}
         ident = os.getpid() & 0xFFFF
         deadline = time.monotonic() + timeout_s
         for r in range(rounds):

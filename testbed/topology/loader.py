@@ -233,6 +233,9 @@ SYNONYMS = {"bandwidth": "bw", "bandwith": "bw", "rate": "bw", "latency": "delay
 
 def _did_you_mean(word: str, options) -> str:
     options = [str(o) for o in options]
+    if str(word).lower() in ("password", "pass", "passwd") and "password_env" in options:
+        return ("passwords never go in the file: put it in an environment variable and write "
+                "password_env: VARIABLE_NAME")
     if SYNONYMS.get(str(word).lower()) in options:
         return f"did you mean {SYNONYMS[str(word).lower()]!r}?"
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)

@@ -34,10 +34,14 @@ class LinkSpec(LinkParams):
 
 
 class SshSpec(Strict):
-    host: str
+    host: str = Field(description="the device's address on the management network")
     user: str = "root"
     port: int = Field(22, ge=1, le=65535)
-    key: str | None = None
+    key: str | None = Field(None, description="private key file (key authentication)")
+    password_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of an environment variable holding a password (never the password)")
+    known_hosts: str = Field("~/.ssh/known_hosts", description="host keys checked on connect")
 
 
 class NodeSpec(Strict):

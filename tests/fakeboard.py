@@ -1,0 +1,115 @@
+"""A "fake board" for tests and benchmarks: a real OpenSSH server in its own network namespace,
+reached over a management veth, with a throwaway host key and client key.
+
+It plays a physical device: the testbed logs in with paramiko, checks it, builds a VXLAN tunnel
+to it and runs commands on it exactly as it would on a Jetson. Everything it makes is named
+`tbt-board<N>` / `tbtb<N>...` and removed by close(), also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+
+
+class FakeBoard:
+    def __init__(self, workdir: Path, index: int = 0) -> None:
+        self.dir = workdir / f"board{index}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.netns = f"tbt-board{index}"
+        self.host_if, self.board_if = f"tbtb{index}h", f"tbtb{index}d"
+        self.host_ip, self.ip = f"172.31.{250 - index}.1", f"172.31.{250 - index}.2"
+        self.key = self.dir / "id_ed25519"
+        self.known_hosts = self.dir / "known_hosts"
+        self.sshd: subprocess.Popen | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> FakeBoard:
+        self.close()
+        for cmd in (["ip", "netns", "add", self.netns],
+                    ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
+                     self.board_if],
+                    ["ip", "link", "set", self.board_if, "netns", self.netns],
+                    ["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if],
+                    ["ip", "link", "set", self.host_if, "up"],
+                    *[["ip", "netns", "exec", self.netns, *c] for c in (
+                        ["ip", "addr", "add", f"{self.ip}/30", "dev", self.board_if],
+                        ["ip", "link", "set", self.board_if, "up"],
+                        ["ip", "link", "set", "lo", "up"])]):
+            subprocess.run(cmd, check=True, capture_output=True)
+        for f in (self.key, self.dir / "host_key"):
+            if not f.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(f)],
+                               check=True)
+        (self.dir / "authorized_keys").write_text((self.dir / "id_ed25519.pub").read_text())
+        self.known_hosts.write_text(f"{self.ip} {(self.dir / 'host_key.pub').read_text()}")
+        (self.dir / "sshd_config").write_text(
+            f"ListenAddress {self.ip}\nPort 22\nHostKey {self.dir}/host_key\n"
+            f"AuthorizedKeysFile {self.dir}/authorized_keys\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            f"StrictModes no\nPidFile {self.dir}/sshd.pid\nSubsystem sftp internal-sftp\n"
+            "LogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n")
+        self.start_sshd()
+        return self
+
+    def start_sshd(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        self.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, SSHD, "-D", "-e", "-f",
+             str(self.dir / "sshd_config")], stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "sshd.log", "ab"))  # noqa: SIM115
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection((self.ip, 22), 0.5):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"sshd did not start: {(self.dir / 'sshd.log').read_text()[-500:]}")
+
+    def stop_sshd(self) -> None:
+        """Kill our sshd and every session it forked: connections drop as if the board
+        rebooted."""
+        if self.sshd is None:
+            return
+        for pid in [*_descendants(self.sshd.pid), self.sshd.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.sshd.wait()
+        self.sshd = None
+
+    def close(self) -> None:
+        self.stop_sshd()
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+
+    # ---- what a topology needs ---------------------------------------------------------------
+    def ssh_yaml(self) -> str:
+        return (f"{{host: {self.ip}, user: root, key: {self.key}, "
+                f"known_hosts: {self.known_hosts}}}")
+
+    def run(self, *cmd: str) -> subprocess.CompletedProcess:
+        """A command run directly in the board's namespace (to look at it from outside)."""
+        return subprocess.run(["ip", "netns", "exec", self.netns, *cmd], capture_output=True,
+                              text=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
