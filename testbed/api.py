@@ -186,21 +186,18 @@ def in_node(ledger: Ledger, node: str, argv: list[str], tie_to_parent: bool = Tr
 
 def workload_command(ledger: Ledger, node: str, program: str) -> tuple[list[str], dict]:
     """argv prefix and environment that run workloads/`program` in `node`: this checkout's
-    Python for host nodes, the image's Python and its copy of workloads/ for docker nodes."""
+    Python for host nodes, the image's Python and its copy of workloads/ for docker nodes, the
+    device's Python and the deployed copy for devices."""
     from testbed.images import WORKLOAD_DIR, WORKLOADS
 
-    if _node_info(ledger, node)["kind"] == "docker":
+    kind = _node_info(ledger, node)["kind"]
+    if kind == "docker":
         return ["python3", f"{WORKLOAD_DIR}/{program}"], {"PYTHONPATH": WORKLOAD_DIR,
                                                           "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    if kind == "device":  # the copy deployed by `up` (its directory is on the script's path)
+        code = ledger.extra["devices"][node]["deploy_dir"] + "/workloads"
+        return ["python3", f"{code}/{program}"], {}
     return [sys.executable, str(WORKLOADS / program)], {"PYTHONPATH": str(WORKLOADS)}
-
-
-def node_files(ledger: Ledger, node: str) -> Path | None:
-    """Where files a process in `node` reads or writes must live (None: anywhere on this host).
-    A container sees only its image and this one shared directory."""
-    if _node_info(ledger, node)["kind"] == "docker":
-        return ledger.names.share_dir(node)
-    return None
 
 
 def exec_in_node(name: str | None, node: str, argv: list[str]) -> None:

@@ -399,6 +399,36 @@ def node_set(node: Annotated[str, typer.Argument(help="node name")],
     out.print(f"{node}: cpu {info['cpu'] or '-'} cores, memory {info['memory_mb'] or '-'} MB")
 
 
+@node_app.command("stats")
+def node_stats(node: Annotated[str, typer.Argument(help="a device node")],
+               interval: Annotated[float, typer.Option(help="seconds between samples")] = 1.0,
+               count: Annotated[int, typer.Option(help="samples to take")] = 5,
+               csv: Annotated[str | None, typer.Option(help="also write them to this CSV")] = None,
+               name: NameOpt = None) -> None:
+    """Sample a device's CPU, memory and tegrastats (GPU, power) on the testbed's clock."""
+    import time
+
+    import pandas as pd
+
+    from testbed.devices.ssh import Endpoint, Session
+    from testbed.devices.stats import Collector
+
+    info = api.status(name)["nodes"].get(node)
+    if info is None or info["kind"] != "device":
+        raise typer.BadParameter(f"{node} is not a device node of this testbed")
+    with Session(Endpoint.of(node, info["ssh"]), retry_for_s=5) as session:
+        c = Collector(session, interval, max_samples=count).start()
+        out.print(f"clock offset {c.offset.offset_s * 1000:+.2f} ms "
+                  f"(+-{c.offset.uncertainty_s * 1000:.2f} ms)")
+        while len(c.records) < count:
+            time.sleep(0.1)
+        rows = c.stop()
+    df = pd.DataFrame(rows)
+    out.print(df.drop(columns=["node"], errors="ignore").to_string(index=False))
+    if csv:
+        df.to_csv(csv, index=False)
+
+
 def main() -> None:
     """Run the CLI; user errors print one line and exit 2, failures exit 1."""
     try:

@@ -17,6 +17,8 @@ from collections import defaultdict
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from testbed.devices.attach import flow_rates_script, remove_flow_rates_script
+from testbed.devices.ssh import Endpoint, Session
 from testbed.errors import FlowError, NetworkError
 from testbed.net import netns
 from testbed.net.ledger import Ledger
@@ -129,8 +131,23 @@ class FlowClient:
                 out[f.src].append(f)
         return out
 
+    def _device(self, node: str) -> tuple[Session, dict] | None:
+        """An SSH session and the attachment of `node` if it is a physical device."""
+        att = self.ledger.extra.get("devices", {}).get(node)
+        if att is None:
+            return None
+        ssh = self.ledger.topology["nodes"][node]["ssh"]
+        return Session(Endpoint.of(node, ssh), retry_for_s=10), att
+
     def _apply_rates(self, flows: list[FlowSpec]) -> None:
         for node, group in self._by_source(flows).items():
+            if dev := self._device(node):  # over SSH with tc, on the tunnel's egress
+                session, att = dev
+                with session:
+                    session.run(flow_rates_script(att["iface"], att["sudo"], [
+                        (flow_class(f.id) & 0xFFFF, flow_filter_prio(f.id), f.rate_mbit,
+                         u32_keys(f, self.fabric)) for f in group]), check=True)
+                continue
             with netns.netlink(self.ledger.names.netns(node)) as ip:
                 idx = ip.link_lookup(ifname="eth0")[0]
                 if not any(q["handle"] == ROOT for q in ip.get_qdiscs(index=idx)):
@@ -151,6 +168,12 @@ class FlowClient:
 
     def _remove_rates(self, flows: list[FlowSpec]) -> None:
         for node, group in self._by_source(flows).items():
+            if dev := self._device(node):
+                session, att = dev
+                with session:
+                    session.run(remove_flow_rates_script(att["iface"], att["sudo"], [
+                        (flow_class(f.id) & 0xFFFF, flow_filter_prio(f.id)) for f in group]))
+                continue
             with netns.netlink(self.ledger.names.netns(node)) as ip:
                 idx = ip.link_lookup(ifname="eth0")[0]
                 for f in group:

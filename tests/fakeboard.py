@@ -20,7 +20,8 @@ SSHD = "/usr/sbin/sshd"
 
 
 class FakeBoard:
-    def __init__(self, workdir: Path, index: int = 0) -> None:
+    def __init__(self, workdir: Path, index: int = 0, tegrastats: str | None = None) -> None:
+        """`tegrastats`: a recorded line the board's `tegrastats` command replays (a Jetson)."""
         self.dir = workdir / f"board{index}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.netns = f"tbt-board{index}"
@@ -29,6 +30,7 @@ class FakeBoard:
         self.key = self.dir / "id_ed25519"
         self.known_hosts = self.dir / "known_hosts"
         self.sshd: subprocess.Popen | None = None
+        self.tegrastats = tegrastats
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> FakeBoard:
@@ -48,6 +50,12 @@ class FakeBoard:
             if not f.exists():
                 subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(f)],
                                check=True)
+        bin_dir = self.dir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        if self.tegrastats:
+            (bin_dir / "tegrastats").write_text(
+                f"#!/bin/sh\nwhile true; do echo '{self.tegrastats}'; sleep 1; done\n")
+            (bin_dir / "tegrastats").chmod(0o755)
         (self.dir / "authorized_keys").write_text((self.dir / "id_ed25519.pub").read_text())
         self.known_hosts.write_text(f"{self.ip} {(self.dir / 'host_key.pub').read_text()}")
         (self.dir / "sshd_config").write_text(
@@ -55,7 +63,8 @@ class FakeBoard:
             f"AuthorizedKeysFile {self.dir}/authorized_keys\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             f"StrictModes no\nPidFile {self.dir}/sshd.pid\nSubsystem sftp internal-sftp\n"
-            "LogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n")
+            "LogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
+            f"SetEnv PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
         self.start_sshd()
         return self
 

@@ -218,3 +218,31 @@ def tunnel_state(session: Session, iface: str) -> str:
     if not res.out.strip():
         return "missing"
     return "up" if re.search(r"[<,]UP[,>]", res.out) else "down"
+
+
+def flow_rates_script(iface: str, sudo: str,
+                      flows: list[tuple[int, int, float, list[str]]]) -> str:
+    """tc commands giving each flow (class minor, filter prio, rate Mbit/s, u32 keys
+    "value/mask+offset")
+    its own HTB class on the device's egress, as the testbed does in a node's namespace."""
+    s, dev = sudo, quote([iface])
+    lines = [f"{s}tc qdisc show dev {dev} | grep -q 'htb 1: root' || "
+             f"{s}tc qdisc add dev {dev} root handle 1: htb default ffff"]
+    for minor, prio, rate_mbit, keys in flows:
+        bps = int(rate_mbit * 1e6)
+        burst = max(2 * 1514, bps // 8 // 1000)
+        matches = " ".join(f"match u32 {k.split('/')[0]} {k.split('/')[1].split('+')[0]} "
+                           f"at {k.split('+')[1]}" for k in keys)
+        lines += [f"{s}tc class replace dev {dev} parent 1: classid 1:{minor:x} htb rate {bps}bit "
+                  f"ceil {bps}bit burst {burst} cburst {burst}",
+                  f"{s}tc filter add dev {dev} parent 1: protocol ip prio {prio} u32 "
+                  f"{matches} flowid 1:{minor:x}"]
+    return "set -e\n" + "\n".join(lines)
+
+
+def remove_flow_rates_script(iface: str, sudo: str, flows: list[tuple[int, int]]) -> str:
+    """Undo flow_rates_script for (class minor, filter prio) pairs."""
+    s, dev = sudo, quote([iface])
+    return "\n".join(f"{s}tc filter del dev {dev} parent 1: prio {prio} 2>/dev/null; "
+                     f"{s}tc class del dev {dev} classid 1:{m:x} 2>/dev/null"
+                     for m, prio in flows) + "\ntrue"

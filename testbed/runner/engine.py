@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,9 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from testbed import api
-from testbed.errors import InputError, TestbedError
+from testbed.devices.ssh import Endpoint, Session
+from testbed.devices.stats import Collector
+from testbed.errors import InputError, NetworkError, TestbedError
 from testbed.net.ledger import Ledger
 from testbed.runner import traces
+from testbed.runner.nodefiles import LocalFiles, files_for
 from testbed.runner.sampler import Sampler
 from testbed.runner.wiring import JobWiring, Ports, TaskProcess, tc_rate_mbit, wire
 from testbed.schedulers import get as get_scheduler
@@ -96,7 +98,8 @@ class Runner:
         for sub in ("traces", "logs", "configs", "decisions"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.runs: dict[str, JobRun] = {}
-        self.collect: list[tuple[Path, Path]] = []  # (trace in a container's dir, its place)
+        self.files: dict[str, LocalFiles] = {}  # node -> how its files travel
+        self.collect: list[tuple[LocalFiles, Path]] = []  # traces to bring back
         self.plan = Plan(opts.scheduler)
         self.t0 = time.monotonic()
 
@@ -119,6 +122,9 @@ class Runner:
             argv, env = api.workload_command(self.ledger, node, TASK_PROGRAM.name)
             res = api.run(self.ledger.name, node, [*argv, "--calibrate"], timeout=60,
                           env={**os.environ, **env})
+            if res.returncode != 0:  # e.g. a device that does not answer: fail, do not hang
+                raise NetworkError(f"cannot measure node {node}'s speed: "
+                                   f"{(res.stderr or res.stdout).strip()[-300:]}")
             single = float(res.stdout) / self.spin_per_s * self.opts.gops_per_core
             cores = info.get("cpu") or 1.0
             self.speeds[node] = single * max(1.0, cores)  # several tasks use several cores
@@ -134,6 +140,11 @@ class Runner:
         self.calibrate()
         self.sampler = Sampler(self.ledger, self.client, self.opts.sample_s).start()
         self.t0 = self.sampler.t0
+        self.epoch0 = time.time() - (time.monotonic() - self.t0)
+        self.device_stats = [
+            Collector(Session(Endpoint.of(node, info["ssh"]), retry_for_s=5),
+                      self.opts.sample_s).start()
+            for node, info in self.ledger.topology["nodes"].items() if info["kind"] == "device"]
         pending = sorted(self.jobs, key=lambda j: (j.arrival_s, j.name))
         waiting: list[Job] = []
         try:
@@ -165,6 +176,8 @@ class Runner:
                 if r.status == "running":
                     self._stop_job(r, "interrupted", "run ended")
             self.sampler.stop()
+            for c in self.device_stats:
+                c.stop()
             for r in self.runs.values():
                 self._release(r)
         return self._write()
@@ -253,19 +266,17 @@ class Runner:
             self._stop_job(r, "failed", f"start: {e}")
 
     def _spawn(self, proc: TaskProcess) -> subprocess.Popen:
-        config = dict(proc.config)
-        cfg_path = self.out / "configs" / f"{proc.job}.{proc.task}.json"
-        cfg_path.write_text(json.dumps(config, indent=1))
-        shared = api.node_files(self.ledger, proc.node)
-        if shared is not None:  # a container: its config and trace go through its shared dir
-            trace = Path(config["trace"])
-            config["trace"] = str(shared / trace.name)
-            self.collect.append((shared / trace.name, trace))
-            cfg_path = shared / cfg_path.name
-            cfg_path.write_text(json.dumps(config, indent=1))
+        if proc.node not in self.files:
+            self.files[proc.node] = files_for(self.ledger, proc.node)
+        files = self.files[proc.node]
+        trace = Path(proc.config["trace"])
+        config = {**proc.config, "trace": files.trace_path(trace)}
+        self.collect.append((files, trace))
+        cfg_path = files.put(self.out / "configs" / f"{proc.job}.{proc.task}.json",
+                             json.dumps(config, indent=1))
         log = open(self.out / "logs" / f"{proc.job}.{proc.task}.log", "wb")  # noqa: SIM115
         argv, env = api.workload_command(self.ledger, proc.node, TASK_PROGRAM.name)
-        p = api.popen(self.ledger.name, proc.node, [*argv, str(cfg_path)],
+        p = api.popen(self.ledger.name, proc.node, [*argv, cfg_path],
                       stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
         log.close()
         return p
@@ -340,9 +351,8 @@ class Runner:
     # ---- results -----------------------------------------------------------------------------
     def _write(self) -> pd.DataFrame:
         tdir = self.out / "traces"
-        for src, dst in self.collect:  # traces written inside containers
-            if src.exists():
-                shutil.move(src, dst)
+        for files, trace in self.collect:  # traces written in containers or on devices
+            files.fetch(trace)
         all_items, all_hops, all_tasks, all_events, rows = [], [], [], [], []
         for name, r in self.runs.items():
             events = traces.read_events(tdir, name)
@@ -384,6 +394,10 @@ class Runner:
                 pd.concat(frames, ignore_index=True).to_csv(self.out / fname, index=False)
         pd.DataFrame(self.sampler.links).to_csv(self.out / "links.csv", index=False)
         pd.DataFrame(self.sampler.nodes).to_csv(self.out / "nodes.csv", index=False)
+        if self.device_stats:  # on the run's clock, like nodes.csv
+            rows = [{**r, "t_s": round(r["t_s"] - self.epoch0, 3)}
+                    for c in self.device_stats for r in c.records]
+            pd.DataFrame(rows).to_csv(self.out / "devices.csv", index=False)
         flows = [row for r in self.runs.values() for row in r.installs]
         pd.DataFrame(flows).to_csv(self.out / "flows.csv", index=False)
         pd.DataFrame([{"node": n, "speed_gops": s} for n, s in self.speeds.items()]).to_csv(

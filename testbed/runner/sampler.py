@@ -43,6 +43,8 @@ class Sampler:
                     self.links.append({"t_s": t, "node": node, "to": peer,
                                        "tx_bytes": c["tx_bytes"], "rx_bytes": c["rx_bytes"],
                                        "tx_dropped": c["tx_dropped"]})
-        for node in self.ledger.topology["nodes"]:
+        for node, info in self.ledger.topology["nodes"].items():
+            if info["kind"] == "device":  # sampled over SSH: devices.csv
+                continue
             cpu_s, mem = cgroups.usage(self.ledger.names, node)
             self.nodes.append({"t_s": t, "node": node, "cpu_s": cpu_s, "memory_bytes": mem})
