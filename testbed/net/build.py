@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -93,18 +94,21 @@ def check_images(topo: Topology) -> None:
 def check_devices(topo: Topology, accept_new_host_keys: bool = False,
                   ) -> dict[str, DeviceReport]:
     """Log in to every device node and check it can join; one error lists every problem."""
-    reports, problems = {}, []
-    for n in topo.nodes:
-        if n.kind != "device":
-            continue
+    devices = [n for n in topo.nodes if n.kind == "device"]
+
+    def check(n) -> tuple[str, DeviceReport | None, str | None]:
         try:
             with Session(Endpoint.of(n.name, n.ssh), accept_new_host_keys, retry_for_s=3) as s:
-                reports[n.name] = report = dev_attach.probe(s)
+                report = dev_attach.probe(s)
         except TestbedError as e:
-            problems.append(str(e))
-            continue
-        if not report.ok:
-            problems.append(f"{s.ep.where} lacks: {'; '.join(report.missing)}")
+            return n.name, None, str(e)
+        missing = f"{s.ep.where} lacks: {'; '.join(report.missing)}" if report.missing else None
+        return n.name, report, missing
+
+    with ThreadPoolExecutor(max(1, min(8, len(devices)))) as pool:  # boards answer in parallel
+        results = list(pool.map(check, devices))
+    reports = {node: r for node, r, _ in results if r is not None}
+    problems = [p for _, _, p in results if p]
     if problems:
         raise CapabilityError(f"{topo.source}: " + "\n".join(problems) +
                               "\n(`testbed doctor FILE` checks devices without building)")
@@ -235,10 +239,15 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
                 ifname = names.link_port(lk.index, end)
                 shaping.verify(held, index[ifname], ifname, lk.shape)
 
-    for node, a in devices.items():
-        progress(f"device {node}: tunnel, shaping, deploy")
-        with Session(Endpoint.of(node, topo.node(node).ssh), retry_for_s=10) as session:
-            dev_attach.attach(session, a)
+    if devices:
+        progress(f"devices ({len(devices)}): tunnel, shaping, deploy")
+
+        def attach(a: dev_attach.Attachment) -> None:
+            with Session(Endpoint.of(a.node, topo.node(a.node).ssh), retry_for_s=10) as s:
+                dev_attach.attach(s, a)
+
+        with ThreadPoolExecutor(min(8, len(devices))) as pool:
+            list(pool.map(attach, devices.values()))
 
     progress("routes")
     wait_controller_ready(ledger)

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -59,16 +60,22 @@ def _detach_devices(ledger: Ledger | None) -> str:
 
     if not ledger or not ledger.extra.get("devices"):
         return ""
-    failed, done = [], []
-    for node, a in ledger.extra["devices"].items():
+    def one(item: tuple[str, dict]) -> str | None:
+        node, a = item
         ssh = ledger.topology["nodes"][node]["ssh"]
         try:
             with Session(Endpoint.of(node, ssh), retry_for_s=5) as session:
                 detach(session, a["iface"], a["deploy_dir"], a["sudo"])
-            done.append(node)
+            return None
         except Exception as e:  # one unreachable device must not stop the others
-            failed.append(f"{e} (run `testbed down --name {ledger.name}` again once it is "
-                          "reachable)")
+            return (f"{e} (run `testbed down --name {ledger.name}` again once it is "
+                    "reachable)")
+
+    items = list(ledger.extra["devices"].items())
+    with ThreadPoolExecutor(min(8, len(items))) as pool:
+        outcome = dict(zip([n for n, _ in items], pool.map(one, items), strict=True))
+    failed = [why for why in outcome.values() if why]
+    done = [n for n, why in outcome.items() if not why]
     if failed:
         raise NetworkError("; ".join(failed))
     return ", ".join(done)
