@@ -22,6 +22,8 @@ lint: setup
 bench: setup
 	$(PY) bench/bringup.py
 	$(PY) bench/shaping.py
+	$(PY) bench/containers.py
+	$(PY) bench/devices.py
 
 clean:
 	-.venv/bin/testbed down --all

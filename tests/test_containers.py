@@ -52,6 +52,18 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
         got = measure.iperf3(name, src, dst, seconds=6, omit=1)
         assert abs(got - ideal) / ideal < 0.03, f"{src}->{dst}: {got:.3f} vs {ideal:.3f}"
 
+    # a per-flow path and rate from a container (HTB class at its eth0, like a host node)
+    from testbed.routing import FlowSpec
+    from testbed.sdn import FlowClient
+
+    client = FlowClient(mixed)
+    client.add([FlowSpec(src="c1", dst="h2", path=("c1", "h1", "h2"), dport=5302,
+                         rate_mbit=3.0)])
+    got = measure.iperf3(name, "c1", "h2", seconds=5, omit=1, port=5302)
+    ideal3 = measure.ideal_goodput_mbit(3)
+    assert abs(got - ideal3) / ideal3 < 0.05, got
+    client.remove_all()
+
     # exec runs in the container: its hostname, its image's Python and torch, its namespace
     res = cli("exec", "c1", "--name", name, "--", "sh", "-c", "hostname; ip -o -4 addr show "
               "eth0; python3 -c 'import torch; print(torch.__version__)'")
