@@ -22,7 +22,7 @@ flow_app = typer.Typer(no_args_is_help=True, help="Steer individual flows: path 
 app.add_typer(flow_app, name="flow")
 image_app = typer.Typer(no_args_is_help=True, help="Node images built here (no registry needed).")
 app.add_typer(image_app, name="image")
-node_app = typer.Typer(no_args_is_help=True, help="Change a running node.")
+node_app = typer.Typer(no_args_is_help=True, help="Change or inspect a running node.")
 app.add_typer(node_app, name="node")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
