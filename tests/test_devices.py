@@ -186,16 +186,29 @@ def test_stats_collector_and_reconnection_after_sshd_restart(board):
 def test_an_unreachable_device_shows_in_status_and_fails_runs_with_a_reason(tmp_path, board):
     path = device_topology(tmp_path, board, "tbt-gone")
     assert cli("up", str(path)).returncode == 0
+    jobs = ("jobs:\n  - name: j\n    source: e2\n    input: 20kB\n    duration: {}s\n"
+            "    tasks:\n      work: {{work: 0.002, memory: 64MB, node: nx1}}\n")
     try:
-        board.stop_sshd()
+        # the board goes away in the middle of a run: its job fails with the reason, promptly
+        (tmp_path / "long.yaml").write_text(jobs.format(30))
+        drop = threading.Timer(9, board.stop_sshd)
+        drop.start()
+        t0 = time.monotonic()
+        cli("run", str(tmp_path / "long.yaml"), "--name", "tbt-gone", "-s", "otfs",
+            "--out", str(tmp_path / "run1"), timeout=180)
+        drop.join()
+        import pandas as pd
+
+        (job,) = pd.read_csv(tmp_path / "run1" / "jobs.csv").itertuples()
+        assert job.status == "failed" and "nx1" in job.reason and "connection lost" in job.reason
+        assert time.monotonic() - t0 < 40  # not the job's 30 s plus a hang
+
         t0 = time.monotonic()
         st = api.status("tbt-gone")["nodes"]["nx1"]
         assert not st["device"]["reachable"] and "cannot connect" in st["device"]["error"]
         assert "UNREACHABLE" in cli("status", "--name", "tbt-gone").stdout
         assert time.monotonic() - t0 < 30
-        (tmp_path / "jobs.yaml").write_text(
-            "jobs:\n  - name: j\n    source: e2\n    input: 20kB\n    duration: 5s\n"
-            "    tasks:\n      work: {work: 0.002, memory: 64MB, node: nx1}\n")
+        (tmp_path / "jobs.yaml").write_text(jobs.format(5))
         t0 = time.monotonic()
         res = cli("run", str(tmp_path / "jobs.yaml"), "--name", "tbt-gone", "-s", "otfs",
                   "--out", str(tmp_path / "run"), timeout=180)
@@ -234,3 +247,32 @@ def test_a_run_places_a_task_on_the_device(tmp_path, board):
     finally:
         assert cli("down", "--name", "tbt-devrun").returncode == 0
     assert ROOT.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0.7, 1.1, 1.5])
+def test_down_after_sigkill_of_up_also_cleans_the_device(tmp_path, board, delay_s):
+    import signal
+
+    from tests.conftest import TESTBED
+
+    before, board_before = snapshot(), board.run("ip", "-o", "link").stdout
+    had_base = DEPLOY_BASE.exists()
+    path = device_topology(tmp_path, board, "tbt-devkill")
+    proc = subprocess.Popen([*TESTBED, "up", str(path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from testbed.net.ledger import Ledger
+
+    ledger = Ledger.load("tbt-devkill")
+    if ledger and ledger.controller and ledger.controller.alive():
+        import os
+
+        os.kill(ledger.controller.pid, signal.SIGKILL)
+    res = cli("down", "--name", "tbt-devkill")
+    assert res.returncode == 0, res.stderr
+    assert snapshot() == before
+    assert board.run("ip", "-o", "link").stdout == board_before
+    assert DEPLOY_BASE.exists() == had_base

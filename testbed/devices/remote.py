@@ -61,9 +61,11 @@ def main(args: list[str]) -> int:
             err.write(chan.recv_stderr(65536))
             err.flush()
         if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-            return chan.recv_exit_status()
+            code = chan.recv_exit_status()  # -1: the channel closed without an exit status
+            if code >= 0:
+                return code
         transport = chan.get_transport()
-        if transport is None or not transport.is_active():
+        if chan.closed or transport is None or not transport.is_active():
             print(f"testbed: {ep.where}: connection lost", file=sys.stderr)
             return EXIT_UNREACHABLE
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from testbed.devices.ssh import Endpoint, Session
 from testbed.devices.stats import ClockOffset, clock_offset
+from testbed.errors import TestbedError
 from testbed.net.ledger import Ledger
 
 
@@ -69,12 +70,15 @@ class DeviceFiles(LocalFiles):
         return f"{self.dir}/{local.name}"
 
     def fetch(self, local: Path) -> None:
-        with self.session.sftp() as sftp:
-            try:
-                sftp.get(f"{self.dir}/{local.name}", str(local))
-            except FileNotFoundError:
-                return
-            sftp.remove(f"{self.dir}/{local.name}")
+        try:
+            with self.session.sftp() as sftp:
+                try:
+                    sftp.get(f"{self.dir}/{local.name}", str(local))
+                except FileNotFoundError:
+                    return
+                sftp.remove(f"{self.dir}/{local.name}")
+        except TestbedError:  # the device went away: its job already failed with the reason
+            return
         shift = int(self.offset.offset_s * 1e9)
         lines = local.read_text().splitlines()
         fixed = [f"{int(ts) - shift},{rest}" for ts, _, rest in (ln.partition(",") for ln in lines)
