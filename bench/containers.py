@@ -74,7 +74,7 @@ def main() -> None:
                   "one by one per container ms"], rows)
     body += ("\n\nBoth meshes include the controller start, all routes confirmed by barriers, "
              "shaping read back and the all-pairs ICMP check. 'Containers' is the phase that "
-             "starts every container (8 at a time through the Docker SDK) and names its "
+             "starts every container (16 at a time through the Docker SDK) and names its "
              "network namespace; 'extra per container' is (docker mesh up - host mesh up) / "
              "nodes. The one-by-one column starts the same containers (no links) sequentially "
              "with `docker run -d --network none`, the way a script without concurrency would.")

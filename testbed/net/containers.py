@@ -21,7 +21,7 @@ from testbed.net.names import CONTAINER_LABEL, Names
 from testbed.topology.model import Node
 
 NODE_LABEL = "org.edge-testbed.node"
-START_WORKERS = 8
+START_WORKERS = 16
 CFS_PERIOD_US = 100_000
 
 
