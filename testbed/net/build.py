@@ -1,7 +1,10 @@
 """Bring a Topology to life, step by step, recording it first so that teardown always works.
 
-Order: state file -> namespaces -> cgroups -> veths (node ports, links) -> addresses ->
-OVS bridges -> shaping (applied, then read back) -> controller -> all-pairs reachability.
+Checks first (host capabilities, container images, devices over SSH), then: state file (with
+each device's attachment plan) -> controller -> namespaces (host nodes) -> cgroups ->
+containers (docker nodes; their namespaces named like host nodes') -> veths (node ports, links)
+and VXLAN node ports (devices) -> addresses -> OVS bridges -> shaping (applied, then read back)
+-> devices' ends (tunnel, shaping, deploy) -> routes confirmed -> all-pairs reachability.
 Any failure tears down everything made so far before the error propagates.
 """
 
