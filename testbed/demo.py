@@ -1,6 +1,7 @@
-"""`make demo`: (1) bring up a topology, measure shaped paths with iperf3 and ping, print
-configured vs measured, tear down; (2) a short emulated campaign (OTFA vs LR on a small mesh,
-real processes and bytes) ending with a table of measured vs predicted and a plot.
+"""`make demo`: (1) bring up a topology of namespace hosts and a Docker container, measure
+shaped paths with iperf3 and ping, print configured vs measured, tear down; (2) a short
+emulated campaign (OTFA vs LR on a small mesh, real processes and bytes) ending with a table
+of measured vs predicted and a plot.
 Usage: python -m testbed.demo [TOPOLOGY] [CAMPAIGN]"""
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from testbed.topology import load
 
 
 def main(path: str = "topologies/demo.yaml", campaign: str = "campaigns/demo.yaml") -> int:
+    if any(n.kind == "docker" for n in load(path).nodes):
+        from testbed import images
+
+        with Console().status("edge-node image (the first build takes about 3 minutes)") as st:
+            images.build("edge-node", progress=lambda s: st.update(f"image: {s}"))
     shaping(path)
     return campaign_demo(campaign)
 
@@ -61,8 +67,11 @@ def shaping(path: str) -> None:
     t0 = time.monotonic()
     with console.status("bringing the network up") as st:
         api.up(path, progress=lambda s: st.update(f"up: {s}"))
+    kinds = ", ".join(f"{sum(n.kind == k for n in topo.nodes)} {k}"
+                      for k in ("host", "docker", "device") if any(n.kind == k for n in topo.nodes))
     console.print(f"[green]{topo.name} up[/] in {time.monotonic() - t0:.1f} s: "
-                  f"{len(topo.nodes)} nodes, {len(topo.links)} links, all pairs reachable")
+                  f"{len(topo.nodes)} nodes ({kinds}), {len(topo.links)} links, "
+                  "all pairs reachable")
     try:
         fabric = Fabric.of(topo)
         pairs = [("cam", "srv"), ("gw", "e1"), ("e2", "srv"), ("cam", "e2")]
