@@ -21,7 +21,7 @@ def main(path: str = "topologies/demo.yaml", campaign: str = "campaigns/demo.yam
     if any(n.kind == "docker" for n in load(path).nodes):
         from testbed import images
 
-        with Console().status("edge-node image (the first build takes about 3 minutes)") as st:
+        with Console().status("edge-node image (the first build takes a minute or two)") as st:
             images.build("edge-node", progress=lambda s: st.update(f"image: {s}"))
     shaping(path)
     return campaign_demo(campaign)
