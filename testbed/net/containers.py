@@ -84,8 +84,12 @@ def states(testbed: str) -> dict[str, dict]:
     """node -> {id, status, oom_killed} for this testbed's containers."""
     if not _engine_socket_exists():
         return {}
+    try:
+        docker = client()
+    except CapabilityError:  # the engine stopped: containers show as missing
+        return {}
     out = {}
-    for c in client().containers.list(all=True,
+    for c in docker.containers.list(all=True,
                                       filters={"label": f"{CONTAINER_LABEL}={testbed}"}):
         out[c.labels.get(NODE_LABEL, c.name)] = {
             "id": c.id[:12], "status": c.status, "image": c.attrs["Config"]["Image"],
