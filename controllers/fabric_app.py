@@ -21,12 +21,14 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
+from testbed.net.ledger import write_private
 from testbed.routing import (
     PROTOCOLS,
     Fabric,
     FlowSpec,
     hop_ports,
     next_hops,
+    path_crosses,
     switch_rules,
     validate_flow,
 )
@@ -50,11 +52,13 @@ class FabricApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.state_dir = Path(os.environ["TESTBED_STATE_DIR"])
         self.fabric = Fabric.from_dict(json.loads((self.state_dir / "fabric.json").read_text()))
+        self.down: frozenset[frozenset[str]] = frozenset()  # links whose port is down
         self.hops = next_hops(self.fabric)
         self.flows: dict[int, FlowSpec] = self._load_flows()
         self.datapaths: dict[str, object] = {}
         self.ready: set[str] = set()
         self.lock = threading.RLock()
+        self.save_lock = threading.Lock()
         self.waiters: dict[tuple[int, int], threading.Event] = {}
         self.errors: dict[tuple[int, int], str] = {}
         self.replies: dict[tuple[int, int], list] = {}
@@ -77,19 +81,17 @@ class FabricApp(app_manager.OSKenApp):
         parser, ofp = dp.ofproto_parser, dp.ofproto
         dp.send_msg(parser.OFPFlowMod(dp, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL,
                                       out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
-        for ip, port in switch_rules(self.fabric, node, self.hops):
-            actions = [parser.OFPActionOutput(port)]
-            for match in (parser.OFPMatch(eth_type=0x0800, ipv4_dst=ip),
-                          parser.OFPMatch(eth_type=0x0806, arp_tpa=ip)):
-                self._add(dp, ROUTE_PRIORITY, match, actions, ROUTE_COOKIE)
+        with self.lock:
+            hops = self.hops
+        xids = {self._route(dp, ip, port) for ip, port in switch_rules(self.fabric, node, hops)}
         with self.lock:
             flows = list(self.flows.values())
         for flow in flows:
             for rule in self._rules(flow):
                 if rule[0] == node:
-                    self._add(dp, FLOW_PRIORITY, rule[1], rule[2], rule[3])
+                    xids.add(self._add(dp, FLOW_PRIORITY, rule[1], rule[2], rule[3]))
         try:
-            self.barrier(dp)
+            self.barrier(dp, xids)
         except RuntimeError as e:
             LOG.error("switch %s: %s", node, e)
             return
@@ -97,7 +99,70 @@ class FabricApp(app_manager.OSKenApp):
             self.ready.add(node)
         LOG.info("switch %s ready", node)
 
+    def _route(self, dp, ip: str, port: int) -> int:
+        """The default route to `ip` (IPv4 and ARP rules); returns the last message's xid."""
+        parser = dp.ofproto_parser
+        actions = [parser.OFPActionOutput(port)]
+        xid = 0
+        for match in (parser.OFPMatch(eth_type=0x0800, ipv4_dst=ip),
+                      parser.OFPMatch(eth_type=0x0806, arp_tpa=ip)):
+            xid = self._add(dp, ROUTE_PRIORITY, match, actions, ROUTE_COOKIE)
+        return xid
+
+    # ---- links going down and up: default routes follow ------------------------------------
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def on_port_status(self, ev) -> None:
+        """A link port changed state (set down outside the testbed, or by a timeline): routes
+        are recomputed around down links and re-installed where they changed."""
+        dp, desc = ev.msg.datapath, ev.msg.desc
+        node = self.fabric.by_dpid(dp.id)
+        if node is None:
+            return
+        peer = next((nb for nb, p in self.fabric.ports[node.name].items()
+                     if p == desc.port_no), None)
+        if peer is None:
+            return
+        ofp = dp.ofproto
+        is_down = bool(desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
+        link = frozenset((node.name, peer))
+        with self.lock:
+            down = self.down | {link} if is_down else self.down - {link}
+            if down == self.down:
+                return
+            self.down = frozenset(down)
+        LOG.warning("link %s-%s is %s", node.name, peer, "DOWN" if is_down else "up again")
+        threading.Thread(target=self._reroute, daemon=True).start()
+
+    def _reroute(self) -> None:
+        with self.lock:
+            old, new = self.hops, next_hops(self.fabric, self.down)
+            self.hops = new
+            switches = dict(self.datapaths)
+        for node, dp in switches.items():
+            old_rules = dict(switch_rules(self.fabric, node, old))
+            new_rules = dict(switch_rules(self.fabric, node, new))
+            xids = {self._route(dp, ip, port) for ip, port in new_rules.items()
+                    if old_rules.get(ip) != port}
+            parser, ofp = dp.ofproto_parser, dp.ofproto
+            for ip in set(old_rules) - set(new_rules):  # cut off: drop rather than misroute
+                for match in (parser.OFPMatch(eth_type=0x0800, ipv4_dst=ip),
+                              parser.OFPMatch(eth_type=0x0806, arp_tpa=ip)):
+                    xids.add(self._send(dp, parser.OFPFlowMod(
+                        dp, command=ofp.OFPFC_DELETE_STRICT, priority=ROUTE_PRIORITY,
+                        match=match, table_id=0, out_port=ofp.OFPP_ANY,
+                        out_group=ofp.OFPG_ANY)))
+            if xids:
+                try:
+                    self.barrier(dp, xids)
+                except RuntimeError as e:
+                    LOG.error("rerouting at %s: %s", node, e)
+
     # ---- OpenFlow helpers -------------------------------------------------------------------
+    def _send(self, dp, msg) -> int:
+        dp.set_xid(msg)
+        dp.send_msg(msg)
+        return msg.xid
+
     def _add(self, dp, priority, match, actions, cookie, command=None) -> int:
         parser, ofp = dp.ofproto_parser, dp.ofproto
         inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
@@ -115,8 +180,9 @@ class FabricApp(app_manager.OSKenApp):
             self.waiters[(dp.id, msg.xid)] = ev
         return ev
 
-    def barrier(self, dp) -> None:
-        """Block until the switch has processed everything sent before; raise on errors."""
+    def barrier(self, dp, xids: set[int]) -> None:
+        """Block until the switch has processed everything sent before; raise if it rejected
+        one of `xids` (the messages of this batch: another batch's errors are its own)."""
         msg = dp.ofproto_parser.OFPBarrierRequest(dp)
         ev = self._expect(dp, msg)
         dp.send_msg(msg)
@@ -124,9 +190,8 @@ class FabricApp(app_manager.OSKenApp):
             raise RuntimeError(f"switch {dp.id:016x} did not confirm within {BARRIER_TIMEOUT_S}s")
         with self.lock:
             self.waiters.pop((dp.id, msg.xid), None)
-            errs = [v for (d, _), v in self.errors.items() if d == dp.id]
-            for key in [k for k in self.errors if k[0] == dp.id]:
-                del self.errors[key]
+            mine = [k for k in self.errors if k[0] == dp.id and k[1] in xids]
+            errs = [self.errors.pop(k) for k in mine]
         if errs:
             raise RuntimeError(f"switch {dp.id:016x} rejected rules: {errs[0]}")
 
@@ -205,15 +270,15 @@ class FabricApp(app_manager.OSKenApp):
                 validate_flow(self.fabric, spec)
                 batch.append(FlowSpec(**{**spec.to_dict(), "path": spec.path, "id": next_id + i}))
             self.flows.update({f.id: f for f in batch})
-        touched = {}
+        touched: dict[str, tuple[object, set[int]]] = {}
         try:
             for f in batch:
                 for node, match, actions, cookie in self._rules(f):
                     dp = self.datapaths[node]
-                    self._add(dp, FLOW_PRIORITY, match, actions, cookie)
-                    touched[node] = dp
-            for dp in touched.values():
-                self.barrier(dp)
+                    xid = self._add(dp, FLOW_PRIORITY, match, actions, cookie)
+                    touched.setdefault(node, (dp, set()))[1].add(xid)
+            for dp, xids in touched.values():
+                self.barrier(dp, xids)
         except Exception:
             self.remove_flows([f.id for f in batch])
             raise
@@ -223,7 +288,7 @@ class FabricApp(app_manager.OSKenApp):
     def remove_flows(self, ids: list[int]) -> list[int]:
         with self.lock:
             gone = [self.flows.pop(i) for i in ids if i in self.flows]
-        touched = {}
+        touched: dict[str, tuple[object, set[int]]] = {}
         for f in gone:
             for node in set(f.path):
                 dp = self.datapaths.get(node)
@@ -231,13 +296,13 @@ class FabricApp(app_manager.OSKenApp):
                     continue
                 parser, ofp = dp.ofproto_parser, dp.ofproto
                 for reverse in (False, True):
-                    dp.send_msg(parser.OFPFlowMod(
+                    xid = self._send(dp, parser.OFPFlowMod(
                         dp, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL,
                         cookie=flow_cookie(f.id, reverse), cookie_mask=0xFFFFFFFFFFFFFFFF,
                         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
-                touched[node] = dp
-        for dp in touched.values():
-            self.barrier(dp)
+                    touched.setdefault(node, (dp, set()))[1].add(xid)
+        for dp, xids in touched.values():
+            self.barrier(dp, xids)
         self._save_flows()
         return [f.id for f in gone]
 
@@ -263,6 +328,7 @@ class FabricApp(app_manager.OSKenApp):
             cookie = flow_cookie(f.id, False)
             d["hops"] = [{"node": n, "bytes": stats.get((n, cookie), (0, 0))[0],
                           "packets": stats.get((n, cookie), (0, 0))[1]} for n in f.path]
+            d["state"] = "broken" if path_crosses(f.path, self.down) else "ok"
             out.append(d)
         return out
 
@@ -286,7 +352,8 @@ class FabricApp(app_manager.OSKenApp):
     def health(self) -> dict:
         with self.lock:
             return {"expected": len(self.fabric.nodes), "connected": len(self.datapaths),
-                    "ready": len(self.ready), "flows": len(self.flows), "pid": os.getpid()}
+                    "ready": len(self.ready), "flows": len(self.flows), "pid": os.getpid(),
+                    "links_down": sorted(sorted(lk) for lk in self.down)}
 
     # ---- persistence ------------------------------------------------------------------------
     def _load_flows(self) -> dict[int, FlowSpec]:
@@ -296,9 +363,10 @@ class FabricApp(app_manager.OSKenApp):
         return {f["id"]: FlowSpec.from_dict(f) for f in json.loads(path.read_text())}
 
     def _save_flows(self) -> None:
-        with self.lock:
-            data = [f.to_dict() for f in sorted(self.flows.values(), key=lambda f: f.id)]
-        tmp = self.state_dir / "flows.json.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.state_dir / "flows.json")
+        """Serialised (one writer at a time, each with its own temporary file): concurrent
+        API calls never race on the file, and the last write holds the latest flows."""
+        with self.save_lock:
+            with self.lock:
+                data = [f.to_dict() for f in sorted(self.flows.values(), key=lambda f: f.id)]
+            write_private(self.state_dir / "flows.json", json.dumps(data))
 

@@ -1,8 +1,11 @@
 """Entry point of the controller process: os-ken with FabricApp, plus the flow API over HTTP.
 
-    python -m controllers.run STATE_DIR OF_PORT API_PORT
+    python -m controllers.run STATE_DIR OF_PORT
 
-Both listen on 127.0.0.1 only. The API is documented in docs/flow-api.md.
+OpenFlow listens on 127.0.0.1:OF_PORT and accepts a connection only when the process at the
+other end runs as root (the testbed's own ovs-vswitchd): any other local user is cut off
+before it can claim a switch's datapath id. The flow API is HTTP over the Unix socket
+STATE_DIR/api.sock (mode 0600 in a 0700 directory: root only). See docs/flow-api.md.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import json
 import logging
 import os
 import signal
+import socketserver
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 from testbed.errors import FlowError
 from testbed.routing import FlowSpec
@@ -83,8 +88,61 @@ def make_handler(app):
     return Handler
 
 
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self):  # BaseHTTPRequestHandler expects an address tuple
+        conn, _ = super().get_request()
+        return conn, ("local", 0)
+
+
+def serve_api(app, path: Path) -> UnixHTTPServer:
+    """The flow API on a Unix socket only root can open."""
+    path.unlink(missing_ok=True)
+    old = os.umask(0o177)
+    try:
+        server = UnixHTTPServer(str(path), make_handler(app))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def loopback_peer_uid(local_port: int, peer_port: int) -> int | None:
+    """Owner uid of the TCP socket 127.0.0.1:peer_port connected to 127.0.0.1:local_port."""
+    want_local = f"0100007F:{peer_port:04X}"
+    want_remote = f"0100007F:{local_port:04X}"
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == want_local and fields[2] == want_remote:
+                return int(fields[7])
+    return None
+
+
+def only_root_peers(of_port: int) -> None:
+    """Wrap os-ken's connection handler: close connections from non-root processes at once."""
+    from os_ken.controller import controller
+
+    inner = controller.datapath_connection_factory
+    log = logging.getLogger("testbed.controller")
+
+    def guarded(sock, address):
+        uid = loopback_peer_uid(of_port, address[1]) if address[0] == "127.0.0.1" else None
+        if uid != 0:
+            log.warning("refused an OpenFlow connection from %s (uid %s): only the testbed's "
+                        "switches (root) may connect", address, uid)
+            sock.close()
+            return
+        return inner(sock, address)
+
+    controller.datapath_connection_factory = guarded
+
+
 def main() -> None:
-    state_dir, of_port, api_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    state_dir, of_port = sys.argv[1], int(sys.argv[2])
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # nothing to flush: flows.json is atomic
     os.environ["TESTBED_STATE_DIR"] = state_dir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -94,14 +152,14 @@ def main() -> None:
 
     cfg.CONF(args=["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(of_port)],
              project="os_ken")
+    only_root_peers(of_port)
     mgr = AppManager.get_instance()
     mgr.load_apps(["controllers.fabric_app"])
     services = mgr.instantiate_apps(**mgr.create_contexts())
     app = next(a for a in mgr.applications.values() if type(a).__name__ == "FabricApp")
-    server = ThreadingHTTPServer(("127.0.0.1", api_port), make_handler(app))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    logging.getLogger("testbed.controller").info("flow API on 127.0.0.1:%d", api_port)
+    sock = Path(state_dir) / "api.sock"
+    serve_api(app, sock)
+    logging.getLogger("testbed.controller").info("flow API on %s", sock)
     hub.joinall(services)
 
 

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testbed.errors import InputError, NotRunningError, TestbedError
+from testbed.naming import TESTBED_NAME_RULE, is_testbed_name
 from testbed.net import build, cgroups, containers, netns
 from testbed.net.cleanup import teardown
 from testbed.net.ledger import Ledger, known_testbeds
 from testbed.net.names import NETNS_DIR
 from testbed.net.probe import probe
 from testbed.topology import Topology, load
-from testbed.topology.loader import NODE_NAME
 
 Progress = Callable[[str], None]
 
@@ -26,8 +26,8 @@ Progress = Callable[[str], None]
 def load_topology(path: str | Path, name: str | None = None) -> Topology:
     topo = load(path)
     if name:
-        if not NODE_NAME.match(name) or not name.islower():
-            raise InputError(f"--name {name!r}: use lower-case letters, digits and -")
+        if not is_testbed_name(name):
+            raise InputError(f"--name {name!r}: {TESTBED_NAME_RULE}")
         topo = Topology(name=name, nodes=topo.nodes, links=topo.links, source=topo.source)
     return topo
 
@@ -38,11 +38,10 @@ def up(path: str | Path, name: str | None = None, progress: Progress = lambda s:
     `accept_new_host_keys`: trust (and save) devices' unknown SSH host keys."""
     topo = load_topology(path, name)
     ledger = Ledger.load(topo.name)
-    if ledger and ledger.phase == "up" and not (ledger.controller and ledger.controller.alive()):
-        progress("controller was not running: restarting it")
-        build.restart_controller(ledger)
+    if ledger and ledger.phase == "up" and build.ensure_controller(ledger):
+        progress("the controller was dead or stuck: restarted it")
         return ledger
-    return build.up(topo, progress, accept_new_host_keys)
+    return build.up(topo, progress, accept_new_host_keys)  # refuses a healthy running one
 
 
 def resolve(name: str | None) -> Ledger:
@@ -83,9 +82,14 @@ def status(name: str | None = None) -> dict:
     alive = bool(ledger.controller and ledger.controller.alive())
     health = build.controller_health(ledger) if alive else None
     out["controller"] = {"pid": ledger.controller.pid if ledger.controller else None,
-                         "running": alive, "api": f"http://127.0.0.1:{ledger.api_port}",
+                         "running": alive, "api": str(names.api_socket),
                          "switches_ready": health["ready"] if health else 0,
-                         "flows": health["flows"] if health else 0}
+                         "flows": health["flows"] if health else 0,
+                         "links_down": health.get("links_down", []) if health else []}
+    states = build.link_states(ledger)
+    for i, link in enumerate(out["links"]):
+        link["state"] = states.get(i, "missing")
+        link["interfaces"] = [names.link_port(i, 0), names.link_port(i, 1)]
     boxes = containers.states(ledger.name) if any(
         i["kind"] == "docker" for i in out["nodes"].values()) else {}
     for node, info in out["nodes"].items():
@@ -156,12 +160,25 @@ def _node_info(ledger: Ledger, node: str) -> dict:
     return ledger.topology["nodes"][node]
 
 
+UNPRIVILEGED_UID = 65534  # nobody
+DROP_PRIVILEGES = ["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}",
+                   "--clear-groups", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
+                   "--"]
+
+
 def in_node(ledger: Ledger, node: str, argv: list[str], tie_to_parent: bool = True,
-            ) -> tuple[list[str], Callable[[], None]]:
+            unprivileged: bool = False) -> tuple[list[str], Callable[[], None]]:
     """The command line and the preexec function that run `argv` inside `node`: a host node's
-    cgroups and network namespace, or a docker node's container (cgroups and namespaces)."""
+    cgroups and network namespace, or a docker node's container (cgroups and namespaces).
+    `unprivileged`: as user nobody with every capability dropped (host and docker nodes), so
+    the command cannot reach the Docker socket, OVSDB, the testbed's state or other nodes."""
     names = ledger.names
     info = _node_info(ledger, node)
+    if unprivileged:
+        if info["kind"] == "device":
+            raise InputError(f"node {node} is a device: commands run as its SSH user there; "
+                             "--unprivileged is for host and docker nodes")
+        argv = [*DROP_PRIVILEGES, *argv]
     if info["kind"] == "docker":
         pid = containers.init_pid(names, node)
         return containers.command(pid, argv, tie_to_parent), containers.joining_cgroups(pid)
@@ -200,12 +217,13 @@ def workload_command(ledger: Ledger, node: str, program: str) -> tuple[list[str]
     return [sys.executable, str(WORKLOADS / program)], {"PYTHONPATH": str(WORKLOADS)}
 
 
-def exec_in_node(name: str | None, node: str, argv: list[str]) -> None:
+def exec_in_node(name: str | None, node: str, argv: list[str],
+                 unprivileged: bool = False) -> None:
     """Replace this process with `argv` running inside the node."""
     ledger = resolve(name)
     if not argv:
         raise InputError("no command given; write `testbed exec NODE -- CMD ARGS...`")
-    full, enter = in_node(ledger, node, argv, tie_to_parent=False)
+    full, enter = in_node(ledger, node, argv, tie_to_parent=False, unprivileged=unprivileged)
     enter()
     try:
         os.execvp(full[0], full)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from testbed import api
@@ -91,22 +92,28 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
                   str(info["memory_mb"] or "-"), f"[red]{kills}[/]" if kills else "0",
                   state if info["present"] else f"[red]{state or 'missing'}[/]")
     out.print(t)
-    lt = Table("link", "bw Mbit/s", "delay ms", "loss %")
+    lt = Table("link", "bw Mbit/s", "delay ms", "loss %", "state", "interfaces")
     for lk in st["links"]:
+        up = lk["state"] == "up"
         lt.add_row("-".join(lk["between"]), str(lk["bw_mbit"] or "unshaped"),
-                   str(lk["delay_ms"] or "-"), str(lk["loss_pct"] or "-"))
+                   str(lk["delay_ms"] or "-"), str(lk["loss_pct"] or "-"),
+                   "up" if up else f"[red]{lk['state'].upper()}[/] (rerouted around)",
+                   " ".join(lk["interfaces"]))
     out.print(lt)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name")],
-         name: NameOpt = None) -> None:
+         name: NameOpt = None,
+         unprivileged: Annotated[bool, typer.Option(
+             help="run as user nobody with no capabilities (no Docker socket, no OVSDB)")
+         ] = False) -> None:
     """Run a command inside a node: testbed exec NODE -- CMD ARGS..."""
     argv = [a for a in ctx.args]
     if argv and argv[0] == "--":
         argv = argv[1:]
     sys.stdout.flush()
-    api.exec_in_node(name, node, argv)
+    api.exec_in_node(name, node, argv, unprivileged)
 
 
 @app.command()
@@ -117,6 +124,8 @@ def doctor(topology: Annotated[str | None, typer.Argument(
     caps = api.doctor(topology, accept_new_host_keys)
     if as_json:
         print(json.dumps(caps, indent=1))
+        if any(dev["missing"] for dev in caps.get("devices", {}).values()):
+            raise typer.Exit(1)
         return
     meaning = {
         "netem": "link delay, jitter and loss (without it, topologies asking for them fail)",
@@ -138,10 +147,12 @@ def doctor(topology: Annotated[str | None, typer.Argument(
     for node, dev in caps.get("devices", {}).items():
         facts = ", ".join(f"{k} {dev[k]}" for k in ("kernel", "python") if dev.get(k))
         if dev["missing"]:
-            out.print(f"[red]device {node}[/]: " + "; ".join(dev["missing"]))
+            out.print(f"[red]device {node}[/]: " + escape("; ".join(dev["missing"])))
         else:
-            out.print(f"[green]device {node}[/]: ready ({facts}"
+            out.print(f"[green]device {node}[/]: ready ({escape(facts)}"
                       f"{', tegrastats' if dev.get('tegrastats') else ''})")
+    if any(dev["missing"] for dev in caps.get("devices", {}).values()):
+        raise typer.Exit(1)  # a device that cannot join is a failed check
 
 
 @app.command()
@@ -253,7 +264,10 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
              resume: Annotated[bool, typer.Option(help="skip trials already recorded")] = False,
              jobs: Annotated[int, typer.Option("--jobs", "-j",
                                                help="parallel simulated trials")] = 1,
-             dry_run: Annotated[bool, typer.Option(help="list the trials only")] = False) -> None:
+             dry_run: Annotated[bool, typer.Option(help="list the trials only")] = False,
+             allow_changes: Annotated[bool, typer.Option(
+                 help="resume a changed campaign: run the trials it now defines beside the "
+                      "recorded rows")] = False) -> None:
     """Run a sweep: grid x repetitions, one row per trial in results/<name>/trials.csv."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -279,10 +293,13 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
             if row and row["status"] != "done":
                 failed.append(f"{trial.id}: {row['reason']}")
 
-        trials = run_campaign(file, resume=resume, jobs=jobs, progress=progress)
+        trials = run_campaign(file, resume=resume, jobs=jobs, progress=progress,
+                              allow_changes=allow_changes)
     out.print(f"{len(trials)} trials run, {len(failed)} failed")
     for f in failed:
-        out.print(f"  failed {f}")
+        out.print(f"  failed {escape(f)}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -335,11 +352,13 @@ def flow_ls(name: NameOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(flows, indent=1))
         return
-    t = Table("id", "match", "path", "rate Mbit/s", "bytes per hop")
+    t = Table("id", "match", "path", "rate Mbit/s", "bytes per hop", "state")
     for f in flows:
         match = f"{f['proto']} {f['src']}:{f['sport'] or '*'} -> {f['dst']}:{f['dport'] or '*'}"
         hops = " ".join(f"{h['node']}={h['bytes']}" for h in f["hops"])
-        t.add_row(str(f["id"]), match, ",".join(f["path"]), str(f["rate_mbit"] or "-"), hops)
+        state = f.get("state", "ok")
+        t.add_row(str(f["id"]), match, ",".join(f["path"]), str(f["rate_mbit"] or "-"), hops,
+                  state if state == "ok" else f"[red]{state.upper()}[/] (a link is down)")
     out.print(t)
 
 
@@ -434,7 +453,7 @@ def main() -> None:
     try:
         app()  # standalone: click reports usage errors itself (exit 2)
     except TestbedError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

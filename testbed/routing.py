@@ -61,24 +61,33 @@ class Fabric:
         return next((n for n in self.nodes.values() if n.dpid == dpid), None)
 
 
-def next_hops(fabric: Fabric) -> dict[str, dict[str, str]]:
-    """next_hops[u][d]: the neighbour u forwards to for destination d (u != d)."""
+def next_hops(fabric: Fabric, down: frozenset[frozenset[str]] = frozenset(),
+              ) -> dict[str, dict[str, str]]:
+    """next_hops[u][d]: the neighbour u forwards to for destination d (u != d), avoiding the
+    links in `down` (pairs of node names); destinations cut off from u have no entry."""
     order = {n: fabric.nodes[n].index for n in fabric.nodes}
+    alive = {u: [w for w in fabric.ports[u] if frozenset((u, w)) not in down]
+             for u in fabric.nodes}
     out: dict[str, dict[str, str]] = {n: {} for n in fabric.nodes}
     for dst in fabric.nodes:
         dist = {dst: 0}
         queue = deque([dst])
         while queue:
             v = queue.popleft()
-            for w in fabric.ports[v]:
+            for w in alive[v]:
                 if w not in dist:
                     dist[w] = dist[v] + 1
                     queue.append(w)
         for u in fabric.nodes:
             if u != dst and u in dist:
-                closer = [w for w in fabric.ports[u] if dist.get(w) == dist[u] - 1]
+                closer = [w for w in alive[u] if dist.get(w) == dist[u] - 1]
                 out[u][dst] = min(closer, key=order.__getitem__)
     return out
+
+
+def path_crosses(path: tuple[str, ...] | list[str], down: frozenset[frozenset[str]]) -> bool:
+    """Whether a node path uses any link in `down`."""
+    return any(frozenset(p) in down for p in zip(path, path[1:], strict=False))
 
 
 def default_path(fabric: Fabric, src: str, dst: str, hops: dict | None = None) -> list[str]:

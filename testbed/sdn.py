@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import urllib.error
-import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.devices.attach import flow_rates_script, remove_flow_rates_script
 from testbed.devices.ssh import Endpoint, Session
 from testbed.errors import FlowError, NetworkError
-from testbed.net import netns
+from testbed.net import apisock, netns
 from testbed.net.ledger import Ledger
 from testbed.net.shaping import FRAME_BYTES
 from testbed.routing import PROTOCOLS, Fabric, FlowSpec, default_path, validate_flow
@@ -52,30 +51,45 @@ def u32_keys(flow: FlowSpec, fabric: Fabric) -> list[str]:
     return keys
 
 
+def _spec(listed: dict) -> FlowSpec:
+    """A flow as the controller lists it (with counters and state) -> its FlowSpec."""
+    return FlowSpec.from_dict({k: v for k, v in listed.items() if k not in ("hops", "state")})
+
+
 class FlowClient:
     """Steer flows on a running testbed: paths via the controller, rates via tc."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, recover: Callable[[], bool] | None = None) -> None:
+        """`recover`, if given, is called when the controller does not answer: it may restart
+        it (returning True), after which the call is tried once more."""
         self.ledger = ledger
+        self.recover = recover
         self.fabric = Fabric.from_dict(
             json.loads((ledger.names.state_dir / "fabric.json").read_text()))
 
     # ---- controller API ---------------------------------------------------------------------
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | list:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.ledger.api_port}{path}", method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            msg = json.loads(e.read() or b"{}").get("error", str(e))
-            raise (FlowError if e.code == 400 else NetworkError)(msg) from None
+            code, answer = apisock.request(self.ledger.names.api_socket, method, path, body)
         except OSError as e:
-            raise NetworkError(f"the controller of {self.ledger.name} does not answer ({e}); "
-                               "`testbed status` shows whether it runs, `testbed up` restarts it"
-                               ) from None
+            if self.recover and self.recover():
+                code, answer = self._retry(method, path, body, e)
+            else:
+                raise self._silent(e) from None
+        if code != 200:
+            msg = answer.get("error", f"HTTP {code}") if isinstance(answer, dict) else str(code)
+            raise (FlowError if code == 400 else NetworkError)(msg)
+        return answer
+
+    def _retry(self, method: str, path: str, body: dict | None, first: OSError):
+        try:
+            return apisock.request(self.ledger.names.api_socket, method, path, body)
+        except OSError:
+            raise self._silent(first) from None
+
+    def _silent(self, e: OSError) -> NetworkError:
+        return NetworkError(f"the controller of {self.ledger.name} does not answer ({e}); "
+                            "`testbed status` shows whether it runs, `testbed up` restarts it")
 
     def default_path(self, src: str, dst: str) -> list[str]:
         for node in (src, dst):
@@ -99,6 +113,10 @@ class FlowClient:
             raise
         return added
 
+    def forget_rates(self, flows: list[FlowSpec]) -> None:
+        """Remove the tc classes of flows (with their ids) the controller no longer knows."""
+        self._remove_rates(flows)
+
     def list(self) -> list[dict]:
         return self._call("GET", "/flows")
 
@@ -106,7 +124,7 @@ class FlowClient:
         return self._call("GET", "/ports")
 
     def remove(self, ids: list[int]) -> list[int]:
-        flows = {f["id"]: FlowSpec.from_dict({k: v for k, v in f.items() if k != "hops"})
+        flows = {f["id"]: _spec(f)
                  for f in self.list()}
         missing = [i for i in ids if i not in flows]
         if missing:
@@ -118,7 +136,7 @@ class FlowClient:
         return removed
 
     def remove_all(self) -> list[int]:
-        flows = [FlowSpec.from_dict({k: v for k, v in f.items() if k != "hops"})
+        flows = [_spec(f)
                  for f in self.list()]
         self._remove_rates(flows)
         return self._call("DELETE", "/flows")["removed"]

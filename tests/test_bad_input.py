@@ -23,7 +23,7 @@ CASES = {
     "zero_rate": (TWO + "links: [{between: [e1, e2], bw: 0}]",
                   "links[0].bw: rate 0 Mbit/s must be positive"),
     "negative_rate": (TWO + "links: [{between: [e1, e2], bw: -5}]",
-                      "links[0].bw: rate -5 Mbit/s must be positive"),
+                      "links[0].bw: -5 is not a rate; write 5 or \"5Mbit\""),
     "unit_typo": (TWO + 'links: [{between: [e1, e2], bw: "5 Mbps"}]',
                   "links[0].bw: '5 Mbps' is not a rate; write 5 or \"5Mbit\""),
     "loss_over_100": (TWO + 'links: [{between: [e1, e2], loss: "120%"}]',

@@ -1,6 +1,7 @@
 """Campaigns: grid x repetitions as tidy rows, atomic appends, resume without duplicates or
 gaps, failed trials recorded with their reason, export and plots."""
 
+import json
 import os
 import signal
 import subprocess
@@ -106,15 +107,63 @@ def test_killed_campaign_resumes_without_duplicates_or_gaps(tmp_path):
     assert list(final.trial[:len(partial)]) == list(partial.trial)  # appended, not rewritten
 
 
-def test_a_failing_trial_is_recorded_and_the_campaign_goes_on(tmp_path):
+def test_an_invalid_trial_fails_the_dry_run_naming_it(tmp_path):
     grid = "  scheduler: [otfa]\n  topology.generate.random_mesh.degree: [3, 9]"
     path = campaign_file(tmp_path, grid, reps=1)  # degree 9 is impossible with 6 nodes
+    res = cli("campaign", str(path), "--dry-run")
+    msg = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "degree=9" in msg and "impossible with 6 nodes" in msg, msg
+    for grid, expected in (("  topology.generate.random_mesh.bw_maen: [1]", "bw_maen"),
+                           ("  scheduler: [otfa, nosuch]", "unknown scheduler 'nosuch'")):
+        path = campaign_file(tmp_path, grid, reps=1)
+        res = cli("campaign", str(path), "--dry-run")
+        assert res.returncode == 2 and expected in res.stderr, res.stderr
+
+
+def test_a_failing_trial_is_recorded_and_the_campaign_goes_on(tmp_path):
+    from testbed import schedulers
+
+    def broken(view, plan, jobs, now):
+        raise RuntimeError("this scheduler always fails")
+
+    schedulers.register("tbt-broken", broken, "fails on purpose")
+    try:
+        path = campaign_file(tmp_path, "  scheduler: [otfa, tbt-broken]", reps=1)
+        run_campaign(path, root=tmp_path / "results")
+    finally:
+        del schedulers.REGISTRY["tbt-broken"]
+    df = pd.read_csv(tmp_path / "results" / "c" / "trials.csv").set_index("scheduler")
+    assert df.loc["otfa", "status"] == "done"
+    assert df.loc["tbt-broken", "status"] == "failed"
+    assert "this scheduler always fails" in df.loc["tbt-broken", "reason"]
+
+
+def test_resume_of_a_changed_campaign_is_refused_with_the_changes(tmp_path):
+    path = campaign_file(tmp_path, "  scheduler: [otfa]", reps=1)
     run_campaign(path, root=tmp_path / "results")
-    df = pd.read_csv(tmp_path / "results" / "c" / "trials.csv").set_index(
-        "param:topology.generate.random_mesh.degree")
-    assert df.loc[3, "status"] == "done"
-    assert df.loc[9, "status"] == "failed"
-    assert "degree 9.0 is impossible with 6 nodes" in df.loc[9, "reason"]
+    path.write_text(path.read_text().replace("repetitions: 1", "repetitions: 1\nduration: 9s"))
+    with pytest.raises(InputError, match=r"duration: None -> 9\.0"):
+        run_campaign(path, root=tmp_path / "results", resume=True)
+    (tmp_path / "jobs.yaml").write_text(JOBS.replace("repeat: 6", "repeat: 5"))
+    with pytest.raises(InputError, match="jobs file contents changed"):
+        run_campaign(path, root=tmp_path / "results", resume=True)
+    ran = run_campaign(path, root=tmp_path / "results", resume=True, allow_changes=True)
+    assert len(ran) == 1  # the changed trial has a new id: it runs beside the old row
+    df = pd.read_csv(tmp_path / "results" / "c" / "trials.csv", dtype={"trial": str})
+    assert len(df) == 2 and df.trial.is_unique
+    history = json.loads((tmp_path / "results" / "c" / "campaign.json").read_text())["history"]
+    assert [h["resume"] for h in history] == [False, True]
+
+
+def test_digit_only_trial_ids_are_not_rerun_on_resume(tmp_path):
+    from testbed.campaign import records
+
+    table = tmp_path / "trials.csv"
+    cols = ["trial", "status"]
+    for tid in ("0123456789", "1e5", "12"):
+        records.append(table, {"trial": tid, "status": "done"}, cols)
+    assert records.done_ids(table) == {"0123456789", "1e5", "12"}
+    assert table.read_text().count("\n") == 4  # header + one line per trial
 
 
 def test_bad_campaign_files_are_clear_errors(tmp_path):

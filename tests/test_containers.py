@@ -96,7 +96,7 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     assert api.run(name, "c2", hog, timeout=60).stdout.strip() == "survived"
     ratio = spins("c2") / spins("c1")
     assert abs(ratio - 1) < 0.15, ratio
-    inspect = json.loads(subprocess.run(["docker", "inspect", f"tb-{name}-c2"],
+    inspect = json.loads(subprocess.run(["docker", "inspect", f"tb-{name}.c2"],
                                         capture_output=True, text=True).stdout)[0]["HostConfig"]
     assert inspect["CpuQuota"] == 100_000 and inspect["Memory"] == 512 * 2**20
     assert api.status(name)["nodes"]["c2"]["cpu"] == 1

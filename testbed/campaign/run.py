@@ -1,19 +1,28 @@
 """Drive a campaign: expand it, skip trials already recorded (--resume), run the rest
 (simulated ones in parallel with --jobs N, emulated ones one at a time), append each row as soon
-as its trial ends. The resolved campaign is saved beside the results."""
+as its trial ends. The resolved campaign is saved beside the results, with a history of runs.
+
+An emulated trial is announced in running.json (its testbed's name) before it starts and
+struck off when its row is written; a campaign killed mid-trial leaves the entry, and the next
+run first removes that trial's testbed (and every process in it), then runs the trial again.
+A resume whose campaign changed (settings, input files, version) is refused with the list of
+changes, unless `allow_changes` asks to run the trials the new campaign defines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
 from testbed.campaign import records
-from testbed.campaign.sweep import Campaign, Trial, load_campaign
-from testbed.campaign.trials import run_trial
-from testbed.errors import InputError
+from testbed.campaign.sweep import Campaign, Trial, load_campaign, settings
+from testbed.campaign.trials import columns, run_trial, testbed_name
+from testbed.errors import InputError, TestbedError
+from testbed.net.ledger import write_private
 
 Progress = Callable[[int, int, Trial, dict | None], None]
 
@@ -22,8 +31,20 @@ def results_dir(campaign: Campaign, root: Path = Path("results")) -> Path:
     return root / campaign.spec.name
 
 
+def changes(before: dict, now: dict) -> list[str]:
+    """What differs between two campaigns' settings, one line per setting."""
+    out = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key), now.get(key)
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True,
+                                                                     default=str):
+            brief = key.endswith("contents") or isinstance(a, dict) or isinstance(b, dict)
+            out.append(f"{key} changed" if brief else f"{key}: {a!r} -> {b!r}")
+    return out
+
+
 def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run: bool = False,
-                 root: Path = Path("results"),
+                 root: Path = Path("results"), allow_changes: bool = False,
                  progress: Progress = lambda done, total, trial, row: None) -> list[Trial]:
     """Runs the campaign's pending trials; returns them (with --dry-run: only lists them)."""
     campaign = load_campaign(path)
@@ -33,14 +54,30 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
     if done and not resume and not dry_run:
         raise InputError(f"{table} already has {len(done)} trials; pass --resume to continue "
                          "the campaign, or move that directory away to start over")
+    now = json.loads(json.dumps(settings(campaign), default=str))
+    history = _history(out)
+    if done and history and not allow_changes:
+        changed = changes(history[-1]["settings"], now)
+        if changed:
+            raise InputError(
+                f"{out}: the campaign changed since its recorded trials ran: "
+                + "; ".join(changed) + ". Its old rows would not match the new settings: "
+                "move the directory away, or pass --allow-changes to run the trials the "
+                "changed campaign defines beside the old rows")
     pending = [t for t in campaign.trials if t.id not in done]
     if dry_run:
         return pending
     out.mkdir(parents=True, exist_ok=True)
+    history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "resume": resume, "pending": len(pending), "settings": now})
     (out / "campaign.json").write_text(json.dumps({
         "spec": campaign.spec.model_dump(), "source": str(campaign.source),
-        "trials": [asdict(t) for t in campaign.trials]}, indent=1, default=str))
+        "trials": [{k: v for k, v in asdict(t).items() if not k.startswith("base_")}
+                   for t in campaign.trials],
+        "history": history}, indent=1, default=str))
+    _finish_interrupted(out)
     mode, compute = campaign.spec.mode, campaign.spec.compute
+    cols = columns(list(campaign.spec.grid), mode)
     total = len(pending)
     if mode == "simulated" and jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -48,12 +85,50 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
                        for t in pending}
             for n, fut in enumerate(as_completed(futures), start=1):
                 row = fut.result()
-                records.append(table, row)
+                records.append(table, row, cols)
                 progress(n, total, futures[fut], row)
     else:
         for n, trial in enumerate(pending, start=1):
             progress(n - 1, total, trial, None)
-            row = run_trial(trial, mode, out / "trials" / trial.id, compute)
-            records.append(table, row)
+            name = testbed_name(trial)
+            _running(out, trial.id, name if mode == "emulated" else None)
+            row = run_trial(trial, mode, out / "trials" / trial.id, compute, name)
+            records.append(table, row, cols)
+            _running(out, trial.id, None)
             progress(n, total, trial, row)
     return pending
+
+
+def _history(out: Path) -> list[dict]:
+    try:
+        return list(json.loads((out / "campaign.json").read_text()).get("history", []))
+    except (OSError, ValueError):
+        return []
+
+
+def _running(out: Path, trial_id: str, testbed: str | None) -> None:
+    """Announce (or, with None, strike off) the trial whose testbed is being used now."""
+    path = out / "running.json"
+    if testbed is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    write_private(path, json.dumps({"trial": trial_id, "testbed": testbed}))
+
+
+def _finish_interrupted(out: Path) -> None:
+    """Remove the testbed of a trial a killed campaign left running (its row was never
+    written, so the trial runs again)."""
+    path = out / "running.json"
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    from testbed import api
+    from testbed.net.ledger import known_testbeds
+
+    name = entry.get("testbed")
+    if name in known_testbeds():
+        with contextlib.suppress(TestbedError):
+            api.down(name)
+    path.unlink()

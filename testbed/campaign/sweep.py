@@ -24,18 +24,17 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
+import testbed
 from testbed.errors import TopologyError
 from testbed.topology.loader import parse_model, read_file, read_yaml
-from testbed.topology.schema import Strict
+from testbed.topology.schema import Seconds, Strict
 from testbed.units import parse_time_ms
 
-Seconds = Annotated[float, BeforeValidator(lambda v: parse_time_ms(v if isinstance(v, str)
-                                                                    else v * 1000) / 1000)]
+MAX_TRIALS = 100_000
 
 
 class CampaignFile(Strict):
@@ -44,8 +43,8 @@ class CampaignFile(Strict):
     jobs: str
     mode: Literal["emulated", "simulated"] = "simulated"
     grid: dict[str, list[Any]] = {}
-    repetitions: int = Field(1, ge=1)
-    seed: int = 0
+    repetitions: int = Field(1, ge=1, le=10_000)
+    seed: int = Field(0, ge=0, le=2**31)
     duration: Seconds | None = None
     scheduler: str = "otfa"
     compute: Literal["synthetic", "torch"] = "synthetic"
@@ -61,6 +60,8 @@ class Trial:
     jobs: dict = field(compare=False)
     scheduler: str = "otfa"
     duration_s: float | None = None
+    base_topology: dict = field(default_factory=dict, compare=False, repr=False)
+    base_jobs: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -78,21 +79,83 @@ def load_campaign(path: str | Path) -> Campaign:
     if isinstance(topology, str):
         topology = _read(base, topology, str(path), "topology")
     jobs = _read(base, spec.jobs, str(path), "jobs")
+    total = spec.repetitions
     for key in spec.grid:
         if key not in ("scheduler", "duration") and not key.startswith(("topology.", "jobs.")):
             raise TopologyError(str(path), f"grid.{key}", "is not a parameter a trial can vary",
                                 "use scheduler, duration, topology.<path> or jobs.<path>")
         if not spec.grid[key]:
             raise TopologyError(str(path), f"grid.{key}", "has no values", "list at least one")
-    return Campaign(spec, path, tuple(expand(spec, topology, jobs)))
+        total *= len(spec.grid[key])
+    if total > MAX_TRIALS:  # counted before anything is expanded
+        raise TopologyError(str(path), "grid", f"{total:,} trials (grid x repetitions) are "
+                            f"more than {MAX_TRIALS:,}", "sweep fewer values or repetitions")
+    campaign = Campaign(spec, path, tuple(expand(spec, topology, jobs)))
+    validate_trials(campaign)
+    return campaign
+
+
+def validate_trials(campaign: Campaign) -> None:
+    """Build every distinct trial's topology and jobs and look up its scheduler, so that a
+    misspelled grid key or an unknown scheduler fails `--dry-run`, not every trial later."""
+    from testbed.schedulers import REGISTRY
+    from testbed.schedulers.jobs import jobs_from_data
+    from testbed.topology.loader import build
+    from testbed.topology.schema import TopologyFile
+
+    source = str(campaign.source)
+    seen: set[str] = set()
+    for t in campaign.trials:
+        where = "grid" if t.params else "topology"
+        if t.scheduler not in REGISTRY:
+            raise TopologyError(source, "grid.scheduler" if "scheduler" in t.params else
+                                "scheduler", f"unknown scheduler {t.scheduler!r}",
+                                f"choose one of {', '.join(REGISTRY)} (`testbed schedulers`)")
+        key = json.dumps([t.topology, t.jobs], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            topo = build(parse_model(TopologyFile, t.topology, "topology"), "topology")
+            jobs_from_data(t.jobs, "jobs", topo, t.seed)
+        except TopologyError as e:
+            shown = ", ".join(f"{k}={v}" for k, v in t.params.items()) or "the base settings"
+            raise TopologyError(source, where, f"the trial with {shown} is invalid: {e}",
+                                "check the grid keys and values against the topology and "
+                                "job formats") from None
 
 
 def _read(base: Path, ref: str, source: str, field_: str) -> dict:
     for candidate in (base / ref, Path(ref)):
         if candidate.exists():
-            return yaml.safe_load(candidate.read_text())
+            data = read_yaml(read_file(candidate), str(candidate))
+            if not isinstance(data, dict):
+                raise TopologyError(str(candidate), "", "the file is not a mapping",
+                                    f"`{field_}:` in {source} must name a YAML file of keys")
+            return data
     raise TopologyError(source, field_, f"file {ref!r} not found",
                         "give a path relative to the campaign file or the working directory")
+
+
+def trial_identity(spec: CampaignFile, topology: dict, jobs: dict, scheduler: str,
+                   duration_s: float | None, repetition: int, seed: int) -> str:
+    """A trial's id: a hash of everything that decides its outcome (the resolved topology and
+    jobs, every setting, the project's version), so a changed campaign never reuses rows."""
+    resolved = {"topology": topology, "jobs": jobs, "scheduler": scheduler,
+                "duration_s": duration_s, "mode": spec.mode, "compute": spec.compute,
+                "repetition": repetition, "seed": seed, "version": testbed.__version__}
+    return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()
+                        ).hexdigest()[:10]
+
+
+def settings(campaign: Campaign) -> dict:
+    """What a resume compares: the campaign's settings and its resolved input files."""
+    spec = campaign.spec.model_dump()
+    topo = spec.pop("topology")
+    return {**{k: v for k, v in spec.items()}, "topology": topo,
+            "topology contents": campaign.trials[0].base_topology if campaign.trials else None,
+            "jobs file contents": campaign.trials[0].base_jobs if campaign.trials else None,
+            "version": testbed.__version__}
 
 
 def expand(spec: CampaignFile, topology: dict, jobs: dict) -> list[Trial]:
@@ -113,12 +176,12 @@ def expand(spec: CampaignFile, topology: dict, jobs: dict) -> list[Trial]:
                     _set(topo, key[len("topology."):], value)
                 elif key.startswith("jobs."):
                     _set(job, key[len("jobs."):], value)
-            ident = hashlib.sha1(json.dumps([params, rep, seed], sort_keys=True,
-                                            default=str).encode()).hexdigest()[:10]
             dur = params.get("duration", spec.duration)
-            trials.append(Trial(ident, params, rep, seed, topo, job,
-                                params.get("scheduler", spec.scheduler),
-                                parse_time_ms(dur) / 1000 if isinstance(dur, str) else dur))
+            duration_s = parse_time_ms(dur) / 1000 if isinstance(dur, str) else dur
+            scheduler = params.get("scheduler", spec.scheduler)
+            ident = trial_identity(spec, topo, job, scheduler, duration_s, rep, seed)
+            trials.append(Trial(ident, params, rep, seed, topo, job, scheduler, duration_s,
+                                topology, jobs))
     return trials
 
 

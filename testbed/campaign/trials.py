@@ -4,6 +4,7 @@ with units in the column names; a failure is a row too, with its reason."""
 
 from __future__ import annotations
 
+import secrets
 import statistics
 import time
 import traceback
@@ -20,10 +21,32 @@ def _mean(values) -> float:
     return statistics.mean(values) if values else float("nan")
 
 
-def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "synthetic") -> dict:
+METRICS = {
+    "simulated": ["jobs", "jobs_unplaced", "throughput_predicted_items_s", "waiting_s",
+                  "decision_ms_max"],
+    "emulated": ["jobs", "jobs_done", "jobs_failed", "throughput_measured_items_s",
+                 "throughput_predicted_items_s", "fidelity", "latency_ms_p50",
+                 "latency_ms_predicted", "waiting_s"],
+}
+
+
+def columns(grid_keys: list[str], mode: str) -> list[str]:
+    """trials.csv's columns, fixed for a campaign so that every row is one appended line."""
+    return ["trial", *(f"param:{k}" for k in grid_keys), "scheduler", "repetition", "seed",
+            "mode", "status", "reason", *METRICS[mode], "trial_s"]
+
+
+def testbed_name(trial: Trial) -> str:
+    """A testbed name unique to this run of the trial: two users (or two resumes) running the
+    same campaign on one host never collide."""
+    return f"cmp-{trial.id}-{secrets.token_hex(3)}"
+
+
+def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "synthetic",
+              name: str | None = None) -> dict:
     trial_dir.mkdir(parents=True, exist_ok=True)
     topo_path, jobs_path = trial_dir / "topology.yaml", trial_dir / "jobs.yaml"
-    name = f"cmp-{trial.id}"
+    name = name or testbed_name(trial)
     topo_path.write_text(yaml.safe_dump({**trial.topology, "name": name}))
     jobs_path.write_text(yaml.safe_dump(trial.jobs))
     row = {"trial": trial.id, **{f"param:{k}": v for k, v in trial.params.items()},

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,10 +28,10 @@ from testbed.devices import attach as dev_attach
 from testbed.devices.attach import DeviceReport
 from testbed.devices.ssh import Endpoint, Session
 from testbed.errors import CapabilityError, InputError, NetworkError, TestbedError
-from testbed.net import cgroups, containers, netns, ovs, reach, shaping
+from testbed.net import apisock, cgroups, containers, netns, ovs, reach, shaping
 from testbed.net.cleanup import teardown
 from testbed.net.ethtool import disable_gro, disable_tx_checksum
-from testbed.net.ledger import Ledger, ProcessRecord
+from testbed.net.ledger import Ledger, ProcessRecord, known_testbeds, write_private
 from testbed.net.names import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
 from testbed.net.probe import probe
 from testbed.routing import Fabric
@@ -130,13 +129,17 @@ def up(topo: Topology, progress: Progress = lambda s: None,
     if names.state_dir.exists():
         raise InputError(f"a testbed named {topo.name!r} is already up; "
                          f"run `testbed down --name {topo.name}` first or use --name")
+    clash = [t for t in known_testbeds() if t != topo.name and Names(t).tag == names.tag]
+    if clash:  # 5 hex digits: rare, but two testbeds must never share interface names
+        raise InputError(f"testbed name {topo.name!r} would share interface names with the "
+                         f"running testbed {clash[0]!r}; pick another --name")
     check_host(topo)
     reports = check_devices(topo, accept_new_host_keys)
     ledger = Ledger(name=topo.name, topology_file=topo.source, topology=topo.to_dict(),
-                    of_port=free_port(), api_port=free_port())
+                    of_port=free_port(), tag=names.tag)
     ledger.extra["interface_group"] = link_group(names)
     ledger.save()
-    (names.state_dir / "fabric.json").write_text(json.dumps(Fabric.of(topo).to_dict()))
+    write_private(names.state_dir / "fabric.json", json.dumps(Fabric.of(topo).to_dict()))
     try:
         _build(topo, names, ledger, progress, reports)
     except BaseException:
@@ -269,7 +272,7 @@ def start_controller(ledger: Ledger) -> None:
     log = open(ledger.names.state_dir / "controller.log", "ab")  # noqa: SIM115 (child keeps it)
     proc = subprocess.Popen(
         [sys.executable, "-m", "controllers.run", str(ledger.names.state_dir),
-         str(ledger.of_port), str(ledger.api_port)],
+         str(ledger.of_port)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     log.close()
@@ -279,11 +282,10 @@ def start_controller(ledger: Ledger) -> None:
 
 def controller_health(ledger: Ledger, timeout: float = 2.0) -> dict | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ledger.api_port}/health",
-                                    timeout=timeout) as r:
-            return json.loads(r.read())
-    except (OSError, ValueError):
+        code, body = apisock.request(ledger.names.api_socket, "GET", "/health", timeout=timeout)
+    except OSError:
         return None
+    return body if code == 200 and isinstance(body, dict) else None
 
 
 def wait_controller_ready(ledger: Ledger) -> None:
@@ -301,13 +303,54 @@ def wait_controller_ready(ledger: Ledger) -> None:
                        f"{CONTROLLER_READY_TIMEOUT_S:.0f}s (last health: {health})")
 
 
+def link_states(ledger: Ledger) -> dict[int, str]:
+    """Link index -> "up" when both ends of its veth pair are up and have carrier, else
+    "down" (e.g. set down outside the testbed), read from the kernel in one dump."""
+    names = ledger.names
+    with IPRoute() as ip:
+        seen = {link.get_attr("IFLA_IFNAME"): link for link in ip.get_links()}
+    out = {}
+    for i in range(len(ledger.topology["links"])):
+        ends = [seen.get(names.link_port(i, e)) for e in (0, 1)]
+        if any(x is None for x in ends):
+            continue
+        ok = all(x["flags"] & 1 and x.get_attr("IFLA_CARRIER") for x in ends)
+        out[i] = "up" if ok else "down"
+    return out
+
+
+def controller_ok(ledger: Ledger) -> bool:
+    """The controller runs, answers and has every switch configured."""
+    if not (ledger.controller and ledger.controller.alive()):
+        return False
+    health = controller_health(ledger)
+    return bool(health and health["ready"] == health["expected"])
+
+
+def ensure_controller(ledger: Ledger, patience_s: float = 3.0) -> bool:
+    """Restart the controller if it is dead, or alive but not answering or stuck with a switch
+    unconfigured for `patience_s`; returns whether it was restarted."""
+    deadline = time.monotonic() + patience_s
+    while not controller_ok(ledger):
+        if not (ledger.controller and ledger.controller.alive()) or \
+                time.monotonic() > deadline:
+            restart_controller(ledger)
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def restart_controller(ledger: Ledger) -> None:
-    """Start a fresh controller for a running network (flows are re-installed from its file)."""
+    """Start a fresh controller for a running network (flows are re-installed from its file).
+    The API socket keeps its path, so clients reach the new controller without being told."""
     if ledger.controller and ledger.controller.alive():
         with contextlib.suppress(ProcessLookupError):
             os.kill(ledger.controller.pid, 9)
+        for _ in range(100):
+            if not ledger.controller.alive():
+                break
+            time.sleep(0.02)
     ledger.of_port = free_port()
-    ledger.api_port = free_port()
     names = ledger.names
     n = len(ledger.topology["nodes"])
     ovs.set_controller([names.bridge(i) for i in range(n)], f"tcp:127.0.0.1:{ledger.of_port}")

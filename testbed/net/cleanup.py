@@ -1,8 +1,10 @@
-"""Teardown: remove exactly what a testbed made, found by its state file and its name prefix.
+"""Teardown: remove exactly what a testbed made, found by its state file and its names.
 
 Works after a crash or SIGKILL at any moment of `up` (names are deterministic), keeps going
-when one step fails and reports all failures at the end. Touches nothing without the
-testbed's prefix, label or recorded pid.
+when one step fails and reports all failures at the end. Selects by exact ownership: namespaces
+`tb-<name>.<node>` (`.` occurs in no testbed or node name, so `lab` never matches `lab-b`'s),
+containers by the exact label value, cgroups under testbed/<name>/, recorded pids, and
+interfaces/bridges by the testbed's tag, skipped if another running testbed owns that tag.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import NetworkError
 from testbed.net import cgroups, containers, netns, ovs
-from testbed.net.ledger import Ledger
+from testbed.net.ledger import Ledger, known_testbeds
 from testbed.net.names import Names
 
 
@@ -42,8 +44,9 @@ def teardown(name: str) -> list[str]:
     step("controller", lambda: _stop_controller(ledger))
     step("containers", lambda: _n(containers.remove_all(name), "containers"))
     step("processes", lambda: _kill_node_processes(names))
-    step("switches", lambda: _delete_bridges(names))
-    step("interfaces", lambda: _delete_interfaces(names, ledger))
+    if _tag_is_ours(names):
+        step("switches", lambda: _delete_bridges(names))
+        step("interfaces", lambda: _delete_interfaces(names, ledger))
     step("namespaces", lambda: _delete_namespaces(names))
     step("cgroups", lambda: cgroups.remove(names))
     if not any(e.startswith("devices:") for e in errors):
@@ -79,6 +82,13 @@ def _detach_devices(ledger: Ledger | None) -> str:
     if failed:
         raise NetworkError("; ".join(failed))
     return ", ".join(done)
+
+
+def _tag_is_ours(names: Names) -> bool:
+    """False if another running testbed owns the same interface tag (then its interfaces are
+    not ours to remove; `up` never lets two such testbeds coexist, so this guards `down` of a
+    name that is not up)."""
+    return not any(Names(t).tag == names.tag for t in known_testbeds() if t != names.testbed)
 
 
 def _n(count: int, what: str) -> str:

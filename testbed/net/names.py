@@ -3,7 +3,10 @@ cleanup can find exactly what it made (and nothing else) even without its state 
 
 Interface names are limited to 15 characters, so they use a 5-hex-digit tag derived from the
 testbed name: `t<tag>h<i>` (node i's port on its own switch), `t<tag>l<k>a|b` (the ends of
-link k), `t<tag>s<i>` (node i's OVS bridge). Namespaces are `tb-<testbed>-<node>`.
+link k), `t<tag>s<i>` (node i's OVS bridge). Namespaces (and containers) are
+`tb-<testbed>.<node>`: neither name may contain `.`, so one testbed's names can never be read
+as another's (testbed `lab` with node `b-e1` vs testbed `lab-b` with node `e1`). Two names whose
+tags collide cannot be up at once (`up` refuses), so the tag identifies exactly one testbed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from testbed.naming import SEPARATOR
 
 STATE_ROOT = Path("/run/testbed")
 NETNS_DIR = Path("/run/netns")
@@ -36,7 +41,7 @@ class Names:
 
     @property
     def netns_prefix(self) -> str:
-        return f"tb-{self.testbed}-"
+        return f"tb-{self.testbed}{SEPARATOR}"
 
     def netns(self, node: str) -> str:
         return self.netns_prefix + node
@@ -65,6 +70,11 @@ class Names:
     @property
     def state_dir(self) -> Path:
         return STATE_ROOT / self.testbed
+
+    @property
+    def api_socket(self) -> Path:
+        """The controller's flow API: a Unix socket only root can open (state dir is 0700)."""
+        return self.state_dir / "api.sock"
 
     def share_dir(self, node: str) -> Path:
         """A directory a container node sees at the same path (configs in, traces out)."""

@@ -72,6 +72,23 @@ def create(names: list[str]) -> None:
     _in_thread(work)
 
 
+def in_private_namespace(fn):
+    """Run `fn()` in a fresh, unnamed network namespace (in a thread of its own) and return its
+    result. Nothing names the namespace, so it vanishes with the thread even if this process is
+    killed mid-way: there is nothing for cleanup to find."""
+
+    def work():
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare a private namespace")
+            return fn()
+        finally:
+            _libc.setns(home, CLONE_NEWNET)
+            os.close(home)
+
+    return _in_thread(work)
+
+
 def attach(name: str, pid: int) -> None:
     """Name the network namespace of process `pid` (a container's) like `ip netns attach`."""
     NETNS_DIR.mkdir(parents=True, exist_ok=True)

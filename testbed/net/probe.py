@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import asdict, dataclass
 
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.net import cgroups, netns
@@ -28,8 +30,14 @@ class Capabilities:
         return asdict(self)
 
 
-def _try_qdisc(kind: str, ns: str) -> bool:
-    with netns.netlink(ns) as ip:
+def _netlink_here() -> IPRoute:
+    """A netlink session in the calling thread's namespace (the socket is made here, not in
+    pyroute2's own thread)."""
+    return IPRoute(use_socket=socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+
+
+def _try_qdisc(kind: str) -> bool:
+    with _netlink_here() as ip:
         ip.link("add", ifname=f"p{kind}", kind="veth", peer=f"p{kind}x")
         idx = ip.link_lookup(ifname=f"p{kind}")[0]
         try:
@@ -42,8 +50,8 @@ def _try_qdisc(kind: str, ns: str) -> bool:
             return False
 
 
-def _try_vxlan(ns: str) -> bool:
-    with netns.netlink(ns) as ip:
+def _try_vxlan() -> bool:
+    with _netlink_here() as ip:
         try:
             ip.link("add", ifname="probevx", kind="vxlan", vxlan_id=42, vxlan_port=4789)
             return True
@@ -62,12 +70,8 @@ def _cmd_ok(*cmd: str) -> bool:
 
 @functools.cache
 def probe() -> Capabilities:
-    ns = f"tb-probe-{os.getpid()}"
-    netns.create([ns])
-    try:
-        netem, htb, vxlan = _try_qdisc("netem", ns), _try_qdisc("htb", ns), _try_vxlan(ns)
-    finally:
-        netns.remove(ns)
+    netem, htb, vxlan = netns.in_private_namespace(  # unnamed: nothing to leak on a kill
+        lambda: (_try_qdisc("netem"), _try_qdisc("htb"), _try_vxlan()))
     return Capabilities(
         netem=netem, htb=htb, vxlan=vxlan,
         ovs=_cmd_ok("ovs-vsctl", "--timeout=2", "show"),

@@ -6,6 +6,11 @@ tidy CSV beside the Plan's predictions.
 Items are never dropped silently: a task that exits with an error (or a broken connection)
 fails its job with the reason, the job's other processes are stopped, and the run goes on.
 Ctrl-C stops every process and keeps what was recorded.
+
+The run survives its controller: a dead or stuck controller is restarted (the switches keep
+forwarding meanwhile, and the new one re-installs the recorded flows), flows it did not know
+are installed again, and each incident is in run.json. Whatever ends the run, its CSV files
+are written from what was recorded.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,6 +34,7 @@ from testbed import api
 from testbed.devices.ssh import Endpoint, Session
 from testbed.devices.stats import Collector
 from testbed.errors import InputError, NetworkError, TestbedError
+from testbed.net import build
 from testbed.net.ledger import Ledger
 from testbed.runner import traces
 from testbed.runner.nodefiles import LocalFiles, files_for
@@ -88,7 +95,10 @@ class Runner:
                  progress: Progress = lambda s: None) -> None:
         self.ledger, self.jobs, self.opts, self.progress = ledger, jobs, opts, progress
         self.topology = Topology.from_dict(ledger.topology, ledger.topology_file)
-        self.client = FlowClient(ledger)
+        self.incidents: list[dict] = []  # controller losses and what was done about them
+        self._recovering = threading.Lock()
+        self._resync = False
+        self.client = FlowClient(ledger, recover=self._recover_controller)
         self.scheduler = get_scheduler(opts.scheduler)
         self.ips = {n: v["ip"] for n, v in ledger.topology["nodes"].items()}
         self.line_bw = {frozenset(lk["between"]): lk["bw_mbit"]
@@ -132,6 +142,54 @@ class Runner:
                                               gops_per_core=self.opts.gops_per_core,
                                               k_paths=self.opts.k_paths)
 
+    # ---- controller loss -------------------------------------------------------------------
+    def _recover_controller(self) -> bool:
+        """Restart a dead or stuck controller (called by the flow client when the controller
+        does not answer, from any thread); returns whether it was restarted."""
+        with self._recovering:
+            try:
+                restarted = build.ensure_controller(self.ledger)
+            except TestbedError as e:
+                self.incidents.append({"t_s": round(self.now(), 3), "what": "controller lost",
+                                       "action": f"restart failed: {e}"})
+                return False
+            if restarted:
+                self.incidents.append({
+                    "t_s": round(self.now(), 3), "what": "controller lost",
+                    "action": f"restarted (pid {self.ledger.controller.pid}); recorded flows "
+                              "re-installed"})
+                self.progress("the controller was lost: restarted it")
+                self._resync = True
+            return restarted
+
+    def _resync_flows(self) -> None:
+        """After a restart, install again the flows of running jobs that the new controller
+        does not know (the old one died before recording them)."""
+        self._resync = False
+        known = {f["id"] for f in self.client.list()}
+        for r in self.runs.values():
+            if r.status != "running" or not r.flow_ids or set(r.flow_ids) <= known:
+                continue
+            with contextlib.suppress(TestbedError):
+                self.client.remove([i for i in r.flow_ids if i in known])
+            self.client.forget_rates([replace(s, id=i) for s, i in
+                                      zip(r.specs, r.flow_ids, strict=True)])
+            try:
+                self._install(r, r.specs, self.client.add(r.specs))
+                self.incidents.append({"t_s": round(self.now(), 3), "what": f"job {r.job.name}"
+                                       ": flows unknown to the restarted controller",
+                                       "action": "installed again"})
+            except TestbedError as e:
+                self._stop_job(r, "failed", f"its flows were lost with the controller and "
+                                            f"could not be installed again: {e}")
+
+    def _watch_controller(self) -> None:
+        if not (self.ledger.controller and self.ledger.controller.alive()):
+            self._recover_controller()
+        if self._resync:
+            with contextlib.suppress(TestbedError):
+                self._resync_flows()
+
     # ---- the loop ----------------------------------------------------------------------------
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -147,8 +205,12 @@ class Runner:
             for node, info in self.ledger.topology["nodes"].items() if info["kind"] == "device"]
         pending = sorted(self.jobs, key=lambda j: (j.arrival_s, j.name))
         waiting: list[Job] = []
+        last_watch = 0.0
         try:
             while pending or waiting or any(r.status == "running" for r in self.runs.values()):
+                if self.now() - last_watch >= 0.5:
+                    self._watch_controller()
+                    last_watch = self.now()
                 changed = False
                 while pending and pending[0].arrival_s <= self.now():
                     waiting.append(pending.pop(0))
@@ -171,16 +233,23 @@ class Runner:
             for r in self.runs.values():
                 if r.status == "running":
                     self._stop_job(r, "interrupted", "Ctrl-C")
-        finally:
+        finally:  # whatever ended the loop, the recorded traces become CSV files
             for r in self.runs.values():
                 if r.status == "running":
                     self._stop_job(r, "interrupted", "run ended")
             self.sampler.stop()
             for c in self.device_stats:
                 c.stop()
+            with contextlib.suppress(TestbedError):
+                self._watch_controller()  # flows are removed through a live controller
             for r in self.runs.values():
                 self._release(r)
-        return self._write()
+            leaked = [i for r in self.runs.values() for i in r.flow_ids]
+            if leaked:
+                self.incidents.append({"t_s": round(self.now(), 3), "what": "flows not removed",
+                                       "action": f"ids {leaked}: `testbed flow rm --all`"})
+            jobs = self._write()
+        return jobs
 
     def _decide(self, waiting: list[Job]) -> list[Job]:
         now = self.now()
@@ -292,7 +361,8 @@ class Runner:
             if bad:
                 task, code = next(iter(bad.items()))
                 self._stop_job(r, "failed", f"task {task} exited with code {code}: "
-                                            f"{self._last_log_line(name, task)}")
+                                            f"{self._last_log_line(name, task)}"
+                                            + self._links_down_note())
                 ended.add(name)
             elif all(c == 0 for c in codes.values()):
                 r.status, r.ended_s = "done", self.now()
@@ -300,9 +370,18 @@ class Runner:
                 ended.add(name)
             elif codes.get("source") == 0 and self.now() - r.started_s > (
                     (self.opts.duration_s or r.job.duration_s) + self.opts.drain_s + 10):
-                self._stop_job(r, "failed", "tasks did not finish after the source ended")
+                self._stop_job(r, "failed", "tasks did not finish after the source ended"
+                               + self._links_down_note())
                 ended.add(name)
         return ended
+
+    def _links_down_note(self) -> str:
+        """'; links down: a-b' when the network lost links (a likely reason items stalled)."""
+        down = [i for i, st in build.link_states(self.ledger).items() if st == "down"]
+        if not down:
+            return ""
+        links = self.ledger.topology["links"]
+        return "; links down now: " + ", ".join("-".join(links[i]["between"]) for i in down)
 
     def _last_log_line(self, job: str, task: str) -> str:
         try:
@@ -413,6 +492,7 @@ class Runner:
             with contextlib.suppress(md.PackageNotFoundError):
                 versions[pkg] = md.version(pkg)
         return {"testbed": self.ledger.name, "topology_file": self.ledger.topology_file,
+                "incidents": self.incidents,
                 "topology": self.ledger.topology, "scheduler": self.opts.scheduler,
                 "seed": self.opts.seed,
                 "options": {k: str(v) for k, v in self.opts.__dict__.items()},
@@ -430,9 +510,8 @@ def run(name: str | None, jobs_file: str | Path, opts: RunOptions,
     from testbed.schedulers.jobs import load_jobs
 
     ledger = api.resolve(name)
-    if not (ledger.controller and ledger.controller.alive()):
-        raise TestbedError(f"the controller of {ledger.name} is not running; "
-                           "`testbed up` restarts it")
+    if build.ensure_controller(ledger):
+        progress("the controller was dead or stuck: restarted it")
     topo = Topology.from_dict(ledger.topology, ledger.topology_file)
     jobset = load_jobs(jobs_file, topo, seed=opts.seed)
     if opts.compute not in ("synthetic", "torch"):

@@ -25,12 +25,10 @@ from pydantic import BeforeValidator, Field
 from testbed.errors import TopologyError
 from testbed.topology.loader import parse_model, read_file, read_yaml
 from testbed.topology.model import Topology
-from testbed.topology.schema import Strict
-from testbed.units import parse_size_bytes, parse_time_ms
+from testbed.topology.schema import Seconds, Strict
+from testbed.units import parse_size_bytes
 
 Size = Annotated[int, BeforeValidator(parse_size_bytes), Field(description='bytes, or "6MB"')]
-Seconds = Annotated[float, BeforeValidator(lambda v: parse_time_ms(v if isinstance(v, str)
-                                                                    else v * 1000) / 1000)]
 
 
 class TaskSpec(Strict):
@@ -64,7 +62,8 @@ class JobsFile(Strict):
     jobs: list[JobSpec]
     arrivals: ArrivalSpec | None = None
     scale: ScaleSpec = ScaleSpec()
-    repeat: int = Field(1, ge=1, description="copies of the job list (names get -2, -3, ...)")
+    repeat: int = Field(1, ge=1, le=10_000,
+                        description="copies of the job list (names get -2, -3, ...)")
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,19 @@ def load_jobs(path: str | Path, topology: Topology | None = None,
 def loads_jobs(text: str, source: str = "<string>", topology: Topology | None = None,
                seed: int | None = None) -> JobSet:
     """`seed` overrides the file's arrival seed (Poisson arrivals and `source: "*"`)."""
-    spec = parse_model(JobsFile, read_yaml(text, source), source)
+    return jobs_from_data(read_yaml(text, source), source, topology, seed)
+
+
+MAX_JOBS = 100_000
+
+
+def jobs_from_data(data: object, source: str, topology: Topology | None = None,
+                   seed: int | None = None) -> JobSet:
+    """A job file's parsed YAML -> validated jobs (see loads_jobs)."""
+    spec = parse_model(JobsFile, data, source)
+    if len(spec.jobs) * spec.repeat > MAX_JOBS:
+        raise TopologyError(source, "repeat", f"{len(spec.jobs) * spec.repeat:,} jobs are more "
+                            f"than {MAX_JOBS:,}", "use a smaller repeat")
     if seed is not None and spec.arrivals:
         spec = spec.model_copy(update={"arrivals": spec.arrivals.model_copy(
             update={"seed": seed})})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import types
 import typing
 from pathlib import Path
@@ -18,22 +19,93 @@ import pydantic
 import yaml
 
 from testbed.errors import TopologyError
+from testbed.naming import (
+    GENERATOR_PREFIX_RULE,
+    IMAGE_NAME_RULE,
+    NODE_NAME,
+    NODE_NAME_RULE,
+    TESTBED_NAME_RULE,
+)
 from testbed.topology import generate
 from testbed.topology.model import SUBNET, Link, LinkShape, Node, Topology
 from testbed.topology.profiles import PROFILES
 from testbed.topology.schema import LinkParams, NodeSpec, TopologyFile
 
 M = typing.TypeVar("M", bound=pydantic.BaseModel)
-NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+MAX_FILE_BYTES = 4_000_000  # a topology, job or campaign file; generators make big ones
+MAX_VALUES = 200_000  # scalars and containers after YAML aliases are expanded
+MAX_DEPTH = 64
 
 
 def read_file(path: Path) -> str:
-    """A user's file as text, or an error that says why it cannot be read."""
+    """A user's file as text, or an error that says why it cannot be read: only regular files
+    of bounded size (never /dev/zero or a FIFO), UTF-8 text without NUL bytes."""
+    where = str(path)
     try:
-        return path.read_text()
+        st = path.stat()
     except OSError as e:
-        raise TopologyError(str(path), "", f"cannot read the file ({e.strerror})",
+        raise TopologyError(where, "", f"cannot read the file ({e.strerror})",
                             "check the path") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise TopologyError(where, "", f"is {kind}", "give the path of a YAML file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise TopologyError(where, "", f"is {st.st_size:,} bytes, more than the "
+                            f"{MAX_FILE_BYTES:,} a description may have",
+                            "use a generator (`generate:`) for large topologies")
+    try:
+        data = path.read_bytes()[:MAX_FILE_BYTES + 1]
+    except OSError as e:
+        raise TopologyError(where, "", f"cannot read the file ({e.strerror})",
+                            "check the path and its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TopologyError(where, f"byte {e.start}", "is not UTF-8 text",
+                            "save the file as UTF-8") from None
+    if "\x00" in text:
+        raise TopologyError(where, f"byte {text.index(chr(0))}", "contains a NUL byte",
+                            "save the file as plain UTF-8 text") from None
+    return text
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys (silently keeping the last is a trap)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[str, object] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+            seen[key_node.value] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
+
+
+def _check_size(data: object, source: str) -> None:
+    """Refuse data that aliases blow up, or nesting deeper than any real file needs (walked
+    without recursion, stopping at the first limit)."""
+    stack = [(data, 0)]
+    count = 0
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise TopologyError(source, "", f"expands to more than {MAX_VALUES:,} values "
+                                "(YAML aliases?)", "write the file without alias bombs")
+        if depth > MAX_DEPTH:
+            raise TopologyError(source, "", f"is nested more than {MAX_DEPTH} levels deep",
+                                "flatten the structure")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+            stack.extend((k, depth + 1) for k in item)
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def load(path: str | Path) -> Topology:
@@ -45,12 +117,20 @@ def load(path: str | Path) -> Topology:
 def read_yaml(text: str, source: str) -> object:
     """Parse YAML, turning syntax errors into errors with a line number."""
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise TopologyError(source, line, f"YAML syntax error: {e.problem}",
                             "fix the indentation or quoting there") from None
+    except yaml.YAMLError as e:
+        raise TopologyError(source, "", f"not readable as YAML ({e})",
+                            "save it as plain UTF-8 YAML") from None
+    except RecursionError:
+        raise TopologyError(source, "", "is nested too deeply to read",
+                            "flatten the structure") from None
+    _check_size(data, source)
+    return data
 
 
 def parse_model(model: type[M], raw: object, source: str) -> M:
@@ -72,9 +152,9 @@ def build(spec: TopologyFile, source: str, default_name: str = "testbed") -> Top
     node_specs: dict[str, NodeSpec] = {}
     for node_name, ns in spec.nodes.items():
         if not NODE_NAME.match(str(node_name)):
-            raise TopologyError(source, f"nodes.{node_name}", "is not a valid node name",
-                                "start with a letter; use letters, digits, - and _ (max 32)")
-        node_specs[str(node_name)] = ns or spec.defaults.node
+            raise TopologyError(source, f"nodes.{str(node_name)[:40]}",
+                                "is not a valid node name", NODE_NAME_RULE)
+        node_specs[str(node_name)] = _with_defaults(ns, spec.defaults.node)
     raw_links: list[tuple[str, str, LinkParams, str]] = []
     for i, ls in enumerate(spec.links):
         raw_links.append((ls.between[0], ls.between[1], ls, f"links[{i}]"))
@@ -91,6 +171,14 @@ def build(spec: TopologyFile, source: str, default_name: str = "testbed") -> Top
     topo = Topology(name=name, nodes=nodes, links=links, source=source)
     _check_connected(topo, source)
     return topo
+
+
+def _with_defaults(ns: NodeSpec | None, default: NodeSpec) -> NodeSpec:
+    """A node's own fields over `defaults.node`, field by field (as for links)."""
+    if ns is None:
+        return default
+    given = {k: getattr(ns, k) for k in ns.model_fields_set}
+    return default.model_copy(update=given) if given else default
 
 
 def _safe_name(stem: str) -> str:
@@ -120,6 +208,11 @@ def _add_generated(spec, node_specs, raw_links, source) -> None:
         if g.bw_mean <= 0:
             raise TopologyError(source, "generate.random_mesh.bw_mean", "must be positive",
                                 "write e.g. 1 or \"1Mbit\"")
+    if kind == "tree":
+        total = sum(g.fanout ** d for d in range(g.depth + 1))
+        if total > SUBNET.num_addresses - 2:
+            raise TopologyError(source, "generate.tree", f"{total:,} nodes do not fit in "
+                                f"{SUBNET}", "use a smaller depth or fanout")
     names, edges = getattr(generate, kind)(g)
     drawn = generate.draw_profiles(g, names) if kind == "random_mesh" else {}
     for i, p in enumerate(drawn.values()):
@@ -267,8 +360,11 @@ def _to_topology_error(model: type[pydantic.BaseModel], e: pydantic.ValidationEr
         fix = "change the value"
     elif err["type"] == "missing":
         fix = "add it"
-    elif err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "name":
-        fix = "use lower-case letters, digits and -, at most 31 characters"
+    elif err["type"] == "string_pattern_mismatch" and loc:
+        rules = {"name": TESTBED_NAME_RULE, "prefix": GENERATOR_PREFIX_RULE,
+                 "image": IMAGE_NAME_RULE}
+        shown = repr(err.get("input"))[:60]
+        msg, fix = f"{shown} is not a valid {loc[-1]}", rules.get(str(loc[-1]), "")
     return TopologyError(source, field, msg, fix)
 
 

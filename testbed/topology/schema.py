@@ -6,20 +6,45 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from testbed.units import parse_percent, parse_rate_mbit, parse_size_bytes, parse_time_ms
+from testbed.naming import GENERATOR_PREFIX, IMAGE_NAME, TESTBED_NAME
+from testbed.units import (
+    parse_percent,
+    parse_rate_mbit,
+    parse_seconds,
+    parse_size_bytes,
+    parse_time_ms,
+)
 
-Rate = Annotated[float, BeforeValidator(parse_rate_mbit), Field(description='Mbit/s, or "5Mbit"')]
-Time = Annotated[float, BeforeValidator(parse_time_ms), Field(description='ms, or "10ms"')]
+MAX_RATE_MBIT = 100_000.0  # 100 Gbit/s: beyond any link a host can shape
+MAX_NODES = 65_534  # addresses in the fabric's /16
+MAX_MEMORY_MB = 16_000_000  # 16 TB
+
+
+def _not_bool(v: object) -> object:
+    """`cpu: true` is a typo, not 1 core: booleans are never numbers here."""
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a number; write a number such as 1 or 0.5")
+    return v
+
+
+Rate = Annotated[float, BeforeValidator(parse_rate_mbit),
+                 Field(le=MAX_RATE_MBIT, description='Mbit/s, or "5Mbit"')]
+Time = Annotated[float, BeforeValidator(parse_time_ms),
+                 Field(le=86_400_000, description='ms, or "10ms"')]
 Percent = Annotated[float, BeforeValidator(parse_percent), Field(description='%, or "0.5%"')]
 MemoryMB = Annotated[
     int,
     BeforeValidator(lambda v: parse_size_bytes(v, plain_unit="mb") // 1_000_000),
-    Field(description='MB, or "2GB"'),
+    Field(le=MAX_MEMORY_MB, description='MB, or "2GB"'),
 ]
+Number = Annotated[float, BeforeValidator(_not_bool)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds),
+                    Field(le=31_536_000, description='s, or "10s"')]
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LinkParams(Strict):
@@ -46,35 +71,42 @@ class SshSpec(Strict):
 
 class NodeSpec(Strict):
     kind: Literal["host", "docker", "device"] = "host"
-    cpu: float | None = Field(None, gt=0, description="CPU quota in cores (0.5 = half a core)")
+    cpu: Number | None = Field(None, ge=0.01, le=4096,
+                               description="CPU quota in cores (0.5 = half a core; min 0.01)")
     memory: MemoryMB | None = None
-    profile: str | None = None
-    image: str | None = None
-    speed: float | None = Field(None, gt=0, description="giga-operations per second")
+    profile: str | None = Field(None, max_length=64)
+    image: str | None = Field(None, pattern=IMAGE_NAME.pattern, max_length=200,
+                              description="Docker image, e.g. edge-node or debian:bookworm")
+    speed: Number | None = Field(None, gt=0, le=1e9, description="giga-operations per second")
     ssh: SshSpec | None = None
 
 
+Prefix = Annotated[str, Field(pattern=GENERATOR_PREFIX.pattern,
+                              description="generated nodes are <prefix>1, <prefix>2, ...")]
+
+
 class RandomMesh(Strict):
-    nodes: int = Field(ge=2)
-    degree: float = Field(3, gt=0)
+    nodes: Count = Field(ge=2, le=MAX_NODES)
+    degree: Number = Field(3, gt=0, le=MAX_NODES)
     bw_mean: Rate = 10.0
-    bw_var: float = Field(0.0, ge=0)
-    seed: int = 0
-    prefix: str = "n"
-    profiles: list[str] = Field([], description="profiles drawn at random (seeded) per node")
+    bw_var: Number = Field(0.0, ge=0, le=1e9)
+    seed: Count = 0
+    prefix: Prefix = "n"
+    profiles: list[str] = Field([], max_length=100,
+                                description="profiles drawn at random (seeded) per node")
 
 
 class Star(Strict):
-    nodes: int = Field(ge=2)
+    nodes: Count = Field(ge=2, le=MAX_NODES)
     bw: Rate = 10.0
-    prefix: str = "n"
+    prefix: Prefix = "n"
 
 
 class Tree(Strict):
-    depth: int = Field(ge=1)
-    fanout: int = Field(ge=1)
+    depth: Count = Field(ge=1, le=16)
+    fanout: Count = Field(ge=1, le=MAX_NODES)
     bw: Rate = 10.0
-    prefix: str = "n"
+    prefix: Prefix = "n"
 
 
 class Generate(Strict):
@@ -89,7 +121,7 @@ class Defaults(Strict):
 
 
 class TopologyFile(Strict):
-    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    name: str | None = Field(None, pattern=TESTBED_NAME.pattern)
     defaults: Defaults = Defaults()
     nodes: dict[str, NodeSpec | None] = {}
     links: list[LinkSpec] = []
