@@ -231,9 +231,10 @@ def exec_in_node(name: str | None, node: str, argv: list[str],
         raise InputError(f"command not found in node {node}: {argv[0]}") from None
 
 
-def popen(name: str | None, node: str, argv: list[str], **kwargs) -> subprocess.Popen:
+def popen(name: str | None, node: str, argv: list[str], unprivileged: bool = False,
+          **kwargs) -> subprocess.Popen:
     """Start `argv` inside a node as a child of this process (so it can be waited and killed)."""
-    full, enter = in_node(resolve(name), node, argv)
+    full, enter = in_node(resolve(name), node, argv, unprivileged=unprivileged)
     return subprocess.Popen(full, preexec_fn=enter, **kwargs)  # noqa: PLW1509
 
 

@@ -232,6 +232,8 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
         window: Annotated[int | None, typer.Option(help="items in flight per job")] = None,
         rate_fps: Annotated[float | None, typer.Option(help="cap on frames/s")] = None,
         resolution: Annotated[int, typer.Option(help="torch models' input size")] = 224,
+        unprivileged: Annotated[bool, typer.Option(
+            help="task processes run as user nobody with no capabilities")] = False,
         name: NameOpt = None) -> None:
     """Run jobs on the running testbed: decide, enforce, execute, trace (results/<run>/)."""
     import time as _time
@@ -243,14 +245,14 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     run_dir = Path(out_dir or f"results/{_time.strftime('%Y%m%d-%H%M%S')}-{scheduler}")
     opts = RunOptions(scheduler=scheduler, out_dir=run_dir, duration_s=duration, seed=seed,
                       compute=compute, window=window, rate_fps=rate_fps,
-                      resolution=resolution)
+                      resolution=resolution, unprivileged=unprivileged)
     with err.status("running") as st:
         jobs_df = run_jobs(name, jobs, opts, progress=lambda s: st.update(s))
     t = Table("job", "status", "measured items/s", "predicted items/s", "ratio",
               "latency p50 ms", "predicted ms", "waiting s",
               title=f"{scheduler}: measured vs predicted ({run_dir})")
     for r in jobs_df.itertuples():
-        t.add_row(r.job, r.status if not r.reason else f"{r.status}: {r.reason}"[:60],
+        t.add_row(r.job, escape(r.status if not r.reason else f"{r.status}: {r.reason}"[:60]),
                   f"{r.throughput_measured:.3f}", f"{r.throughput_predicted:.3f}",
                   f"{r.fidelity:.2f}", f"{r.latency_ms_p50:.0f}",
                   f"{r.latency_ms_predicted:.0f}", f"{r.waiting_s:.2f}")

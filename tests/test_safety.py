@@ -339,3 +339,33 @@ grid: {scheduler: [otfa, tp]}
         df.reason.tolist()
     assert not running.exists()
     assert snapshot() == before
+
+
+@pytest.mark.slow
+def test_a_run_with_unprivileged_tasks(bring_up, tmp_path):
+    from testbed.net import cgroups
+
+    ledger = bring_up("unprun", "nodes: {a: {cpu: 0.5}, b: {cpu: 0.5}, c: {cpu: 0.5}}\n"
+                                "links: [{between: [a, b], bw: 4}, {between: [b, c], bw: 4}]")
+    (tmp_path / "jobs.yaml").write_text(CHAIN)
+    proc = subprocess.Popen([*TESTBED, "run", str(tmp_path / "jobs.yaml"), "--name",
+                             ledger.name, "--scheduler", "otfs", "--unprivileged", "--out",
+                             str(tmp_path / "run")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    uids: set[int] = set()
+
+    def task_uids() -> bool:
+        for pid in cgroups.pids(ledger.names):
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_text()
+                if "dag_task" in cmd and ".json" in cmd:  # tasks, not the profiling runs
+                    uids.add(int(status.split("Uid:")[1].split()[0]))
+        return bool(uids)
+
+    _wait(task_uids, 90, "the task processes")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    assert uids == {65534}
+    jobs = pd.read_csv(tmp_path / "run" / "jobs.csv")
+    assert list(jobs.status) == ["done"] and jobs.items_done[0] > 10, jobs.reason.tolist()

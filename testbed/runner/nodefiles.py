@@ -7,7 +7,9 @@ traces are shifted onto the testbed's clock when they are fetched.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from testbed.devices.ssh import Endpoint, Session
@@ -49,6 +51,30 @@ class SharedDir(LocalFiles):
             shutil.move(self.dir / local.name, local)
 
 
+UNPRIVILEGED_UID = 65534
+
+
+class UnprivilegedFiles(SharedDir):
+    """A host node whose tasks run as nobody: the run directory may sit anywhere root alone can
+    enter, so configs go (readable) and traces come back (pre-made, owned by nobody) through a
+    directory of their own that nobody can reach."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="testbed-tasks-")))
+        os.chmod(self.dir, 0o755)
+
+    def trace_path(self, local: Path) -> str:
+        path = self.dir / local.name
+        path.touch()
+        os.chown(path, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        return str(path)
+
+    def fetch(self, local: Path) -> None:
+        super().fetch(local)
+        if not any(self.dir.iterdir()):
+            self.dir.rmdir()
+
+
 class DeviceFiles(LocalFiles):
     """A physical device: files go by SFTP into the testbed's directory there; traces come back
     with their timestamps moved from the device's clock to the testbed's."""
@@ -86,10 +112,10 @@ class DeviceFiles(LocalFiles):
         local.write_text("".join(f"{ln}\n" for ln in fixed))
 
 
-def files_for(ledger: Ledger, node: str) -> LocalFiles:
+def files_for(ledger: Ledger, node: str, unprivileged: bool = False) -> LocalFiles:
     kind = ledger.topology["nodes"][node]["kind"]
     if kind == "docker":
         return SharedDir(ledger.names.share_dir(node))
     if kind == "device":
         return DeviceFiles(ledger, node)
-    return LocalFiles()
+    return UnprivilegedFiles() if unprivileged else LocalFiles()
