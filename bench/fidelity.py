@@ -36,8 +36,8 @@ def main() -> None:
             jobs = run("bench-fidelity", jobs_file, RunOptions(
                 scheduler=sched, out_dir=tmp / sched, seed=3, duration_s=10))
             for r in jobs.itertuples():
-                rows.append([sched, r.job, r.status, f"{r.throughput_predicted:.2f}",
-                             f"{r.throughput_measured:.2f}", f"{r.fidelity:.2f}",
+                rows.append([sched, r.job, r.status, f"{r.throughput_predicted_items_s:.2f}",
+                             f"{r.throughput_measured_items_s:.2f}", f"{r.fidelity:.2f}",
                              f"{r.latency_ms_predicted:.0f}", f"{r.latency_ms_p50:.0f}"])
                 print(rows[-1], flush=True)
     finally:

@@ -253,7 +253,7 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
               title=f"{scheduler}: measured vs predicted ({run_dir})")
     for r in jobs_df.itertuples():
         t.add_row(r.job, escape(r.status if not r.reason else f"{r.status}: {r.reason}"[:60]),
-                  f"{r.throughput_measured:.3f}", f"{r.throughput_predicted:.3f}",
+                  f"{r.throughput_measured_items_s:.3f}", f"{r.throughput_predicted_items_s:.3f}",
                   f"{r.fidelity:.2f}", f"{r.latency_ms_p50:.0f}",
                   f"{r.latency_ms_predicted:.0f}", f"{r.waiting_s:.2f}")
     out.print(t)

@@ -36,3 +36,10 @@ def is_testbed_name(name: object) -> bool:
 
 def is_image_name(name: object) -> bool:
     return isinstance(name, str) and len(name) <= 200 and bool(IMAGE_NAME.match(name))
+
+HOST_PORT_OFPORT = 1  # a node's own port on its switch
+
+
+def link_ofport(link_index: int) -> int:
+    """OpenFlow port number of link k on both switches it joins."""
+    return link_index + 2

@@ -4,6 +4,8 @@ to the controller, default shortest paths, and validation of per-flow paths.
 Default routes are destination-based: the next hop from u toward d is u's neighbour with the
 lowest node index among those one hop closer to d (hop count). That is the lexicographically
 smallest shortest path, so every switch agrees on it and meshes with cycles never loop.
+`hops_toward` is the one definition of "the shortest path": the controller's routes and the
+schedulers' network view both use it, so what is predicted on a path is carried on it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from testbed.errors import FlowError
-from testbed.net.names import HOST_PORT_OFPORT, link_ofport
+from testbed.naming import HOST_PORT_OFPORT, link_ofport
 from testbed.topology.model import Topology
 
 PROTOCOLS = {"tcp": 6, "udp": 17}
@@ -61,6 +63,36 @@ class Fabric:
         return next((n for n in self.nodes.values() if n.dpid == dpid), None)
 
 
+def hops_toward(adjacency: dict[str, list[str]], order: dict[str, int], dst: str,
+                ) -> dict[str, str]:
+    """For every node that can reach `dst`: its next hop on the shortest path (hop count; ties
+    to the neighbour with the lowest index in `order`)."""
+    dist = {dst: 0}
+    queue = deque([dst])
+    while queue:
+        v = queue.popleft()
+        for w in adjacency[v]:
+            if w not in dist:
+                dist[w] = dist[v] + 1
+                queue.append(w)
+    out = {}
+    for u, d in dist.items():
+        if u != dst:
+            out[u] = min((w for w in adjacency[u] if dist.get(w) == d - 1),
+                         key=order.__getitem__)
+    return out
+
+
+def shortest_path(adjacency: dict[str, list[str]], order: dict[str, int], src: str, dst: str,
+                  ) -> tuple[str, ...]:
+    """The shortest path from src to dst as the controller routes it by default."""
+    hops = hops_toward(adjacency, order, dst)
+    path = [src]
+    while path[-1] != dst:
+        path.append(hops[path[-1]])
+    return tuple(path)
+
+
 def next_hops(fabric: Fabric, down: frozenset[frozenset[str]] = frozenset(),
               ) -> dict[str, dict[str, str]]:
     """next_hops[u][d]: the neighbour u forwards to for destination d (u != d), avoiding the
@@ -70,18 +102,8 @@ def next_hops(fabric: Fabric, down: frozenset[frozenset[str]] = frozenset(),
              for u in fabric.nodes}
     out: dict[str, dict[str, str]] = {n: {} for n in fabric.nodes}
     for dst in fabric.nodes:
-        dist = {dst: 0}
-        queue = deque([dst])
-        while queue:
-            v = queue.popleft()
-            for w in alive[v]:
-                if w not in dist:
-                    dist[w] = dist[v] + 1
-                    queue.append(w)
-        for u in fabric.nodes:
-            if u != dst and u in dist:
-                closer = [w for w in alive[u] if dist.get(w) == dist[u] - 1]
-                out[u][dst] = min(closer, key=order.__getitem__)
+        for u, nxt in hops_toward(alive, order, dst).items():
+            out[u][dst] = nxt
     return out
 
 

@@ -16,12 +16,17 @@ from collections.abc import Callable
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.devices.attach import flow_rates_script, remove_flow_rates_script
+from testbed.devices.attach import (
+    flow_rates_script,
+    parse_classes,
+    read_classes_script,
+    remove_flow_rates_script,
+)
 from testbed.devices.ssh import Endpoint, Session
 from testbed.errors import FlowError, NetworkError
 from testbed.net import apisock, netns
 from testbed.net.ledger import Ledger
-from testbed.net.shaping import FRAME_BYTES
+from testbed.net.shaping import htb_params
 from testbed.routing import PROTOCOLS, Fabric, FlowSpec, default_path, validate_flow
 
 ETH_P_IP = 0x0800
@@ -165,6 +170,9 @@ class FlowClient:
                     session.run(flow_rates_script(att["iface"], att["sudo"], [
                         (flow_class(f.id) & 0xFFFF, flow_filter_prio(f.id), f.rate_mbit,
                          u32_keys(f, self.fabric)) for f in group]), check=True)
+                    held = parse_classes(session.run(
+                        read_classes_script(att["iface"], att["sudo"]), check=True).stdout)
+                verify_rates(node, group, *held)
                 continue
             with netns.netlink(self.ledger.names.netns(node)) as ip:
                 idx = ip.link_lookup(ifname="eth0")[0]
@@ -172,17 +180,19 @@ class FlowClient:
                     # no default class: unclassified traffic bypasses shaping entirely
                     ip.tc("add", "htb", idx, ROOT, default=0xFFFF)
                 for f in group:
-                    rate = f"{int(f.rate_mbit * 1e6)}bit"
-                    burst = max(2 * FRAME_BYTES, int(f.rate_mbit * 1e6 / 8 / 1000))
+                    p = htb_params(f.rate_mbit)  # the same parameters as links and devices
+                    rate = f"{p.rate_bps}bit"
                     try:
                         ip.tc("replace-class", "htb", idx, flow_class(f.id), parent=ROOT,
-                              rate=rate, ceil=rate, burst=burst, cburst=burst)
+                              rate=rate, ceil=rate, burst=p.burst_bytes, cburst=p.burst_bytes,
+                              quantum=p.quantum_bytes)
                         ip.tc("add-filter", "u32", idx, parent=ROOT, prio=flow_filter_prio(f.id),
                               protocol=ETH_P_IP, target=flow_class(f.id),
                               keys=u32_keys(f, self.fabric))
                     except NetlinkError as e:
                         raise NetworkError(f"rate for flow {f.id} at {node}: {e.args[-1]}"
                                            ) from None
+                verify_rates(node, group, *read_rates(ip, idx))
 
     def _remove_rates(self, flows: list[FlowSpec]) -> None:
         for node, group in self._by_source(flows).items():
@@ -205,13 +215,38 @@ class FlowClient:
                               rate=f"{int(f.rate_mbit * 1e6)}bit")
 
     def rate_classes(self, node: str) -> dict[int, int]:
-        """Read back: flow class minor -> rate in bit/s on the node's interface."""
-        out = {}
+        """Read back: flow id -> rate in bit/s of its class on the node's interface."""
         with netns.netlink(self.ledger.names.netns(node)) as ip:
-            idx = ip.link_lookup(ifname="eth0")[0]
-            for c in ip.get_classes(index=idx):
-                minor = c["handle"] & 0xFFFF
-                if minor >= CLASS_BASE:
-                    parms = c.get_nested("TCA_OPTIONS", "TCA_HTB_PARMS")
-                    out[minor - CLASS_BASE] = parms["rate"] * 8
-        return out
+            rates, _ = read_rates(ip, ip.link_lookup(ifname="eth0")[0])
+        return {m - CLASS_BASE: r for m, r in rates.items() if m >= CLASS_BASE}
+
+
+def read_rates(ip, idx: int) -> tuple[dict[int, int], set[int]]:
+    """(class minor -> rate in bit/s, class minors some u32 filter points to) on an
+    interface, from the kernel."""
+    rates = {}
+    for c in ip.get_classes(index=idx):
+        if c.get_attr("TCA_KIND") == "htb":
+            parms = c.get_nested("TCA_OPTIONS", "TCA_HTB_PARMS")
+            rate64 = c.get_nested("TCA_OPTIONS", "TCA_HTB_RATE64")
+            rates[c["handle"] & 0xFFFF] = (rate64 or parms["rate"]) * 8
+    targets = set()
+    for f in ip.get_filters(index=idx, parent=ROOT):
+        classid = f.get_nested("TCA_OPTIONS", "TCA_U32_CLASSID")
+        if classid:
+            targets.add(classid & 0xFFFF)
+    return rates, targets
+
+
+def verify_rates(node: str, flows: list[FlowSpec], rates: dict[int, int],
+                 targets: set[int]) -> None:
+    """Raise unless every flow's class holds its rate and a filter steers traffic into it."""
+    for f in flows:
+        minor = flow_class(f.id) & 0xFFFF
+        want = htb_params(f.rate_mbit).rate_bps
+        got = rates.get(minor)
+        if got is None or abs(got - want) > max(8, want * 1e-3):
+            raise NetworkError(f"flow {f.id} at {node}: the kernel holds rate {got} bit/s, "
+                               f"asked {want}")
+        if minor not in targets:
+            raise NetworkError(f"flow {f.id} at {node}: no filter steers it into its class")

@@ -62,3 +62,23 @@ def test_valid_walk_and_round_trip(square):
     f = FlowSpec(src="e1", dst="e3", path=("e1", "e2", "e3"), dport=5201, rate_mbit=3)
     validate_flow(square, f)
     assert FlowSpec.from_dict(f.to_dict()) == f
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_schedulers_and_controller_agree_on_the_shortest_path(seed):
+    """One definition of "the shortest path": what a scheduler predicts on is what the
+    controller's default routes carry (they disagreed on 365 of 4,350 pairs before)."""
+    from testbed.schedulers.network import NetworkView
+
+    topo = loads(f"generate: {{random_mesh: {{nodes: 30, degree: 3, seed: {seed}}}}}", "m.yaml")
+    fabric, view = Fabric.of(topo), NetworkView.from_topology(topo)
+    hops = next_hops(fabric)
+    pairs = list(itertools.permutations(fabric.nodes, 2))
+    assert len(pairs) == 870
+    disagree = [(a, b) for a, b in pairs
+                if tuple(default_path(fabric, a, b, hops)) != view.shortest_path(a, b)]
+    assert disagree == []
+    for a, b in pairs[:50]:  # the other candidates are distinct simple paths, shortest first
+        paths = view.paths(a, b)
+        assert len(set(paths)) == len(paths) and [len(p) for p in paths] == sorted(
+            len(p) for p in paths)

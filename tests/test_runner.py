@@ -40,8 +40,8 @@ def test_two_task_job_across_a_2_mbit_link(bring_up, tmp_path):
     (job,) = jobs.itertuples()
     # what the link allows: its TCP goodput over 50 kB items (+16 bytes of framing each)
     allowed = 2e6 * 1448 / 1514 / 8 / 50_016
-    assert abs(job.throughput_measured - allowed) / allowed < 0.10, job
-    assert abs(job.throughput_predicted - allowed) / allowed < 0.02, job
+    assert abs(job.throughput_measured_items_s - allowed) / allowed < 0.10, job
+    assert abs(job.throughput_predicted_items_s - allowed) / allowed < 0.02, job
     assert job.status == "done" and job.items_done == job.items_emitted > 20
     # the per-hop timestamps add up to the end-to-end latency, item by item
     events = pd.read_csv(out / "events.csv")
@@ -179,6 +179,6 @@ jobs:
     tasks = pd.read_csv(tmp_path / "r" / "tasks.csv")
     compute_ms = tasks[tasks.task == "classify"].compute_ms.median()
     assert compute_ms > 5  # a real forward pass, not a no-op
-    print(f"torch: measured {job.throughput_measured:.2f} items/s, predicted "
-          f"{job.throughput_predicted:.2f}, forward {compute_ms:.1f} ms")
+    print(f"torch: measured {job.throughput_measured_items_s:.2f} items/s, predicted "
+          f"{job.throughput_predicted_items_s:.2f}, forward {compute_ms:.1f} ms")
     assert 0.5 < job.fidelity < 2.0

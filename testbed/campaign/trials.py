@@ -91,8 +91,8 @@ def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_d
     done = jobs[jobs.status == "done"]
     return {"jobs": len(jobs), "jobs_done": len(done), "jobs_failed": int(
         (jobs.status == "failed").sum()),
-        "throughput_measured_items_s": _mean(done.throughput_measured),
-        "throughput_predicted_items_s": _mean(done.throughput_predicted),
+        "throughput_measured_items_s": _mean(done.throughput_measured_items_s),
+        "throughput_predicted_items_s": _mean(done.throughput_predicted_items_s),
         "fidelity": _mean(done.fidelity),
         "latency_ms_p50": _mean(done.latency_ms_p50),
         "latency_ms_predicted": _mean(done.latency_ms_predicted),

@@ -229,15 +229,45 @@ def flow_rates_script(iface: str, sudo: str,
     lines = [f"{s}tc qdisc show dev {dev} | grep -q 'htb 1: root' || "
              f"{s}tc qdisc add dev {dev} root handle 1: htb default ffff"]
     for minor, prio, rate_mbit, keys in flows:
-        bps = int(rate_mbit * 1e6)
-        burst = max(2 * 1514, bps // 8 // 1000)
+        p = htb_params(rate_mbit)  # the same parameters as links and host-node flows
         matches = " ".join(f"match u32 {k.split('/')[0]} {k.split('/')[1].split('+')[0]} "
                            f"at {k.split('+')[1]}" for k in keys)
-        lines += [f"{s}tc class replace dev {dev} parent 1: classid 1:{minor:x} htb rate {bps}bit "
-                  f"ceil {bps}bit burst {burst} cburst {burst}",
+        lines += [f"{s}tc class replace dev {dev} parent 1: classid 1:{minor:x} htb rate "
+                  f"{p.rate_bps}bit ceil {p.rate_bps}bit burst {p.burst_bytes} "
+                  f"cburst {p.burst_bytes} quantum {p.quantum_bytes}",
                   f"{s}tc filter add dev {dev} parent 1: protocol ip prio {prio} u32 "
                   f"{matches} flowid 1:{minor:x}"]
     return "set -e\n" + "\n".join(lines)
+
+
+def read_classes_script(iface: str, sudo: str) -> str:
+    """JSON of the HTB classes and the filters on the device's egress (read back after
+    every change: nothing that shapes is trusted unread)."""
+    dev = quote([iface])
+    return (f"{sudo}tc -j class show dev {dev}; echo; "
+            f"{sudo}tc -j filter show dev {dev} parent 1: || echo '[]'")
+
+
+def parse_classes(output: str) -> tuple[dict[int, int], set[int]]:
+    """(class minor -> rate in bit/s, class minors some filter points to) from
+    read_classes_script's output."""
+    import json
+
+    parts = [p for p in output.strip().split("\n") if p.strip()]
+    classes = json.loads(parts[0]) if parts else []
+    filters = json.loads(parts[1]) if len(parts) > 1 else []
+    rates = {}
+    for c in classes:
+        minor = int(c["handle"].split(":")[1] or "0", 16)
+        rate = c.get("rate")
+        if isinstance(rate, str):  # older iproute2 prints "2Mbit"
+            from testbed.units import parse_rate_mbit
+
+            rate = int(parse_rate_mbit(rate) * 1e6)
+        rates[minor] = int(rate or 0)
+    targets = {int(str(f["options"]["flowid"]).split(":")[1], 16) for f in filters
+               if isinstance(f.get("options"), dict) and "flowid" in f["options"]}
+    return rates, targets
 
 
 def remove_flow_rates_script(iface: str, sudo: str, flows: list[tuple[int, int]]) -> str:

@@ -15,21 +15,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.naming import SEPARATOR
+from testbed.naming import HOST_PORT_OFPORT, SEPARATOR, link_ofport  # noqa: F401
 
 STATE_ROOT = Path("/run/testbed")
 NETNS_DIR = Path("/run/netns")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_CONTROLLERS = ("cpu", "memory", "pids", "cpuacct")
 CONTAINER_LABEL = "org.edge-testbed.name"
-
-HOST_PORT_OFPORT = 1  # the node's own port on its switch
-
-
-def link_ofport(link_index: int) -> int:
-    """OpenFlow port number of link k on both switches it joins."""
-    return link_index + 2
-
 
 @dataclass(frozen=True)
 class Names:

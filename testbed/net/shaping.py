@@ -68,8 +68,19 @@ def apply(ipr: IPRoute, ifindex: int, shape: LinkShape, netem_ok: bool) -> None:
         raise NetworkError(f"tc on interface {ifindex}: {e.args[-1]}") from None
 
 
+def netem_values(qdisc) -> dict[str, float]:
+    """delay/jitter (ms) and loss (%) of a netem qdisc as the kernel reports them."""
+    from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
+
+    opts = qdisc.get_attr("TCA_OPTIONS")
+    return {"delay_ms": opts["delay"] / tick_in_usec / 1000,
+            "jitter_ms": opts["jitter"] / tick_in_usec / 1000,
+            "loss_pct": opts["loss"] / (2**32 - 1) * 100}
+
+
 def read_back(ipr: IPRoute, indexes: list[int]) -> dict[int, dict]:
-    """What the kernel holds, per interface index: HTB rate (bit/s) and leaf qdisc kind.
+    """What the kernel holds, per interface index: HTB rate (bit/s), leaf qdisc kind and, for
+    netem, its delay, jitter and loss.
 
     Classes are dumped per interface (the kernel needs an index), qdiscs once for all.
     """
@@ -84,7 +95,10 @@ def read_back(ipr: IPRoute, indexes: list[int]) -> dict[int, dict]:
     for q in ipr.get_qdiscs():
         kind = q.get_attr("TCA_KIND")
         if q["handle"] in (LEAF_QDISC, ROOT) and kind != "htb":
-            out.setdefault(q["index"], {"rate_bps": None, "leaf": None})["leaf"] = kind
+            entry = out.setdefault(q["index"], {"rate_bps": None, "leaf": None})
+            entry["leaf"] = kind
+            if kind == "netem":
+                entry["netem"] = netem_values(q)
     return out
 
 
@@ -99,3 +113,10 @@ def verify(held: dict[int, dict], ifindex: int, ifname: str, shape: LinkShape) -
                                f"asked {want}")
     if shape.needs_netem and got["leaf"] != "netem":
         raise NetworkError(f"{ifname}: netem was not applied (kernel holds {got['leaf']})")
+    if shape.needs_netem:
+        held_values = got.get("netem", {})
+        for key, want in (("delay_ms", shape.delay_ms), ("jitter_ms", shape.jitter_ms),
+                          ("loss_pct", shape.loss_pct)):
+            have = held_values.get(key)
+            if have is None or abs(have - want) > max(0.01, 0.01 * want):
+                raise NetworkError(f"{ifname}: the kernel holds netem {key} {have}, asked {want}")

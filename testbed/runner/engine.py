@@ -67,7 +67,7 @@ class RunOptions:
     sample_s: float = 1.0
     k_paths: int = 3
     gops_per_core: float = DEFAULT_GOPS_PER_CORE  # synthetic mode's unit of work
-    drain_s: float = 15.0
+    drain_s: float = 10.0  # the source waits this long for items in flight after its end
     resolution: int = 224  # input size of torch models
     unprivileged: bool = False  # tasks on host/docker nodes run as nobody, no capabilities
 
@@ -298,7 +298,8 @@ class Runner:
                    "items": self.opts.items, "gops_per_core": self.opts.gops_per_core,
                    "spin_per_s": self.spin_per_s, "trace_dir": str(self.out / "traces"),
                    "cores": {n: v.get("cpu") for n, v in self.ledger.topology["nodes"].items()},
-                   "line_bw": self.line_bw, "resolution": self.opts.resolution}
+                   "line_bw": self.line_bw, "resolution": self.opts.resolution,
+                   "drain_s": self.opts.drain_s}
         r.wiring = wire(job, plan, self.ips, self.ports, options)
         r.placement = tuple(sorted((p.task, p.node) for p in plan.placements_of(job.name)))
         return r
@@ -453,9 +454,9 @@ class Runner:
             rows.append({
                 "job": name, "scheduler": self.opts.scheduler, "status": r.status,
                 "reason": reason, "compute": self.opts.compute,
-                "throughput_measured": m.get("throughput_measured", float("nan")),
-                "throughput_predicted": pred_thr,
-                "fidelity": (m.get("throughput_measured", float("nan")) / pred_thr
+                "throughput_measured_items_s": m.get("throughput_measured_items_s", float("nan")),
+                "throughput_predicted_items_s": pred_thr,
+                "fidelity": (m.get("throughput_measured_items_s", float("nan")) / pred_thr
                              if pred_thr else float("nan")),
                 "latency_ms_p50": m.get("latency_ms_p50", float("nan")),
                 "latency_ms_p95": m.get("latency_ms_p95", float("nan")),

@@ -131,6 +131,7 @@ def wire(job: Job, plan: Plan, ips: dict[str, str], ports: Ports, options: dict)
                "ack_port": ack_port, "sinks": len(sinks), "window": options.get("window")
                or len(job.tasks) + 1, "rate_fps": options.get("rate_fps"),
                "duration_s": options["duration_s"], "items": options.get("items"),
+               "drain_s": options.get("drain_s", 10.0),
                "trace": f"{options['trace_dir']}/{job.name}.{SOURCE}.csv"}
     procs.append(TaskProcess(job.name, SOURCE, job.source, src_cfg))
     return JobWiring(tuple(procs), tuple(enforced))

@@ -12,6 +12,7 @@ from functools import cached_property
 
 import networkx as nx
 
+from testbed.routing import shortest_path as routed_path
 from testbed.topology.model import Topology
 
 DEFAULT_GOPS_PER_CORE = 20.0  # giga-operations/s of one core, when nothing was measured
@@ -67,12 +68,20 @@ class NetworkView:
     def _paths(self) -> dict[tuple[str, str], list[tuple[str, ...]]]:
         return {}
 
+    @cached_property
+    def _adjacency(self) -> tuple[dict[str, list[str]], dict[str, int]]:
+        order = {n: i for i, n in enumerate(self.order or self.nodes)}
+        return {n: list(self.graph.neighbors(n)) for n in self.graph}, order
+
     def paths(self, src: str, dst: str) -> list[tuple[str, ...]]:
-        """Up to k shortest simple paths (by hops, ties broken by node order)."""
+        """Up to k shortest simple paths by hops. The first is the controller's default route
+        (testbed.routing.shortest_path), the others the next shortest simple paths."""
         key = (src, dst)
         if key not in self._paths:
-            gen = nx.shortest_simple_paths(self.graph, src, dst)
-            self._paths[key] = [tuple(p) for p in itertools.islice(gen, self.k_paths)]
+            first = routed_path(*self._adjacency, src, dst)
+            rest = (tuple(p) for p in nx.shortest_simple_paths(self.graph, src, dst))
+            others = itertools.islice((p for p in rest if p != first), self.k_paths - 1)
+            self._paths[key] = [first, *others]
         return self._paths[key]
 
     def shortest_path(self, src: str, dst: str) -> tuple[str, ...]:
