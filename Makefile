@@ -11,9 +11,11 @@ demo: setup
 	$(PY) -m testbed.demo topologies/demo.yaml
 
 test: setup
+	.venv/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 test-fast: setup
+	.venv/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" tests
 
 lint: setup
@@ -26,4 +28,6 @@ bench: setup
 	$(PY) bench/devices.py
 
 clean:
-	-.venv/bin/testbed down --all
+	@echo "make clean removes no testbed: others on this host may be a colleague's."
+	@echo "running: $$(ls /run/testbed 2>/dev/null | tr '\n' ' ')"
+	@echo "remove yours with: .venv/bin/testbed down --name NAME"

@@ -88,8 +88,11 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
             dev = info["device"]
             state = f"tunnel {dev['tunnel']}" if dev["reachable"] else "UNREACHABLE"
         kills = info["oom_kills"]
-        t.add_row(node, info["ip"], info["kind"], str(info["cpu"] or "-"),
-                  str(info["memory_mb"] or "-"), f"[red]{kills}[/]" if kills else "0",
+        held = info.get("applied", {})  # read back from the kernel, not the file
+        t.add_row(node, info["ip"], info["kind"], f"{held['cpu']:g}" if held.get("cpu")
+                  else str(info["cpu"] or "-"),
+                  str(held.get("memory_mb") or info["memory_mb"] or "-"),
+                  f"[red]{kills}[/]" if kills else "0",
                   state if info["present"] else f"[red]{state or 'missing'}[/]")
     out.print(t)
     lt = Table("link", "bw Mbit/s", "delay ms", "loss %", "state", "interfaces")
@@ -143,6 +146,11 @@ def doctor(topology: Annotated[str | None, typer.Argument(
     for c, ok in caps["cgroups"].items():
         t.add_row(f"cgroup {c}", "[green]yes[/]" if ok else "[red]no[/]",
                   "node CPU/memory limits and process tracking")
+    t.add_row("nodes this host holds", f"~{caps['max_nodes_estimate']:,}",
+              "estimate: half the available memory at ~4 MB per node (`up` refuses more)")
+    t.add_row("cgroup mode", caps["cgroup_mode"], "v1, hybrid (v1 controllers) or v2 (unified)")
+    t.add_row("docker cgroup driver", str(caps["docker_cgroup_driver"] or "-"),
+              "cgroupfs: containers inside their node's cgroup; systemd: in testbed.slice")
     out.print(t)
     for node, dev in caps.get("devices", {}).items():
         facts = ", ".join(f"{k} {dev[k]}" for k in ("kernel", "python") if dev.get(k))

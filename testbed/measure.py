@@ -6,9 +6,9 @@ import json
 import subprocess
 import time
 
-from testbed import api
+from testbed import lifecycle as api
 from testbed.errors import NetworkError
-from testbed.net.shaping import FRAME_BYTES
+from testbed.htb import FRAME_BYTES
 
 TCP_PAYLOAD_BYTES = 1448  # 1500-byte MTU minus IP (20), TCP (20) and timestamp option (12)
 

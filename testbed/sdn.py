@@ -24,9 +24,9 @@ from testbed.devices.attach import (
 )
 from testbed.devices.ssh import Endpoint, Session
 from testbed.errors import FlowError, NetworkError
+from testbed.htb import htb_params
 from testbed.net import apisock, netns
 from testbed.net.ledger import Ledger
-from testbed.net.shaping import htb_params
 from testbed.routing import PROTOCOLS, Fabric, FlowSpec, default_path, validate_flow
 
 ETH_P_IP = 0x0800
@@ -171,7 +171,7 @@ class FlowClient:
                         (flow_class(f.id) & 0xFFFF, flow_filter_prio(f.id), f.rate_mbit,
                          u32_keys(f, self.fabric)) for f in group]), check=True)
                     held = parse_classes(session.run(
-                        read_classes_script(att["iface"], att["sudo"]), check=True).stdout)
+                        read_classes_script(att["iface"], att["sudo"]), check=True).out)
                 verify_rates(node, group, *held)
                 continue
             with netns.netlink(self.ledger.names.netns(node)) as ip:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from testbed import api
+from testbed.naming import CGROUP_ROOT, CONTAINER_LABEL, NETNS_DIR
 from testbed.net import ovs
 from testbed.net.ledger import known_testbeds
-from testbed.net.names import CGROUP_ROOT, CONTAINER_LABEL, NETNS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTBED = [sys.executable, "-m", "testbed"]

@@ -198,4 +198,7 @@ repetitions: 1
     assert {"throughput_measured_items_s", "throughput_predicted_items_s",
             "latency_ms_p50"} <= set(df)
     files = export(tmp_path / "results" / "emu")
-    assert any(f.name == "items.csv" for f in files)
+    assert {"items.csv", "events.csv", "node_speeds.csv", "runs.csv", "flows.csv"} <= {
+        f.name for f in files}
+    runs = pd.read_csv(tmp_path / "results" / "emu" / "export" / "runs.csv")
+    assert len(runs) == 2 and (runs.incidents == 0).all() and "version:os-ken" in runs

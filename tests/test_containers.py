@@ -11,7 +11,7 @@ import time
 import pytest
 
 from testbed import api, measure
-from testbed.net.names import CONTAINER_LABEL
+from testbed.naming import CONTAINER_LABEL
 from tests.conftest import ROOT, TESTBED, cli, needs_root, snapshot, write_topology
 
 pytestmark = [needs_root, pytest.mark.emulation]

@@ -152,6 +152,7 @@ BOUNDED = {
         for p, c in zip("abcdefgh", "bcdefghi", strict=True)) + "nodes: *i\n",
     "huge_mesh": "generate: {random_mesh: {nodes: 2147483647}}",
     "big_mesh": "generate: {random_mesh: {nodes: 100000}}",
+    "beyond_this_host": "generate: {random_mesh: {nodes: 60000}}",
     "deep": "nodes: " + "[" * 900 + "]" * 900,
     "nan_bw": "nodes: {a: {}, b: {}}\nlinks: [{between: [a, b], bw: .nan}]",
     "inf_bw": "nodes: {a: {}, b: {}}\nlinks: [{between: [a, b], bw: .inf}]",

@@ -4,9 +4,10 @@ of the ideal TCP goodput of a link of that line rate (rate x 1448/1514)."""
 import pytest
 
 from testbed import measure
+from testbed.htb import htb_params
+from testbed.naming import Names
 from testbed.net import netns
-from testbed.net.names import Names
-from testbed.net.shaping import htb_params, read_back
+from testbed.net.shaping import read_back
 from tests.conftest import needs_root
 
 pytestmark = [needs_root, pytest.mark.emulation]

@@ -124,7 +124,7 @@ def _finish_interrupted(out: Path) -> None:
         entry = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    from testbed import api
+    from testbed import lifecycle as api
     from testbed.net.ledger import known_testbeds
 
     name = entry.get("testbed")

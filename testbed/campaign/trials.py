@@ -68,9 +68,9 @@ def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "syntheti
 
 
 def _simulated(trial: Trial, topo_path: Path, jobs_path: Path) -> dict:
-    from testbed import api
+    from testbed.schedulers.offline import simulate
 
-    res = api.simulate(topo_path, jobs_path, trial.scheduler)
+    res = simulate(topo_path, jobs_path, trial.scheduler)
     return {"jobs": len(res.jobs), "jobs_unplaced": res.unplaced,
             "throughput_predicted_items_s": res.mean_throughput,
             "waiting_s": res.mean_waiting_s, "decision_ms_max": res.decision_s_max * 1000}
@@ -78,7 +78,7 @@ def _simulated(trial: Trial, topo_path: Path, jobs_path: Path) -> dict:
 
 def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_dir: Path,
               compute: str) -> dict:
-    from testbed import api
+    from testbed import lifecycle as api
     from testbed.runner.engine import RunOptions, run
 
     api.up(topo_path)

@@ -20,8 +20,8 @@ from pyroute2 import IPRoute
 
 from testbed.devices.ssh import Endpoint, Session, quote
 from testbed.errors import CapabilityError, NetworkError
-from testbed.net.names import Names
-from testbed.net.shaping import htb_params
+from testbed.htb import htb_params
+from testbed.naming import Names
 from testbed.topology.model import SUBNET, Node
 
 VXLAN_PORT = 4789
@@ -241,11 +241,14 @@ def flow_rates_script(iface: str, sudo: str,
 
 
 def read_classes_script(iface: str, sudo: str) -> str:
-    """JSON of the HTB classes and the filters on the device's egress (read back after
-    every change: nothing that shapes is trusted unread)."""
+    """The HTB classes (text: iproute2's `tc -j class` prints no JSON for HTB) and the filters
+    (JSON) on the device's egress, read back after every change."""
     dev = quote([iface])
-    return (f"{sudo}tc -j class show dev {dev}; echo; "
+    return (f"{sudo}tc class show dev {dev}; echo ---; "
             f"{sudo}tc -j filter show dev {dev} parent 1: || echo '[]'")
+
+
+_CLASS = re.compile(r"class htb 1:([0-9a-f]+) .*?\brate (\S+)")
 
 
 def parse_classes(output: str) -> tuple[dict[int, int], set[int]]:
@@ -253,18 +256,12 @@ def parse_classes(output: str) -> tuple[dict[int, int], set[int]]:
     read_classes_script's output."""
     import json
 
-    parts = [p for p in output.strip().split("\n") if p.strip()]
-    classes = json.loads(parts[0]) if parts else []
-    filters = json.loads(parts[1]) if len(parts) > 1 else []
-    rates = {}
-    for c in classes:
-        minor = int(c["handle"].split(":")[1] or "0", 16)
-        rate = c.get("rate")
-        if isinstance(rate, str):  # older iproute2 prints "2Mbit"
-            from testbed.units import parse_rate_mbit
+    from testbed.units import parse_rate_mbit
 
-            rate = int(parse_rate_mbit(rate) * 1e6)
-        rates[minor] = int(rate or 0)
+    text, _, filters_json = output.partition("---")
+    rates = {int(m.group(1), 16): int(round(parse_rate_mbit(m.group(2)) * 1e6))
+             for m in _CLASS.finditer(text)}
+    filters = json.loads(filters_json.strip() or "[]")
     targets = {int(str(f["options"]["flowid"]).split(":")[1], 16) for f in filters
                if isinstance(f.get("options"), dict) and "flowid" in f["options"]}
     return rates, targets

@@ -28,12 +28,12 @@ from testbed.devices import attach as dev_attach
 from testbed.devices.attach import DeviceReport
 from testbed.devices.ssh import Endpoint, Session
 from testbed.errors import CapabilityError, InputError, NetworkError, TestbedError
+from testbed.naming import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
 from testbed.net import apisock, cgroups, containers, netns, ovs, reach, shaping
 from testbed.net.cleanup import teardown
 from testbed.net.ethtool import disable_gro, disable_tx_checksum
 from testbed.net.ledger import Ledger, ProcessRecord, known_testbeds, write_private
-from testbed.net.names import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
-from testbed.net.probe import probe
+from testbed.net.probe import NODE_COST_MB, probe
 from testbed.routing import Fabric
 from testbed.topology.model import SUBNET, Topology
 
@@ -67,8 +67,29 @@ def check_host(topo: Topology) -> None:
             "has no netem qdisc (sch_netem); remove delay/jitter/loss or use a host whose "
             "kernel has netem (see `testbed doctor`)")
     check_images(topo)
+    check_cgroups(topo)
+    if len(topo.nodes) > caps.max_nodes_estimate:
+        raise CapabilityError(
+            f"{topo.source}: {len(topo.nodes):,} nodes are more than this host can hold now "
+            f"(about {caps.max_nodes_estimate:,}: {NODE_COST_MB:g} MB per node, half of the "
+            "available memory); use fewer nodes or a larger host (`testbed doctor`)")
     if not caps.ovs:
         raise CapabilityError("Open vSwitch is not running; run `make setup`")
+
+
+def check_cgroups(topo: Topology) -> None:
+    """Every CPU and memory limit asked for can be applied here (never silently dropped)."""
+    have = cgroups.available()
+    for n in topo.nodes:
+        if n.kind == "device":
+            continue
+        for what, value in (("cpu", n.cpu), ("memory", n.memory_mb)):
+            if value is not None and not have.get(what):
+                raise CapabilityError(
+                    f"{topo.source}: nodes.{n.name}.{what}: this host's cgroups "
+                    f"({cgroups.mode()} hierarchy) offer no {what} controller, so the limit "
+                    "cannot be applied; remove it or use a host that has it "
+                    "(`testbed doctor` lists the controllers)")
 
 
 def check_images(topo: Topology) -> None:

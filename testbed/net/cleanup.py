@@ -20,9 +20,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import NetworkError
+from testbed.naming import Names
 from testbed.net import cgroups, containers, netns, ovs
 from testbed.net.ledger import Ledger, known_testbeds
-from testbed.net.names import Names
 
 
 def teardown(name: str) -> list[str]:

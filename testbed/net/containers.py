@@ -16,8 +16,8 @@ from pathlib import Path
 
 from testbed.errors import CapabilityError, NetworkError
 from testbed.images import client
+from testbed.naming import CONTAINER_LABEL, Names
 from testbed.net import netns
-from testbed.net.names import CONTAINER_LABEL, Names
 from testbed.topology.model import Node
 
 NODE_LABEL = "org.edge-testbed.node"
@@ -36,6 +36,9 @@ def start(names: Names, nodes: list[Node], share: dict[str, Path]) -> dict[str, 
     which the runner hands task configurations in and gets traces back.
     """
     docker = client()
+    from testbed.net.probe import probe
+
+    systemd = probe().docker_cgroup_driver == "systemd"
 
     def one(n: Node) -> tuple[str, int]:
         limits = {}
@@ -46,7 +49,9 @@ def start(names: Names, nodes: list[Node], share: dict[str, Path]) -> dict[str, 
         c = docker.containers.run(
             n.image, name=container_name(names, n.name), hostname=n.name, detach=True,
             network_mode="none", labels={CONTAINER_LABEL: names.testbed, NODE_LABEL: n.name},
-            cgroup_parent=f"/testbed/{names.testbed}/{n.name}",
+            # cgroupfs driver: inside the node's cgroup (its limits bind the container too);
+            # systemd driver: a slice (a path is refused), the limits are the container's own
+            cgroup_parent="testbed.slice" if systemd else f"/testbed/{names.testbed}/{n.name}",
             volumes={str(share[n.name]): {"bind": str(share[n.name]), "mode": "rw"}},
             **limits)
         c.reload()

@@ -15,8 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from testbed.naming import is_testbed_name
-from testbed.net.names import STATE_ROOT, Names
+from testbed.naming import STATE_ROOT, Names, is_testbed_name
 
 
 @dataclass

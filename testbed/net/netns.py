@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pyroute2 import IPRoute
 
 from testbed.errors import NetworkError
-from testbed.net.names import NETNS_DIR
+from testbed.naming import NETNS_DIR
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000

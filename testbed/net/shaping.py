@@ -11,34 +11,16 @@ is small against a 10 s measurement window, even on slow links.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import NetworkError
+from testbed.htb import htb_params
 from testbed.topology.model import LinkShape
 
-FRAME_BYTES = 1514
 ROOT = 0x10000  # 1:
 LEAF_CLASS = 0x10001  # 1:1, the link's class
 LEAF_QDISC = 0x100000  # 10:
-
-
-@dataclass(frozen=True)
-class HtbParams:
-    rate_bps: int  # bits per second
-    burst_bytes: int
-    quantum_bytes: int
-    queue_frames: int
-
-
-def htb_params(bw_mbit: float) -> HtbParams:
-    rate = int(bw_mbit * 1e6)
-    burst = max(2 * FRAME_BYTES, rate // 8 // 200)  # 5 ms of traffic: tolerates late timers
-    quantum = min(max(FRAME_BYTES, rate // 8 // 100), 60000)
-    queue = min(max(8, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
-    return HtbParams(rate, burst, quantum, queue)
 
 
 def apply(ipr: IPRoute, ifindex: int, shape: LinkShape, netem_ok: bool) -> None:

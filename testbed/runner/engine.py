@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from testbed import api
+from testbed import lifecycle as api
 from testbed.devices.ssh import Endpoint, Session
 from testbed.devices.stats import Collector
 from testbed.errors import InputError, NetworkError, TestbedError
