@@ -20,8 +20,12 @@ SSHD = "/usr/sbin/sshd"
 
 
 class FakeBoard:
-    def __init__(self, workdir: Path, index: int = 0, tegrastats: str | None = None) -> None:
-        """`tegrastats`: a recorded line the board's `tegrastats` command replays (a Jetson)."""
+    def __init__(self, workdir: Path, index: int = 0, tegrastats: str | None = None,
+                 clock_shift_s: float = 0.0) -> None:
+        """`tegrastats`: a recorded line the board's `tegrastats` command replays (a Jetson).
+        `clock_shift_s`: the board's clock runs this far ahead, as seen by Python programs
+        there (a sitecustomize shifts time.time and time.time_ns), the way a real board's
+        unsynchronised clock would."""
         self.dir = workdir / f"board{index}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.netns = f"tbt-board{index}"
@@ -31,6 +35,7 @@ class FakeBoard:
         self.known_hosts = self.dir / "known_hosts"
         self.sshd: subprocess.Popen | None = None
         self.tegrastats = tegrastats
+        self.clock_shift_s = clock_shift_s
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> FakeBoard:
@@ -56,6 +61,15 @@ class FakeBoard:
             (bin_dir / "tegrastats").write_text(
                 f"#!/bin/sh\nwhile true; do echo '{self.tegrastats}'; sleep 1; done\n")
             (bin_dir / "tegrastats").chmod(0o755)
+        env = f"PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if self.clock_shift_s:
+            shift = self.dir / "clockshift"
+            shift.mkdir(exist_ok=True)
+            (shift / "sitecustomize.py").write_text(
+                "import time\n_t, _tn = time.time, time.time_ns\n"
+                f"time.time = lambda: _t() + {self.clock_shift_s!r}\n"
+                f"time.time_ns = lambda: _tn() + {int(self.clock_shift_s * 1e9)}\n")
+            env += f" PYTHONPATH={shift}"
         (self.dir / "authorized_keys").write_text((self.dir / "id_ed25519.pub").read_text())
         self.known_hosts.write_text(f"{self.ip} {(self.dir / 'host_key.pub').read_text()}")
         (self.dir / "sshd_config").write_text(
@@ -64,7 +78,7 @@ class FakeBoard:
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             f"StrictModes no\nPidFile {self.dir}/sshd.pid\nSubsystem sftp internal-sftp\n"
             "LogLevel ERROR\nMaxStartups 50\nMaxSessions 50\n"
-            f"SetEnv PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
+            f"SetEnv {env}\n")
         self.start_sshd()
         return self
 

@@ -250,6 +250,39 @@ def test_a_run_places_a_task_on_the_device(tmp_path, board):
 
 
 @pytest.mark.slow
+def test_traces_from_a_board_with_a_shifted_clock_are_put_on_the_testbed_clock(tmp_path):
+    """The board's clock runs 30 s ahead: its task's events must still fall between the
+    source's send and completion of the same item once shifted (uncorrected they would be
+    30 s late)."""
+    import pandas as pd
+
+    shifted = FakeBoard(tmp_path, index=3, tegrastats=TEGRA_LINES[1], clock_shift_s=30.0).start()
+    try:
+        path = device_topology(tmp_path, shifted, "tbt-devclock")
+        assert cli("up", str(path)).returncode == 0
+        try:
+            (tmp_path / "jobs.yaml").write_text(
+                "jobs:\n  - name: j\n    source: e2\n    input: 20kB\n    duration: 5s\n"
+                "    tasks:\n      work: {work: 0.002, memory: 64MB, node: nx1}\n")
+            res = cli("run", str(tmp_path / "jobs.yaml"), "--name", "tbt-devclock", "-s",
+                      "otfs", "--out", str(tmp_path / "run"))
+            assert res.returncode == 0, res.stdout + res.stderr
+            stats = pd.read_csv(tmp_path / "run" / "devices.csv")
+            assert (abs(stats.clock_offset_s - 30.0) < 0.5).all()  # the shift was measured
+            ev = pd.read_csv(tmp_path / "run" / "events.csv")
+            t = {(r.task, r.event, r.item): r.ts_ns for r in ev.itertuples()}
+            items = [i for (task, e, i) in t if task == "source" and e == "done"]
+            assert len(items) > 10
+            for i in items:
+                assert t[("source", "sent", i)] <= t[("work", "recv", i)] + 5e6, i
+                assert t[("work", "end", i)] <= t[("source", "done", i)] + 5e6, i
+        finally:
+            assert cli("down", "--name", "tbt-devclock").returncode == 0
+    finally:
+        shifted.close()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("delay_s", [0.7, 1.1, 1.5])
 def test_down_after_sigkill_of_up_also_cleans_the_device(tmp_path, board, delay_s):
     import signal
