@@ -29,6 +29,7 @@ from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' s
     up,
     workload_command,
 )
+from testbed.net.ledger import known_testbeds  # noqa: F401 (re-exported)
 from testbed.net.probe import probe
 from testbed.schedulers.offline import schedule, simulate  # noqa: F401
 from testbed.topology import load
