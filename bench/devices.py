@@ -64,7 +64,7 @@ def main() -> None:
     try:
         for k in counts:
             dev_up, phases = up_timed(topology(boards[:k], True, f"dbench-dev{k}"))
-            attach = next(v for s, v in phases.items() if s.startswith("devices ("))
+            attach = next(v for s, v in phases.items() if s.endswith(": attach"))
             if k == max(counts):
                 rtt_dev = ping_ms(f"dbench-dev{k}", "e1", "d0", args.pings)
                 rtt_host = ping_ms(f"dbench-dev{k}", "e1", "e2", args.pings)

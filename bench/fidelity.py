@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import table, write_section  # noqa: E402
 from testbed import api  # noqa: E402
-from testbed.runner.engine import RunOptions, run  # noqa: E402
+from testbed.experiment.options import RunOptions  # noqa: E402
+from testbed.kinds import run  # noqa: E402
 from tests.test_runner import MESH6, reduced_attr_jobs  # noqa: E402
 
 

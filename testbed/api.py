@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.errors import TestbedError
+from testbed import nodes
+from testbed.errors import InputError
+from testbed.experiment.options import RunOptions  # noqa: F401 (re-exported)
 from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' surface)
     DROP_PRIVILEGES,
     UNPRIVILEGED_UID,
+    check,
     down,
     down_all,
     exec_in_node,
@@ -31,27 +34,94 @@ from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' s
 )
 from testbed.net.ledger import known_testbeds  # noqa: F401 (re-exported)
 from testbed.net.probe import probe
+from testbed.routing import FlowSpec  # noqa: F401 (re-exported: flows are added with it)
 from testbed.schedulers.offline import schedule, simulate  # noqa: F401
 from testbed.topology import load
 
 
 def doctor(topology: str | Path | None = None, accept_new_host_keys: bool = False) -> dict:
-    """This host's capabilities; with a topology, also what each of its devices offers/lacks."""
+    """This host's capabilities; with a topology, also what each of its nodes that live
+    elsewhere (devices) offers or lacks."""
     out = probe().to_dict()
     if topology is not None:
-        from testbed.devices.attach import probe as probe_device
-        from testbed.devices.ssh import Endpoint, Session
-
+        topo = load(topology)
         out["devices"] = {}
-        for n in load(topology).nodes:
-            if n.kind != "device":
-                continue
-            try:
-                with Session(Endpoint.of(n.name, n.ssh), accept_new_host_keys,
-                             retry_for_s=3) as s:
-                    rep = probe_device(s)
-                out["devices"][n.name] = {"reachable": True, "missing": list(rep.missing),
-                                          **{k: v for k, v in rep.facts.items()}}
-            except TestbedError as e:
-                out["devices"][n.name] = {"reachable": False, "missing": [str(e)]}
+        for kind in nodes.KINDS.values():
+            members = [n for n in topo.nodes if n.kind == kind.name]
+            if members:
+                out["devices"].update(kind.diagnose(members, accept_new_host_keys))
     return out
+
+
+def topology_schema() -> dict:
+    """The JSON Schema of topology files."""
+    from testbed.topology.schema import TopologyFile
+
+    return TopologyFile.model_json_schema()
+
+
+def schedulers() -> list[tuple[str, str, str]]:
+    """(name, workload kind it plans, what it does) of every registered scheduler."""
+    from testbed.schedulers import REGISTRY
+
+    return [(e.name, e.kind, e.summary) for e in sorted(REGISTRY.values(),
+                                                         key=lambda e: e.kind)]
+
+
+def flows(name: str | None = None):
+    """A client of the running testbed's flow API (add, list, remove paths and rates)."""
+    from testbed.sdn import FlowClient
+
+    return FlowClient(resolve(name))
+
+
+def experiment(name: str | None, workload: str | Path, opts, progress=lambda s: None):
+    """`testbed run`: one experiment on the running testbed; returns its per-job table."""
+    from testbed.kinds import run as run_experiment
+
+    return run_experiment(name, workload, opts, progress)
+
+
+def campaign(path: str | Path, **kwargs):
+    """`testbed campaign`: run (or with dry_run=True, list) a campaign's pending trials."""
+    from testbed.campaign.run import run_campaign
+
+    return run_campaign(path, **kwargs)
+
+
+def export_campaign(results: str | Path, fmt: str = "csv") -> list[Path]:
+    from testbed.campaign.export import export
+
+    return export(Path(results), fmt)
+
+
+def plot_campaign(results: str | Path) -> list[Path]:
+    from testbed.campaign.export import plot
+
+    return plot(Path(results))
+
+
+def build_image(recipe: str = "edge-node", force: bool = False, progress=lambda s: None) -> str:
+    from testbed import images
+
+    return images.build(recipe, force=force, progress=progress)
+
+
+def images() -> list[dict]:
+    """Every image recipe with the state of its image (ready, stale, missing)."""
+    from testbed import images as imgs
+
+    return [{"recipe": name, "state": imgs.image_state(name), "base": r.base_tag,
+             "python": list(r.python)} for name, r in imgs.recipes().items()]
+
+
+def node_stats(name: str | None, node: str, interval_s: float, count: int):
+    """A started sampler of a node's own statistics (a device's CPU, memory, tegrastats on
+    the testbed's clock); the caller waits for `count` records and stops it."""
+    ledger = resolve(name)
+    sampler = nodes.of_node(ledger, node).collector(ledger, node, interval_s)
+    if sampler is None:
+        raise InputError(f"node {node} is not sampled on its own: its CPU and memory are in "
+                         "nodes.csv of every run (only devices have a sampler)")
+    sampler.max_samples = count
+    return sampler.start()

@@ -38,9 +38,7 @@ GopsOpt = Annotated[float | None, typer.Option(help="node speed per core when no
 
 
 def _flow_client(name: str | None):
-    from testbed.sdn import FlowClient
-
-    return FlowClient(api.resolve(name))
+    return api.flows(name)
 
 
 @app.command()
@@ -54,6 +52,37 @@ def up(file: Annotated[str, typer.Argument(help="topology YAML")], name: NameOpt
     out.print(f"[green]testbed {ledger.name} is up[/]: {n} nodes, "
               f"{len(ledger.topology['links'])} links, controller pid "
               f"{ledger.controller.pid if ledger.controller else '?'}")
+    _print_fabric(ledger.extra.get("fabric", {}))
+
+
+def _print_fabric(fab: dict) -> None:
+    """The proof and the fabric's own latency; a warning when hops cost more than 1 ms."""
+    if not fab:
+        return
+    scope = "all pairs" if fab.get("all_pairs") else "every link both ways + a seeded sample"
+    line = f"{fab['pairs_proved']} pairs proved ({scope}); {fab['datapath']} datapath"
+    if fab.get("rtt_per_hop_ms") is not None:
+        line += (f"; idle RTT {fab['rtt_one_hop_ms']:.2f} ms over 1 hop, "
+                 f"{fab['rtt_longest_path_ms']:.2f} ms over {fab['longest_path_hops']} hops "
+                 f"({fab['rtt_per_hop_ms']:.2f} ms per hop)")
+    out.print(line)
+    if fab.get("slow"):
+        err.print(f"[yellow]warning:[/] the fabric itself adds {fab['rtt_per_hop_ms']:.2f} ms "
+                  "of round trip per hop with no shaping configured: measured latencies "
+                  "(items, requests, rounds) include it; see `testbed doctor` (datapath) and "
+                  "docs/benchmarks.md")
+
+
+@app.command()
+def check(name: NameOpt = None,
+          all_pairs: Annotated[bool, typer.Option(
+              "--all-pairs", help="prove every ordered pair of nodes, not a sample")] = False,
+          ) -> None:
+    """Prove the running network forwards (every link both ways and a seeded sample of
+    routes, or every pair) and measure the fabric's idle per-hop latency."""
+    with err.status("checking") as st:
+        fab = api.check(name, all_pairs, progress=lambda s: st.update(f"[bold]check[/]: {s}"))
+    _print_fabric(fab)
 
 
 @app.command()
@@ -81,6 +110,7 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
              else "[red]NOT RUNNING[/] (`testbed up` restarts it)")
     out.print(f"[bold]{st['name']}[/] ({st['phase']}), controller pid {ctl['pid']} {state}, "
               f"{ctl['switches_ready']} switches ready, {ctl['flows']} flows")
+    _print_fabric(st.get("fabric", {}))
     t = Table("node", "ip", "kind", "cpu", "memory MB", "oom kills", "state")
     for node, info in st["nodes"].items():
         state = info.get("container", {}).get("status", "") or ("up" if info["present"] else "")
@@ -149,6 +179,9 @@ def doctor(topology: Annotated[str | None, typer.Argument(
     t.add_row("nodes this host holds", f"~{caps['max_nodes_estimate']:,}",
               "estimate: half the available memory at ~4 MB per node (`up` refuses more)")
     t.add_row("cgroup mode", caps["cgroup_mode"], "v1, hybrid (v1 controllers) or v2 (unified)")
+    t.add_row("ovs datapath", caps["ovs_datapath"],
+              "what `up` uses: system (kernel module loaded) or netdev (userspace, polled by "
+              "ovs-vswitchd's main thread)")
     t.add_row("docker cgroup driver", str(caps["docker_cgroup_driver"] or "-"),
               "cgroupfs: containers inside their node's cgroup; systemd: in testbed.slice")
     out.print(t)
@@ -166,19 +199,15 @@ def doctor(topology: Annotated[str | None, typer.Argument(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the topology file format."""
-    from testbed.topology.schema import TopologyFile
-
-    print(json.dumps(TopologyFile.model_json_schema(), indent=1))
+    print(json.dumps(api.topology_schema(), indent=1))
 
 
 @app.command()
 def schedulers() -> None:
     """List the schedulers `schedule`, `simulate` and campaigns can use."""
-    from testbed.schedulers import REGISTRY
-
-    t = Table("name", "what it does")
-    for e in REGISTRY.values():
-        t.add_row(e.name, e.summary)
+    t = Table("name", "kind", "what it does")
+    for name, kind, summary in api.schedulers():
+        t.add_row(name, kind, summary)
     out.print(t)
 
 
@@ -247,15 +276,12 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     import time as _time
     from pathlib import Path
 
-    from testbed.runner.engine import RunOptions
-    from testbed.runner.engine import run as run_jobs
-
     run_dir = Path(out_dir or f"results/{_time.strftime('%Y%m%d-%H%M%S')}-{scheduler}")
-    opts = RunOptions(scheduler=scheduler, out_dir=run_dir, duration_s=duration, seed=seed,
+    opts = api.RunOptions(scheduler=scheduler, out_dir=run_dir, duration_s=duration, seed=seed,
                       compute=compute, window=window, rate_fps=rate_fps,
                       resolution=resolution, unprivileged=unprivileged)
     with err.status("running") as st:
-        jobs_df = run_jobs(name, jobs, opts, progress=lambda s: st.update(s))
+        jobs_df = api.experiment(name, jobs, opts, progress=lambda s: st.update(s))
     t = Table("job", "status", "measured items/s", "predicted items/s", "ratio",
               "latency p50 ms", "predicted ms", "waiting s",
               title=f"{scheduler}: measured vs predicted ({run_dir})")
@@ -281,10 +307,8 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
     """Run a sweep: grid x repetitions, one row per trial in results/<name>/trials.csv."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from testbed.campaign.run import run_campaign
-
     if dry_run:
-        trials = run_campaign(file, resume=resume, dry_run=True)
+        trials = api.campaign(file, resume=resume, dry_run=True)
         t = Table("trial", "scheduler", "parameters", "repetition", "seed",
                   title=f"{len(trials)} trials to run")
         for tr in trials:
@@ -303,7 +327,7 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
             if row and row["status"] != "done":
                 failed.append(f"{trial.id}: {row['reason']}")
 
-        trials = run_campaign(file, resume=resume, jobs=jobs, progress=progress,
+        trials = api.campaign(file, resume=resume, jobs=jobs, progress=progress,
                               allow_changes=allow_changes)
     out.print(f"{len(trials)} trials run, {len(failed)} failed")
     for f in failed:
@@ -316,22 +340,14 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
 def export(results: Annotated[str, typer.Argument(help="results/<campaign>")],
            fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv") -> None:
     """Merge every trial's traces into one file per kind (with the trial's parameters)."""
-    from pathlib import Path
-
-    from testbed.campaign.export import export as do_export
-
-    for path in do_export(Path(results), fmt):
+    for path in api.export_campaign(results, fmt):
         out.print(str(path))
 
 
 @app.command()
 def plot(results: Annotated[str, typer.Argument(help="results/<campaign>")]) -> None:
     """Draw metric vs swept parameter, one line per scheduler, error bars over repetitions."""
-    from pathlib import Path
-
-    from testbed.campaign.export import plot as do_plot
-
-    for path in do_plot(Path(results)):
+    for path in api.plot_campaign(results):
         out.print(str(path))
 
 
@@ -345,11 +361,9 @@ def flow_add(src: Annotated[str, typer.Option(help="source node")],
              rate: Annotated[float | None, typer.Option(help="rate cap in Mbit/s")] = None,
              name: NameOpt = None) -> None:
     """Install a path (and optionally a rate) for one flow; prints the flow id."""
-    from testbed.routing import FlowSpec
-
     client = _flow_client(name)
     nodes = path.split(",") if path else client.default_path(src, dst)
-    spec = FlowSpec(src=src, dst=dst, path=tuple(n.strip() for n in nodes), proto=proto,
+    spec = api.FlowSpec(src=src, dst=dst, path=tuple(n.strip() for n in nodes), proto=proto,
                     sport=sport, dport=dport, rate_mbit=rate)
     (added,) = client.add([spec])
     print(added.id)
@@ -392,21 +406,18 @@ def image_build(image: Annotated[str, typer.Argument(help="recipe under images/"
                 force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
                 ) -> None:
     """Build a node image from images/NAME (debootstrap base, wheels, workloads)."""
-    from testbed import images
-
     with err.status("building") as st:
-        tag = images.build(image, force=force, progress=lambda s: st.update(f"[bold]image[/]: {s}"))
+        tag = api.build_image(image, force=force,
+                              progress=lambda s: st.update(f"[bold]image[/]: {s}"))
     out.print(f"[green]{tag} is ready[/]")
 
 
 @image_app.command("ls")
 def image_ls() -> None:
     """Recipes and the state of their images (ready, stale, missing)."""
-    from testbed import images
-
     t = Table("recipe", "state", "base", "python")
-    for name, r in images.recipes().items():
-        t.add_row(name, images.image_state(name), r.base_tag, " ".join(r.python))
+    for im in api.images():
+        t.add_row(im["recipe"], im["state"], im["base"], " ".join(im["python"]))
     out.print(t)
 
 
@@ -439,19 +450,15 @@ def node_stats(node: Annotated[str, typer.Argument(help="a device node")],
 
     import pandas as pd
 
-    from testbed.devices.ssh import Endpoint, Session
-    from testbed.devices.stats import Collector
-
-    info = api.status(name)["nodes"].get(node)
-    if info is None or info["kind"] != "device":
-        raise typer.BadParameter(f"{node} is not a device node of this testbed")
-    with Session(Endpoint.of(node, info["ssh"]), retry_for_s=5) as session:
-        c = Collector(session, interval, max_samples=count).start()
+    c = api.node_stats(name, node, interval, count)
+    try:
         out.print(f"clock offset {c.offset.offset_s * 1000:+.2f} ms "
                   f"(+-{c.offset.uncertainty_s * 1000:.2f} ms)")
         while len(c.records) < count:
             time.sleep(0.1)
         rows = c.stop()
+    finally:
+        c.session.close()
     df = pd.DataFrame(rows)
     out.print(df.drop(columns=["node"], errors="ignore").to_string(index=False))
     if csv:

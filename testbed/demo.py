@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
@@ -18,11 +19,9 @@ from testbed.topology import load
 
 
 def main(path: str = "topologies/demo.yaml", campaign: str = "campaigns/demo.yaml") -> int:
-    if any(n.kind == "docker" for n in load(path).nodes):
-        from testbed import images
-
-        with Console().status("edge-node image (the first build takes a minute or two)") as st:
-            images.build("edge-node", progress=lambda s: st.update(f"image: {s}"))
+    for image in sorted({n.image for n in load(path).nodes if n.image}):
+        with Console().status(f"{image} image (the first build takes a minute or two)") as st:
+            api.build_image(image, progress=lambda s: st.update(f"image: {s}"))
     shaping(path)
     return campaign_demo(campaign)
 
@@ -67,8 +66,8 @@ def shaping(path: str) -> None:
     t0 = time.monotonic()
     with console.status("bringing the network up") as st:
         api.up(path, progress=lambda s: st.update(f"up: {s}"))
-    kinds = ", ".join(f"{sum(n.kind == k for n in topo.nodes)} {k}"
-                      for k in ("host", "docker", "device") if any(n.kind == k for n in topo.nodes))
+    kinds = ", ".join(f"{count} {kind}" for kind, count in
+                      Counter(n.kind for n in topo.nodes).items())
     console.print(f"[green]{topo.name} up[/] in {time.monotonic() - t0:.1f} s: "
                   f"{len(topo.nodes)} nodes ({kinds}), {len(topo.links)} links, "
                   "all pairs reachable")

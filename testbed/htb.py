@@ -9,6 +9,7 @@ loses tokens and the class runs below its rate. The leaf queue holds about 100 m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 FRAME_BYTES = 1514
 
@@ -27,3 +28,13 @@ def htb_params(bw_mbit: float) -> HtbParams:
     quantum = min(max(FRAME_BYTES, rate // 8 // 100), 60000)
     queue = min(max(8, int(rate / 8 * 0.1 / FRAME_BYTES)), 1000)
     return HtbParams(rate, burst, quantum, queue)
+
+
+class FlowRate(NamedTuple):
+    """One flow's HTB class at its source's egress: class 1:`minor`, steered there by a u32
+    filter of priority `prio` matching `keys` ("value/mask+offset")."""
+
+    minor: int
+    prio: int
+    rate_mbit: float
+    keys: list[str]

@@ -14,22 +14,13 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from testbed.devices.attach import (
-    flow_rates_script,
-    parse_classes,
-    read_classes_script,
-    remove_flow_rates_script,
-)
-from testbed.devices.ssh import Endpoint, Session
+from testbed import nodes
 from testbed.errors import FlowError, NetworkError
-from testbed.htb import htb_params
-from testbed.net import apisock, netns
+from testbed.htb import FlowRate, htb_params
+from testbed.net import apisock
 from testbed.net.ledger import Ledger
 from testbed.routing import PROTOCOLS, Fabric, FlowSpec, default_path, validate_flow
 
-ETH_P_IP = 0x0800
 ROOT = 0x10000
 CLASS_BASE = 0x100  # flow n -> class 1:(0x100 + n)
 
@@ -154,88 +145,27 @@ class FlowClient:
                 out[f.src].append(f)
         return out
 
-    def _device(self, node: str) -> tuple[Session, dict] | None:
-        """An SSH session and the attachment of `node` if it is a physical device."""
-        att = self.ledger.extra.get("devices", {}).get(node)
-        if att is None:
-            return None
-        ssh = self.ledger.topology["nodes"][node]["ssh"]
-        return Session(Endpoint.of(node, ssh), retry_for_s=10), att
+    def _rules(self, group: list[FlowSpec]) -> list[FlowRate]:
+        return [FlowRate(flow_class(f.id) & 0xFFFF, flow_filter_prio(f.id), f.rate_mbit,
+                         u32_keys(f, self.fabric)) for f in group]
 
     def _apply_rates(self, flows: list[FlowSpec]) -> None:
+        """Each source node's kind installs its flows' classes (netlink in a namespace, tc
+        over SSH on a device); what the node then holds is read back and checked."""
         for node, group in self._by_source(flows).items():
-            if dev := self._device(node):  # over SSH with tc, on the tunnel's egress
-                session, att = dev
-                with session:
-                    session.run(flow_rates_script(att["iface"], att["sudo"], [
-                        (flow_class(f.id) & 0xFFFF, flow_filter_prio(f.id), f.rate_mbit,
-                         u32_keys(f, self.fabric)) for f in group]), check=True)
-                    held = parse_classes(session.run(
-                        read_classes_script(att["iface"], att["sudo"]), check=True).out)
-                verify_rates(node, group, *held)
-                continue
-            with netns.netlink(self.ledger.names.netns(node)) as ip:
-                idx = ip.link_lookup(ifname="eth0")[0]
-                if not any(q["handle"] == ROOT for q in ip.get_qdiscs(index=idx)):
-                    # no default class: unclassified traffic bypasses shaping entirely
-                    ip.tc("add", "htb", idx, ROOT, default=0xFFFF)
-                for f in group:
-                    p = htb_params(f.rate_mbit)  # the same parameters as links and devices
-                    rate = f"{p.rate_bps}bit"
-                    try:
-                        ip.tc("replace-class", "htb", idx, flow_class(f.id), parent=ROOT,
-                              rate=rate, ceil=rate, burst=p.burst_bytes, cburst=p.burst_bytes,
-                              quantum=p.quantum_bytes)
-                        ip.tc("add-filter", "u32", idx, parent=ROOT, prio=flow_filter_prio(f.id),
-                              protocol=ETH_P_IP, target=flow_class(f.id),
-                              keys=u32_keys(f, self.fabric))
-                    except NetlinkError as e:
-                        raise NetworkError(f"rate for flow {f.id} at {node}: {e.args[-1]}"
-                                           ) from None
-                verify_rates(node, group, *read_rates(ip, idx))
+            held = nodes.of_node(self.ledger, node).set_flow_rates(
+                self.ledger, node, self._rules(group))
+            verify_rates(node, group, *held)
 
     def _remove_rates(self, flows: list[FlowSpec]) -> None:
         for node, group in self._by_source(flows).items():
-            if dev := self._device(node):
-                session, att = dev
-                with session:
-                    session.run(remove_flow_rates_script(att["iface"], att["sudo"], [
-                        (flow_class(f.id) & 0xFFFF, flow_filter_prio(f.id)) for f in group]))
-                continue
-            with netns.netlink(self.ledger.names.netns(node)) as ip:
-                idx = ip.link_lookup(ifname="eth0")[0]
-                for f in group:
-                    with contextlib.suppress(NetlinkError):
-                        ip.tc("del-filter", "u32", idx, parent=ROOT,
-                              prio=flow_filter_prio(f.id), protocol=ETH_P_IP,
-                              target=flow_class(f.id), keys=u32_keys(f, self.fabric))
-                    with contextlib.suppress(NetlinkError):
-                        # pyroute2 encodes HTB parameters even for a delete: give it the rate
-                        ip.tc("del-class", "htb", idx, flow_class(f.id), parent=ROOT,
-                              rate=f"{int(f.rate_mbit * 1e6)}bit")
+            nodes.of_node(self.ledger, node).remove_flow_rates(self.ledger, node,
+                                                               self._rules(group))
 
     def rate_classes(self, node: str) -> dict[int, int]:
         """Read back: flow id -> rate in bit/s of its class on the node's interface."""
-        with netns.netlink(self.ledger.names.netns(node)) as ip:
-            rates, _ = read_rates(ip, ip.link_lookup(ifname="eth0")[0])
+        rates, _ = nodes.of_node(self.ledger, node).flow_rates(self.ledger, node)
         return {m - CLASS_BASE: r for m, r in rates.items() if m >= CLASS_BASE}
-
-
-def read_rates(ip, idx: int) -> tuple[dict[int, int], set[int]]:
-    """(class minor -> rate in bit/s, class minors some u32 filter points to) on an
-    interface, from the kernel."""
-    rates = {}
-    for c in ip.get_classes(index=idx):
-        if c.get_attr("TCA_KIND") == "htb":
-            parms = c.get_nested("TCA_OPTIONS", "TCA_HTB_PARMS")
-            rate64 = c.get_nested("TCA_OPTIONS", "TCA_HTB_RATE64")
-            rates[c["handle"] & 0xFFFF] = (rate64 or parms["rate"]) * 8
-    targets = set()
-    for f in ip.get_filters(index=idx, parent=ROOT):
-        classid = f.get_nested("TCA_OPTIONS", "TCA_U32_CLASSID")
-        if classid:
-            targets.add(classid & 0xFFFF)
-    return rates, targets
 
 
 def verify_rates(node: str, flows: list[FlowSpec], rates: dict[int, int],

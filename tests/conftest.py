@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,15 @@ def cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.Com
     if check and res.returncode != 0:
         raise AssertionError(f"testbed {' '.join(args)} failed: {res.stdout}{res.stderr}")
     return res
+
+
+def wait_for(cond, timeout_s: float, what: str) -> None:
+    """Poll `cond` until it holds (tests wait on conditions, not on guessed durations)."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def write_topology(tmp_path: Path, name: str, text: str) -> Path:
@@ -81,8 +91,18 @@ def edge_image() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers_from_earlier_runs():
-    """Remove test testbeds an interrupted earlier run left behind (only ours, by prefix)."""
-    for name in known_testbeds():
-        if name.startswith(TEST_PREFIX):
-            api.down(name)
-    yield
+    """Remove test testbeds an interrupted earlier run left behind (only ours, by prefix),
+    unless another test session is running now (it holds the lock): its testbeds are live."""
+    import fcntl
+
+    with open("/tmp/edge-testbed-tests.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except OSError:
+            alone = False
+        if alone:
+            for name in known_testbeds():
+                if name.startswith(TEST_PREFIX):
+                    api.down(name)
+        yield

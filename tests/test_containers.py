@@ -195,7 +195,7 @@ def test_docker_node_without_an_engine_is_refused_clearly(tmp_path):
 def test_a_missing_image_names_the_command_that_builds_it(tmp_path, monkeypatch, edge_image):
     from testbed import images
     from testbed.errors import InputError
-    from testbed.net.build import check_images
+    from testbed.nodes.docker import check_images
     from testbed.topology import load
 
     recipe = tmp_path / "images" / "tiny"

@@ -14,7 +14,7 @@ import pytest
 from testbed import api, measure
 from testbed.devices.ssh import Endpoint, Session
 from testbed.devices.stats import Collector, parse_tegrastats
-from tests.conftest import ROOT, cli, needs_root, snapshot, write_topology
+from tests.conftest import ROOT, cli, needs_root, snapshot, wait_for, write_topology
 from tests.fakeboard import FakeBoard
 
 pytestmark = [needs_root, pytest.mark.emulation]
@@ -162,14 +162,16 @@ def test_stats_collector_and_reconnection_after_sshd_restart(board):
         assert session.run("echo hi").out == "hi\n"
         collector = Collector(session, interval_s=0.5).start()
         assert abs(collector.offset.offset_s) < 0.01  # the board shares this host's clock
-        time.sleep(1.6)
+        wait_for(lambda: len(collector.records) >= 3, 10, "three samples")
         board.stop_sshd()  # every connection drops, as when a board reboots
         restart = threading.Timer(1.5, board.start_sshd)
         restart.start()
-        time.sleep(3.5)
         restart.join()
+        wait_for(lambda: session.reconnects >= 1, 20, "the sampler to reconnect")
         assert session.run("echo back").out == "back\n"  # reconnected with backoff
-        time.sleep(1.2)
+        before = len(collector.records)
+        wait_for(lambda: sum("error" not in r for r in collector.records[before:]) >= 2, 15,
+                 "samples after the restart")
         records = collector.stop()
     assert session.reconnects >= 1
     good = [r for r in records if "error" not in r]

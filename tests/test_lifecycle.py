@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TESTBED, cli, needs_root, snapshot, write_topology
+from tests.conftest import ROOT, TESTBED, cli, needs_root, snapshot, wait_for, write_topology
 
 pytestmark = [needs_root, pytest.mark.emulation]
 
@@ -122,7 +122,7 @@ def test_controller_death_is_reported_and_up_restarts_it(bring_up, tmp_path):
                              "links: [{between: [a, b]}, {between: [b, c]}, {between: [a, c]}]")
     FlowClient(ledger).add([FlowSpec(src="a", dst="c", path=("a", "b", "c"), dport=5001)])
     os.kill(ledger.controller.pid, signal.SIGKILL)
-    time.sleep(0.2)
+    wait_for(lambda: not ledger.controller.alive(), 10, "the controller to die")
     res = cli("status", "--name", ledger.name)
     assert "NOT RUNNING" in res.stdout
     path = write_topology(tmp_path, ledger.name, "nodes: {a: {}, b: {}, c: {}}\n"

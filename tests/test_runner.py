@@ -2,17 +2,18 @@
 end to end, with measured beside predicted."""
 
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from testbed.runner.engine import Runner, RunOptions, run
+from testbed.experiment.options import RunOptions
+from testbed.kinds import run
+from testbed.kinds.streams.executor import Streams as Runner
 from testbed.schedulers.jobs import load_jobs
 from testbed.topology.model import Topology
-from tests.conftest import ROOT, cli, needs_root
+from tests.conftest import ROOT, cli, needs_root, wait_for
 
 pytestmark = [needs_root, pytest.mark.emulation]
 
@@ -142,13 +143,11 @@ jobs:
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("jobs", runner.run()))
     thread.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until the victim's task process runs
-        victim = runner.runs.get("victim")
-        if victim and "t" in victim.processes:
-            break
-        time.sleep(0.1)
-    time.sleep(2)  # mid-run
+    wait_for(lambda: "t" in getattr(runner.runs.get("victim"), "processes", {}), 30,
+             "the victim's task process")
+    traces = tmp_path / "r" / "traces"
+    wait_for(lambda: any(f.stat().st_size for f in traces.glob("victim*")), 30,
+             "the victim's items flowing (mid-run)")
     runner.runs["victim"].processes["t"].kill()
     thread.join(timeout=60)
     jobs_df = result["jobs"].set_index("job")

@@ -21,21 +21,13 @@ from testbed import api
 from testbed.net.ledger import Ledger
 from testbed.routing import FlowSpec
 from testbed.sdn import FlowClient
-from tests.conftest import ROOT, TESTBED, cli, needs_root, snapshot, write_topology
+from tests.conftest import ROOT, TESTBED, cli, needs_root, snapshot, wait_for, write_topology
 
 pytestmark = [needs_root, pytest.mark.emulation]
 
 TRIANGLE = ("nodes: {a: {}, b: {}, c: {}}\n"
             "links: [{between: [a, b]}, {between: [b, c]}, {between: [a, c]}]")
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]
-
-
-def _wait(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_down_of_a_name_never_touches_a_longer_or_overlapping_name(bring_up):
@@ -182,8 +174,9 @@ def test_a_run_survives_its_controller_being_killed_mid_run(bring_up, tmp_path):
                                  "links: [{between: [a, b], bw: 4}, {between: [b, c], bw: 4}]")
     proc = _run_cli(ledger, tmp_path)
     decisions = tmp_path / "run" / "decisions"
-    _wait(lambda: decisions.exists() and any(decisions.iterdir()), 90, "the first decision")
-    time.sleep(1.0)
+    wait_for(lambda: decisions.exists() and any(decisions.iterdir()), 90, "the first decision")
+    traces = tmp_path / "run" / "traces"
+    wait_for(lambda: any(f.stat().st_size for f in traces.glob("*")), 60, "items flowing")
     os.kill(Ledger.load(ledger.name).controller.pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out
@@ -205,7 +198,7 @@ def test_a_run_started_with_a_dead_controller_restarts_it(bring_up, tmp_path):
     ledger = bring_up("ctldead", "nodes: {a: {cpu: 0.5}, b: {cpu: 0.5}, c: {cpu: 0.5}}\n"
                                  "links: [{between: [a, b], bw: 4}, {between: [b, c], bw: 4}]")
     os.kill(ledger.controller.pid, signal.SIGKILL)
-    _wait(lambda: not ledger.controller.alive(), 10, "the controller to die")
+    wait_for(lambda: not ledger.controller.alive(), 10, "the controller to die")
     proc = _run_cli(ledger, tmp_path)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out
@@ -223,7 +216,7 @@ def test_a_link_set_down_outside_the_testbed_is_shown_and_routed_around(bring_up
     (ab,) = [lk for lk in st["links"] if lk["between"] == ["a", "b"]]
     assert ab["state"] == "up"
     subprocess.run(["ip", "link", "set", ab["interfaces"][0], "down"], check=True)
-    _wait(lambda: api.status(ledger.name)["controller"]["links_down"] == [["a", "b"]], 10,
+    wait_for(lambda: api.status(ledger.name)["controller"]["links_down"] == [["a", "b"]], 10,
           "the controller to see the link down")
     st = api.status(ledger.name)
     assert [lk["state"] for lk in st["links"] if lk["between"] == ["a", "b"]] == ["down"]
@@ -240,7 +233,7 @@ def test_a_link_set_down_outside_the_testbed_is_shown_and_routed_around(bring_up
     client.add([FlowSpec(src="a", dst="c", path=("a", "b", "c"), dport=5001)])
     assert [f["state"] for f in client.list()] == ["broken"]
     subprocess.run(["ip", "link", "set", ab["interfaces"][0], "up"], check=True)
-    _wait(lambda: api.status(ledger.name)["controller"]["links_down"] == [], 10,
+    wait_for(lambda: api.status(ledger.name)["controller"]["links_down"] == [], 10,
           "the link to come back")
     assert [f["state"] for f in client.list()] == ["ok"]
 
@@ -328,7 +321,7 @@ grid: {scheduler: [otfa, tp]}
         return entry["testbed"] in known_testbeds() and decisions.exists() and any(
             decisions.iterdir())
 
-    _wait(mid_trial, 120, "a trial to be running")
+    wait_for(mid_trial, 120, "a trial to be running")
     left = json.loads(running.read_text())["testbed"]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -363,7 +356,7 @@ def test_a_run_with_unprivileged_tasks(bring_up, tmp_path):
                     uids.add(int(status.split("Uid:")[1].split()[0]))
         return bool(uids)
 
-    _wait(task_uids, 90, "the task processes")
+    wait_for(task_uids, 90, "the task processes")
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out
     assert uids == {65534}

@@ -9,8 +9,8 @@ import pytest
 from testbed.campaign.sweep import CampaignFile, expand
 from testbed.devices.attach import flow_rates_script, parse_classes, remove_flow_rates_script
 from testbed.htb import htb_params
-from testbed.runner import traces
-from testbed.runner.wiring import Ports, line_rate_mbit, tc_rate_mbit, wire
+from testbed.kinds.streams import traces
+from testbed.kinds.streams.wiring import Ports, line_rate_mbit, tc_rate_mbit, wire
 from testbed.schedulers import get
 from testbed.schedulers.jobs import loads_jobs
 from testbed.schedulers.network import NetworkView
@@ -138,3 +138,80 @@ def test_device_read_back_parses_tc_json():
     rates, targets = parse_classes(classes + "---\n" + json.dumps(filters) + "\n")
     assert rates == {1: 10_000_000, 0x105: 2_500_000}
     assert targets == {0x105}
+
+
+# ---- one shape for node kinds and workload kinds ------------------------------------------
+def test_every_node_kind_is_registered_and_unknown_kinds_are_named():
+    from testbed import nodes
+    from testbed.errors import InputError
+
+    assert list(nodes.KINDS) == ["host", "docker", "device"]
+    assert [k.local for k in nodes.KINDS.values()] == [True, True, False]
+    assert {k.plural for k in nodes.KINDS.values()} == {"hosts", "containers", "devices"}
+    with pytest.raises(InputError, match="unknown node kind 'vm'; known: host, docker, device"):
+        nodes.of("vm")
+
+
+def test_build_groups_nodes_by_registered_kind_in_build_order():
+    from testbed.build import by_kind
+
+    topo = loads("nodes: {c: {kind: docker}, a: {}, d: {kind: device, ssh: {host: 10.9.0.1}}}\n"
+                 "links: [{between: [a, c]}, {between: [a, d]}]")
+    groups = by_kind(topo)
+    assert list(groups) == ["host", "docker", "device"]
+    assert {k: [n.name for n in v] for k, v in groups.items()} == {
+        "host": ["a"], "docker": ["c"], "device": ["d"]}
+
+
+def test_a_workload_file_names_its_kind_and_unknown_or_unbuilt_kinds_are_refused(tmp_path):
+    from testbed.errors import InputError
+    from testbed.kinds import KINDS, kind_of
+
+    assert kind_of("w.yaml", JOBS).name == "streams"  # no kind: a streams file
+    assert kind_of("w.yaml", "kind: streams\n" + JOBS).executor.kind == "streams"
+    with pytest.raises(InputError, match=r"w.yaml: kind: 'training'.*issue #14.*fix: use one "
+                                         r"of streams"):
+        kind_of("w.yaml", "kind: training\n")
+    with pytest.raises(InputError, match="kind: 'nonsense' is not a workload kind"):
+        kind_of("w.yaml", "kind: nonsense\n")
+    assert set(KINDS) == {"streams"}
+    topo = loads(TOPO)  # the streams model accepts its own kind line
+    assert len(loads_jobs("kind: streams\n" + JOBS, "w.yaml", topo).jobs) == 1
+
+
+def test_a_scheduler_of_another_workload_kind_is_refused():
+    from testbed.errors import InputError
+    from testbed.schedulers import REGISTRY
+
+    assert {e.kind for e in REGISTRY.values()} == {"streams"}
+    assert get("otfa", "streams") is REGISTRY["otfa"].fn
+    with pytest.raises(InputError, match="plans streams workloads, not training"):
+        get("otfa", "training")
+
+
+def test_a_plan_extension_of_a_kind_round_trips_typed_through_json():
+    from dataclasses import dataclass
+
+    from testbed.schedulers.plan import EXTENSIONS, register_extension
+
+    @dataclass(frozen=True)
+    class Cut:
+        cut_layer: dict
+        bandwidth_mbit: dict
+
+        @classmethod
+        def from_dict(cls, d: dict) -> "Cut":
+            return cls(**d)
+
+    register_extension("toy", Cut)
+    try:
+        plan = Plan("toy-scheduler", kind="toy",
+                    extension=Cut({"d1": 3, "d2": 5}, {"d1": 10.0, "d2": 20.0}))
+        back = Plan.from_json(plan.to_json())
+        assert back == plan and isinstance(back.extension, Cut)
+        assert json.loads(plan.to_json())["extension"]["cut_layer"] == {"d1": 3, "d2": 5}
+        old = Plan.from_dict({k: v for k, v in Plan("otfa").to_dict().items()
+                              if k not in ("kind", "extension")})  # written before kinds
+        assert old.kind == "streams" and old.extension is None
+    finally:
+        EXTENSIONS.pop("toy")

@@ -79,7 +79,8 @@ def _simulated(trial: Trial, topo_path: Path, jobs_path: Path) -> dict:
 def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_dir: Path,
               compute: str) -> dict:
     from testbed import lifecycle as api
-    from testbed.runner.engine import RunOptions, run
+    from testbed.experiment.options import RunOptions
+    from testbed.kinds import run
 
     api.up(topo_path)
     try:

@@ -117,7 +117,8 @@ class Session:
         self.accept_new = accept_new_host_keys
         self.retry_for_s = retry_for_s
         self.client: paramiko.SSHClient | None = None
-        self.reconnects = 0
+        self.reconnects = 0  # connections opened again after the first one
+        self._connected_once = False
 
     def __enter__(self) -> Session:
         return self
@@ -138,13 +139,13 @@ class Session:
         """The connection, reconnecting with backoff (0.25 s doubling to 4 s) if needed."""
         if self._alive():
             return self.client
-        had_one = self.client is not None
         self.close()
         delay, deadline = 0.25, time.monotonic() + self.retry_for_s
         while True:
             try:
                 self.client = connect(self.ep, self.accept_new)
-                self.reconnects += had_one
+                self.reconnects += self._connected_once
+                self._connected_once = True
                 return self.client
             except DeviceUnreachable:
                 if time.monotonic() + delay > deadline:

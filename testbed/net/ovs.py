@@ -1,15 +1,16 @@
 """Open vSwitch through ovs-vsctl, batched: one transaction adds every bridge and port.
 
-Bridges use the userspace datapath (datapath_type=netdev) so they work without the OVS kernel
-module, speak OpenFlow 1.3 to the testbed's controller only (fail_mode=secure: no flooding
-before routes are installed), and get fixed datapath ids and port numbers so the controller
-needs no discovery.
+Bridges use the kernel datapath (datapath_type=system) where the openvswitch module is loaded
+and the userspace one (netdev) otherwise (`datapath_type`); they speak OpenFlow 1.3 to the
+testbed's controller only (fail_mode=secure: no flooding before routes are installed), and
+get fixed datapath ids and port numbers so the controller needs no discovery.
 """
 
 from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from testbed.errors import NetworkError
 
@@ -39,12 +40,19 @@ def _run(args: list[str]) -> str:
     return res.stdout
 
 
-def add_bridges(bridges: list[Bridge], controller: str) -> None:
+def datapath_type(sys_module: Path = Path("/sys/module/openvswitch")) -> str:
+    """"system" (the kernel datapath: forwarding in the kernel, no per-port polling) when the
+    openvswitch module is loaded, else "netdev" (userspace, works without the module)."""
+    return "system" if sys_module.exists() else "netdev"
+
+
+def add_bridges(bridges: list[Bridge], controller: str, datapath: str | None = None) -> None:
     """Create all bridges with their ports in one OVSDB transaction."""
+    datapath = datapath or datapath_type()
     args: list[str] = []
     for br in bridges:
         args += ["--", "add-br", br.name,
-                 "--", "set", "bridge", br.name, "datapath_type=netdev", "fail_mode=secure",
+                 "--", "set", "bridge", br.name, f"datapath_type={datapath}", "fail_mode=secure",
                  "protocols=OpenFlow13", f"other-config:datapath-id={br.dpid:016x}",
                  "other-config:disable-in-band=true",
                  "--", "set-controller", br.name, controller]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.net import cgroups, netns
+from testbed.net import cgroups, netns, ovs
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,7 @@ class Capabilities:
     vxlan: bool
     ovs: bool
     ovs_kernel_datapath: bool
+    ovs_datapath: str  # what `up` uses: system (kernel) or netdev (userspace)
     docker: bool
     cgroups: dict
     cgroup_mode: str
@@ -107,7 +107,8 @@ def probe() -> Capabilities:
     return Capabilities(
         netem=netem, htb=htb, vxlan=vxlan,
         ovs=_cmd_ok("ovs-vsctl", "--timeout=2", "show"),
-        ovs_kernel_datapath=os.path.exists("/sys/module/openvswitch"),
+        ovs_kernel_datapath=ovs.datapath_type() == "system",
+        ovs_datapath=ovs.datapath_type(),
         docker=_cmd_ok("docker", "info"),
         cgroups=cgroups.available(),
         cgroup_mode=cgroups.mode(),

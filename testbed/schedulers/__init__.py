@@ -1,7 +1,8 @@
 """Schedulers: pure functions from (network view, running plan, waiting jobs, time) to a Plan.
 
 The registry maps the names the CLI and campaigns use to the functions; register your own with
-`register("name", fn, "one line")`.
+`register("name", fn, "one line", kind="streams")`: each scheduler declares the workload kind
+it plans, and runs refuse a scheduler of another kind.
 """
 
 from __future__ import annotations
@@ -18,19 +19,26 @@ class Entry:
     name: str
     fn: Scheduler
     summary: str
+    kind: str = "streams"  # the workload kind it plans (see testbed.kinds)
 
 
 REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, fn: Scheduler, summary: str) -> None:
-    REGISTRY[name] = Entry(name, fn, summary)
+def register(name: str, fn: Scheduler, summary: str, kind: str = "streams") -> None:
+    REGISTRY[name] = Entry(name, fn, summary, kind)
 
 
-def get(name: str) -> Scheduler:
+def get(name: str, kind: str | None = None) -> Scheduler:
+    """The scheduler `name`; with `kind`, refused unless it plans that workload kind."""
     if name not in REGISTRY:
         raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name].fn
+    entry = REGISTRY[name]
+    if kind is not None and entry.kind != kind:
+        fits = [e.name for e in REGISTRY.values() if e.kind == kind]
+        raise InputError(f"scheduler {name!r} plans {entry.kind} workloads, not {kind}; "
+                         f"choose one of {', '.join(fits) or '(none registered)'}")
+    return entry.fn
 
 
 register("otfa", online.otfa, "ENTS Algorithm 4: task allocation, then routing and bandwidth "

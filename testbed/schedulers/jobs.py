@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import networkx as nx
 from pydantic import BeforeValidator, Field
@@ -59,6 +59,8 @@ class ScaleSpec(Strict):
 
 
 class JobsFile(Strict):
+    kind: Literal["streams"] = Field("streams", description="the workload kind (see `testbed "
+                                     "schedulers`); streams when absent")
     jobs: list[JobSpec]
     arrivals: ArrivalSpec | None = None
     scale: ScaleSpec = ScaleSpec()

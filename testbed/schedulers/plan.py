@@ -1,10 +1,17 @@
 """The Plan every scheduler returns: where each task runs, each data flow's path and rate, and
-what the scheduler's model predicts. Plans serialize to JSON and back."""
+what the scheduler's model predicts. Plans serialize to JSON and back.
+
+These parts are shared by every workload kind: a "job" is a kind's unit of work (a DAG job,
+a training round, a batch of requests), placements put its parts on nodes, flows carry its
+bytes. What only one kind decides (a training round's cut layers, a batch's dispatch) is the
+Plan's `extension`: a dataclass registered for the kind with `register_extension`, kept
+typed in memory and tagged with the kind in JSON."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class Plan:
     predicted: dict[str, JobPrediction] = field(default_factory=dict)
     waiting: tuple[str, ...] = ()  # jobs that could not be placed (yet)
     decision_s: float = 0.0  # wall time the scheduler took
+    kind: str = "streams"  # the workload kind planned
+    extension: Any = None  # the kind's own decisions (a registered dataclass) or None
 
     @property
     def jobs(self) -> list[str]:
@@ -71,7 +80,8 @@ class Plan:
                        predicted={j: v for j, v in self.predicted.items() if j not in jobs})
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, extension=None))
+        d["extension"] = None if self.extension is None else asdict(self.extension)
         d["flows"] = [{**f, "path": list(f["path"])} for f in d["flows"]]
         d["placements"] = [{**p, "after": list(p["after"])} for p in d["placements"]]
         d["waiting"] = list(self.waiting)
@@ -90,8 +100,28 @@ class Plan:
             predicted={k: JobPrediction(**v) for k, v in d["predicted"].items()},
             waiting=tuple(d.get("waiting", ())),
             decision_s=d.get("decision_s", 0.0),
+            kind=d.get("kind", "streams"),
+            extension=_extension(d.get("kind", "streams"), d.get("extension")),
         )
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         return cls.from_dict(json.loads(text))
+
+
+EXTENSIONS: dict[str, Any] = {}  # workload kind -> the dataclass of its Plan extension
+
+
+def register_extension(kind: str, cls: Any) -> None:
+    """`cls` (a dataclass whose fields are JSON values) holds what `kind`'s schedulers
+    decide beyond placements and flows; it must offer `from_dict(dict) -> cls`."""
+    EXTENSIONS[kind] = cls
+
+
+def _extension(kind: str, data: dict | None) -> Any:
+    if data is None:
+        return None
+    if kind not in EXTENSIONS:
+        raise ValueError(f"a {kind} Plan carries an extension, but no extension type is "
+                         "registered for that kind")
+    return EXTENSIONS[kind].from_dict(data)

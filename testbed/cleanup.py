@@ -5,6 +5,7 @@ when one step fails and reports all failures at the end. Selects by exact owners
 `tb-<name>.<node>` (`.` occurs in no testbed or node name, so `lab` never matches `lab-b`'s),
 containers by the exact label value, cgroups under testbed/<name>/, recorded pids, and
 interfaces/bridges by the testbed's tag, skipped if another running testbed owns that tag.
+Each kind of node undoes its own part (containers by label, devices' tunnels over SSH).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import os
 import shutil
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from testbed import nodes
 from testbed.errors import NetworkError
 from testbed.naming import Names
-from testbed.net import cgroups, containers, netns, ovs
+from testbed.net import cgroups, netns, ovs
 from testbed.net.ledger import Ledger, known_testbeds
 
 
@@ -40,48 +41,23 @@ def teardown(name: str) -> list[str]:
         except Exception as e:  # keep going; report everything at the end
             errors.append(f"{what}: {e}")
 
-    step("devices", lambda: _detach_devices(ledger))
     step("controller", lambda: _stop_controller(ledger))
-    step("containers", lambda: _n(containers.remove_all(name), "containers"))
+    kept = []  # what a kind could not undo keeps the state file: `down` again retries it
+    for kind in nodes.KINDS.values():
+        before = len(errors)
+        step(kind.plural, lambda k=kind: k.teardown(name, ledger))
+        kept += errors[before:]
     step("processes", lambda: _kill_node_processes(names))
     if _tag_is_ours(names):
         step("switches", lambda: _delete_bridges(names))
         step("interfaces", lambda: _delete_interfaces(names, ledger))
     step("namespaces", lambda: _delete_namespaces(names))
     step("cgroups", lambda: cgroups.remove(names))
-    if not any(e.startswith("devices:") for e in errors):
-        step("state", lambda: _remove_state(names))  # else kept: `down` again retries them
+    if not kept:
+        step("state", lambda: _remove_state(names))
     if errors:
         raise NetworkError(f"teardown of {name} incomplete: " + "; ".join(errors))
     return done
-
-
-def _detach_devices(ledger: Ledger | None) -> str:
-    """Undo every device's tunnel, shaping and deploy directory (from the recorded plan)."""
-    from testbed.devices.attach import detach
-    from testbed.devices.ssh import Endpoint, Session
-
-    if not ledger or not ledger.extra.get("devices"):
-        return ""
-    def one(item: tuple[str, dict]) -> str | None:
-        node, a = item
-        ssh = ledger.topology["nodes"][node]["ssh"]
-        try:
-            with Session(Endpoint.of(node, ssh), retry_for_s=5) as session:
-                detach(session, a["iface"], a["deploy_dir"], a["sudo"])
-            return None
-        except Exception as e:  # one unreachable device must not stop the others
-            return (f"{e} (run `testbed down --name {ledger.name}` again once it is "
-                    "reachable)")
-
-    items = list(ledger.extra["devices"].items())
-    with ThreadPoolExecutor(min(8, len(items))) as pool:
-        outcome = dict(zip([n for n, _ in items], pool.map(one, items), strict=True))
-    failed = [why for why in outcome.values() if why]
-    done = [n for n, why in outcome.items() if not why]
-    if failed:
-        raise NetworkError("; ".join(failed))
-    return ", ".join(done)
 
 
 def _tag_is_ours(names: Names) -> bool:

@@ -1,5 +1,5 @@
 """Samples, at a fixed interval during a run, the switch port counters (per link direction,
-from the controller) and each node's CPU time and memory (from its cgroups)."""
+from the controller) and each node's CPU time and memory (as its kind reports them)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import contextlib
 import threading
 import time
 
+from testbed import nodes
 from testbed.errors import TestbedError
-from testbed.net import cgroups
 from testbed.net.ledger import Ledger
 from testbed.sdn import FlowClient
 
@@ -16,6 +16,7 @@ from testbed.sdn import FlowClient
 class Sampler:
     def __init__(self, ledger: Ledger, client: FlowClient, interval_s: float = 1.0) -> None:
         self.ledger, self.client, self.interval_s = ledger, client, interval_s
+        self.kinds = {n: nodes.of_node(ledger, n) for n in ledger.topology["nodes"]}
         self.links: list[dict] = []
         self.nodes: list[dict] = []
         self._stop = threading.Event()
@@ -43,8 +44,9 @@ class Sampler:
                     self.links.append({"t_s": t, "node": node, "to": peer,
                                        "tx_bytes": c["tx_bytes"], "rx_bytes": c["rx_bytes"],
                                        "tx_dropped": c["tx_dropped"]})
-        for node, info in self.ledger.topology["nodes"].items():
-            if info["kind"] == "device":  # sampled over SSH: devices.csv
+        for node, kind in self.kinds.items():
+            used = kind.usage(self.ledger, node)
+            if used is None:  # sampled another way (a device over SSH: devices.csv)
                 continue
-            cpu_s, mem = cgroups.usage(self.ledger.names, node)
+            cpu_s, mem = used
             self.nodes.append({"t_s": t, "node": node, "cpu_s": cpu_s, "memory_bytes": mem})

@@ -1,0 +1,253 @@
+"""Bring a Topology to life, step by step, recording it first so that teardown always works.
+
+Checks first (host capabilities, then each node kind's own: images, devices over SSH), then:
+state file (with what each kind will change outside this host) -> controller -> nodes
+(namespaces, cgroups, containers) -> node ports and link veths -> addresses -> OVS bridges ->
+shaping (applied, then read back) -> each kind's last steps (a device's tunnel end) -> routes
+confirmed -> all-pairs reachability. Any failure tears down everything made so far before the
+error propagates. What differs between kinds of node is asked of the kind (`testbed.nodes`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed import nodes
+from testbed.cleanup import teardown
+from testbed.errors import CapabilityError, InputError, NetworkError
+from testbed.naming import HOST_PORT_OFPORT, Names, link_ofport
+from testbed.net import cgroups, ovs, reach, shaping
+from testbed.net.controller import free_port, start_controller, wait_controller_ready
+from testbed.net.ethtool import disable_tx_checksum
+from testbed.net.ledger import Ledger, known_testbeds, write_private
+from testbed.net.links import interface_indexes, link_group
+from testbed.net.probe import NODE_COST_MB, probe
+from testbed.routing import Fabric
+from testbed.topology.model import Node, Topology
+
+Progress = Callable[[str], None]
+
+
+def by_kind(topo: Topology) -> dict[str, list[Node]]:
+    """Registered kind name -> the topology's nodes of that kind (in build order)."""
+    return {k: [n for n in topo.nodes if n.kind == k] for k in nodes.KINDS}
+
+
+def check_host(topo: Topology) -> None:
+    """Fail before building anything if this host cannot emulate the topology."""
+    caps = probe()
+    if topo.needs_netem and not caps.netem:
+        bad = next(lk for lk in topo.links if lk.shape.needs_netem)
+        raise CapabilityError(
+            f"{topo.source}: link {bad.a}-{bad.b} asks for delay/jitter/loss, but this kernel "
+            "has no netem qdisc (sch_netem); remove delay/jitter/loss or use a host whose "
+            "kernel has netem (see `testbed doctor`)")
+    check_cgroups(topo)
+    if len(topo.nodes) > caps.max_nodes_estimate:
+        raise CapabilityError(
+            f"{topo.source}: {len(topo.nodes):,} nodes are more than this host can hold now "
+            f"(about {caps.max_nodes_estimate:,}: {NODE_COST_MB:g} MB per node, half of the "
+            "available memory); use fewer nodes or a larger host (`testbed doctor`)")
+    if not caps.ovs:
+        raise CapabilityError("Open vSwitch is not running; run `make setup`")
+
+
+def check_cgroups(topo: Topology) -> None:
+    """Every CPU and memory limit asked for can be applied here (never silently dropped)."""
+    have = cgroups.available()
+    for n in topo.nodes:
+        if not nodes.of(n.kind).local:
+            continue
+        for what, value in (("cpu", n.cpu), ("memory", n.memory_mb)):
+            if value is not None and not have.get(what):
+                raise CapabilityError(
+                    f"{topo.source}: nodes.{n.name}.{what}: this host's cgroups "
+                    f"({cgroups.mode()} hierarchy) offer no {what} controller, so the limit "
+                    "cannot be applied; remove it or use a host that has it "
+                    "(`testbed doctor` lists the controllers)")
+
+
+def check_nodes(topo: Topology, accept_new_host_keys: bool = False) -> dict[str, dict]:
+    """Each kind checks its nodes (images exist, devices answer); kind -> what it learned."""
+    return {k: nodes.of(k).check(topo, ns, accept_new_host_keys)
+            for k, ns in by_kind(topo).items() if ns}
+
+
+def up(topo: Topology, progress: Progress = lambda s: None,
+       accept_new_host_keys: bool = False) -> Ledger:
+    names = Names(topo.name)
+    if names.state_dir.exists():
+        raise InputError(f"a testbed named {topo.name!r} is already up; "
+                         f"run `testbed down --name {topo.name}` first or use --name")
+    clash = [t for t in known_testbeds() if t != topo.name and Names(t).tag == names.tag]
+    if clash:  # 5 hex digits: rare, but two testbeds must never share interface names
+        raise InputError(f"testbed name {topo.name!r} would share interface names with the "
+                         f"running testbed {clash[0]!r}; pick another --name")
+    check_host(topo)
+    checked = check_nodes(topo, accept_new_host_keys)
+    ledger = Ledger(name=topo.name, topology_file=topo.source, topology=topo.to_dict(),
+                    of_port=free_port(), tag=names.tag)
+    ledger.extra["interface_group"] = link_group(names)
+    ledger.save()
+    write_private(names.state_dir / "fabric.json", json.dumps(Fabric.of(topo).to_dict()))
+    try:
+        _build(topo, names, ledger, progress, checked)
+    except BaseException:
+        progress("failed: removing what was built")
+        teardown(topo.name)
+        raise
+    ledger.phase = "up"
+    ledger.save()
+    return ledger
+
+
+def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
+           checked: dict[str, dict]) -> None:
+    group = link_group(names)
+    kinds = {k: ns for k, ns in by_kind(topo).items() if ns}
+    planned = {k: nodes.of(k).plan(topo, names, ns, checked.get(k, {}))
+               for k, ns in kinds.items()}
+    for k, plan in planned.items():  # before any change outside this host: `down` undoes it
+        if plan:
+            ledger.extra[f"{k}s"] = {n: a.to_dict() for n, a in plan.items()}
+    ledger.save()
+    progress("controller")
+    start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
+
+    for k, ns in kinds.items():
+        progress(f"{nodes.of(k).plural} ({len(ns)})")
+        nodes.of(k).create(topo, names, ns)
+
+    progress(f"veths ({len(topo.nodes) + len(topo.links)} pairs)")
+    with IPRoute() as ip:
+        try:
+            for n in topo.nodes:
+                nodes.of(n.kind).add_port(ip, names, n, group, planned[n.kind])
+            for lk in topo.links:
+                ip.link("add", ifname=names.link_port(lk.index, 0), kind="veth", group=group,
+                        peer={"ifname": names.link_port(lk.index, 1), "group": group})
+        except NetlinkError as e:
+            raise NetworkError(f"creating veths: {e.args[-1]}") from None
+        root_ifs = [names.host_port(n.index) for n in topo.nodes]
+        root_ifs += [names.link_port(lk.index, e) for lk in topo.links for e in (0, 1)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for ifname in root_ifs:
+                disable_tx_checksum(s, ifname)
+            for n in topo.nodes:
+                nodes.of(n.kind).tune_port(s, names.host_port(n.index))
+        index = interface_indexes(ip)
+        for ifname in root_ifs:
+            ip.link("set", index=index[ifname], state="up")
+
+    progress("addresses")
+    for n in topo.nodes:
+        nodes.of(n.kind).configure(names, n)
+
+    progress(f"switches ({len(topo.nodes)})")
+    bridges = []
+    for n in topo.nodes:
+        ports = [ovs.Port(names.host_port(n.index), HOST_PORT_OFPORT)]
+        for lk in topo.links:
+            if n.name in lk.between:
+                end = 0 if lk.a == n.name else 1
+                ports.append(ovs.Port(names.link_port(lk.index, end), link_ofport(lk.index)))
+        bridges.append(ovs.Bridge(names.bridge(n.index), n.index + 1, tuple(ports)))
+    ovs.add_bridges(bridges, f"tcp:127.0.0.1:{ledger.of_port}", ovs.datapath_type())
+
+    progress(f"shaping ({2 * len(topo.links)} egress queues)")
+    netem_ok = probe().netem
+    with IPRoute() as ip:
+        index = interface_indexes(ip)
+        for lk in topo.links:
+            for end in (0, 1):
+                shaping.apply(ip, index[names.link_port(lk.index, end)], lk.shape, netem_ok)
+        held = shaping.read_back(ip, [index[names.link_port(lk.index, e)]
+                                      for lk in topo.links for e in (0, 1)])
+        for lk in topo.links:
+            for end in (0, 1):
+                ifname = names.link_port(lk.index, end)
+                shaping.verify(held, index[ifname], ifname, lk.shape)
+
+    for k, plan in planned.items():
+        if plan:
+            progress(f"{nodes.of(k).plural} ({len(plan)}): attach")
+        nodes.of(k).finish(topo, plan)
+
+    progress("routes")
+    wait_controller_ready(ledger)
+
+    ledger.extra["fabric"] = prove(topo, names, progress=progress)
+
+
+PER_HOP_WARN_MS = 1.0
+
+
+def prove(topo: Topology, names: Names, all_pairs: bool = False,
+          progress: Progress = lambda s: None) -> dict:
+    """Prove the network forwards (a sample growing linearly with the topology, or every
+    pair) and measure what the fabric itself costs: idle RTT over one hop and over the
+    longest shortest path. Raises NetworkError naming unreachable pairs."""
+    where = {n.name: (nodes.of(n.kind).reach_namespace(names, n.name), n.ip) for n in topo.nodes}
+    local = {n for n, (ns, _) in where.items() if ns is not None}
+    if all_pairs:
+        pairs = [(a, b) for a in sorted(local) for b in where if a != b]
+    else:
+        pairs = reach.proof_pairs(list(where), [(lk.a, lk.b) for lk in topo.links], local,
+                                  seed=topo.name)
+    progress(f"reachability ({len(pairs)} pairs{'' if all_pairs else ': links + sample'})")
+    with reach.Prober(where) as prober:
+        missing = prober.unreachable(pairs)
+        if missing:
+            shown = ", ".join(f"{a}->{b}" for a, b in missing[:5])
+            raise NetworkError(f"{len(missing)} of {len(pairs)} node pairs checked cannot reach "
+                               f"each other ({shown} ...)")
+        progress("fabric latency")
+        latency = fabric_latency(topo, local, prober)
+    return {"datapath": ovs.datapath_type(), "pairs_proved": len(pairs),
+            "all_pairs": all_pairs, **latency}
+
+
+def fabric_latency(topo: Topology, local: set[str], prober: reach.Prober) -> dict:
+    """Idle RTT of one link and of the longest shortest path between local nodes (found by
+    a double sweep), and the per-hop cost it implies."""
+    adjacency = {n.name: [] for n in topo.nodes}
+    for lk in topo.links:
+        adjacency[lk.a].append(lk.b)
+        adjacency[lk.b].append(lk.a)
+    link = next(((lk.a, lk.b) for lk in topo.links if {lk.a, lk.b} <= local), None)
+    if link is None:
+        return {}
+    far = link[0]
+    for _ in range(2):  # two sweeps: from any node to its farthest, then from that one
+        start = far
+        dist = _hop_counts(adjacency, start)
+        far = max((n for n in dist if n in local), key=lambda n: (dist[n], n))
+    hops = dist[far]
+    one = prober.rtt_ms(*link)
+    longest = prober.rtt_ms(start, far) if hops > 1 else one
+    per_hop = longest / hops if longest is not None and hops else None
+    return {"rtt_one_hop_ms": _r(one), "longest_path": [start, far], "longest_path_hops": hops,
+            "rtt_longest_path_ms": _r(longest), "rtt_per_hop_ms": _r(per_hop),
+            "slow": per_hop is not None and per_hop > PER_HOP_WARN_MS}
+
+
+def _hop_counts(adjacency: dict[str, list[str]], start: str) -> dict[str, int]:
+    dist, frontier = {start: 0}, [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in adjacency[v]:
+                if w not in dist:
+                    dist[w] = dist[v] + 1
+                    nxt.append(w)
+        frontier = nxt
+    return dist
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)

@@ -1,0 +1,70 @@
+"""Task processes of a run on host, docker and device nodes, for every workload kind: each
+gets its configuration (written beside the run and handed to the node the way its kind
+moves files), a log file, and, if it writes a trace, a trace path the node can write to;
+traces come back from containers and boards at the end (on the testbed's clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from testbed import lifecycle, nodes
+from testbed.net.ledger import Ledger
+from testbed.nodes.base import Files
+
+
+class Processes:
+    def __init__(self, ledger: Ledger, out: Path, program: str, unprivileged: bool) -> None:
+        self.ledger, self.out, self.program, self.unprivileged = ledger, out, program, unprivileged
+        for sub in ("logs", "configs"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, Files] = {}  # node -> how its files travel
+        self.traces: list[tuple[Files, Path]] = []  # traces to bring back
+
+    def spawn(self, node: str, label: str, config: dict) -> subprocess.Popen:
+        """Start workloads/<program> on `node` with `config` (its "trace", if any, is a path
+        in the run directory: the process gets one it can write on its node)."""
+        kind = nodes.of_node(self.ledger, node)
+        if node not in self.files:
+            self.files[node] = kind.files(self.ledger, node, self.unprivileged)
+        files = self.files[node]
+        drop = self.unprivileged and kind.local  # a device: as its SSH user anyway
+        if "trace" in config:
+            trace = Path(config["trace"])
+            config = {**config, "trace": files.trace_path(trace)}
+            self.traces.append((files, trace))
+            if drop:  # the only file the task writes: its trace, made and handed over here
+                Path(config["trace"]).touch()
+                os.chown(config["trace"], lifecycle.UNPRIVILEGED_UID, lifecycle.UNPRIVILEGED_UID)
+        cfg_path = files.put(self.out / "configs" / f"{label}.json", json.dumps(config, indent=1))
+        log = open(self.out / "logs" / f"{label}.log", "wb")  # noqa: SIM115
+        argv, env = lifecycle.workload_command(self.ledger, node, self.program)
+        p = lifecycle.popen(self.ledger.name, node, [*argv, cfg_path], unprivileged=drop,
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        log.close()
+        return p
+
+    def last_log_line(self, label: str) -> str:
+        try:
+            lines = (self.out / "logs" / f"{label}.log").read_text().strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else "(no output; killed by a signal?)"
+
+    def fetch_traces(self) -> None:
+        """Bring back traces written in containers or on devices."""
+        for files, trace in self.traces:
+            files.fetch(trace)
+
+    @staticmethod
+    def stop(procs: list[subprocess.Popen]) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
