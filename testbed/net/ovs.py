@@ -55,7 +55,7 @@ def add_bridges(bridges: list[Bridge], controller: str, datapath: str | None = N
                  "--", "set", "bridge", br.name, f"datapath_type={datapath}", "fail_mode=secure",
                  "protocols=OpenFlow13", f"other-config:datapath-id={br.dpid:016x}",
                  "other-config:disable-in-band=true",
-                 "--", "set-controller", br.name, controller]
+                 *_controller(br.name, controller)]
         for p in br.ports:
             args += ["--", "add-port", br.name, p.name,
                      "--", "set", "interface", p.name, f"ofport_request={p.ofport}"]
@@ -63,22 +63,36 @@ def add_bridges(bridges: list[Bridge], controller: str, datapath: str | None = N
         _run(args)
 
 
+def _controller(bridge: str, target: str) -> list[str]:
+    """Point `bridge` at the controller, without inactivity probes: with one controller
+    connection per switch, probes every 5 s wake ovs-vswitchd's main thread hundreds of
+    times a second (measured at 300 switches: 26% of a core while idle, 4% without). A dead
+    controller still closes its connections, and a stuck one is found by the testbed's own
+    health check."""
+    ref = f"@c_{bridge}"
+    return ["--", f"--id={ref}", "create", "controller", f'target="{target}"',
+            "inactivity_probe=0", "--", "set", "bridge", bridge, f"controller={ref}"]
+
+
 def list_bridges() -> list[str]:
     return _run(["list-br"]).split()
 
 
 def delete_bridges(names: list[str]) -> None:
-    args: list[str] = []
+    """Remove the bridges from OVSDB in one transaction without waiting for ovs-vswitchd to
+    close their ports (it does so in the background: measured at 100 bridges, waiting costs
+    6.8 s of an 8 s teardown; the names are free for a new `up` at once)."""
+    args: list[str] = ["--no-wait"]
     for name in names:
         args += ["--", "--if-exists", "del-br", name]
-    if args:
+    if len(args) > 1:
         _run(args)
 
 
 def set_controller(names: list[str], controller: str) -> None:
     args: list[str] = []
     for name in names:
-        args += ["--", "set-controller", name, controller]
+        args += _controller(name, controller)
     if args:
         _run(args)
 
