@@ -26,8 +26,10 @@ from testbed.net import cgroups, netns, ovs
 from testbed.net.ledger import Ledger, known_testbeds
 
 
-def teardown(name: str) -> list[str]:
-    """Remove testbed `name`; returns what was removed. Raises NetworkError listing failures."""
+def teardown(name: str, force: bool = False) -> list[str]:
+    """Remove testbed `name`; returns what was removed. Raises NetworkError listing failures.
+    What a node kind could not undo (a device out of reach) keeps the state file so that
+    `down` can retry; `force` removes it anyway (what is left on the device is reported)."""
     names = Names(name)
     ledger = Ledger.load(name)
     done: list[str] = []
@@ -53,7 +55,11 @@ def teardown(name: str) -> list[str]:
         step("interfaces", lambda: _delete_interfaces(names, ledger))
     step("namespaces", lambda: _delete_namespaces(names))
     step("cgroups", lambda: cgroups.remove(names))
-    if not kept:
+    if kept and force:
+        done.append("left behind (unreachable, removed from this host's records): "
+                    + "; ".join(kept))
+        errors[:] = [e for e in errors if e not in kept]
+    if not kept or force:
         step("state", lambda: _remove_state(names))
     if errors:
         raise NetworkError(f"teardown of {name} incomplete: " + "; ".join(errors))

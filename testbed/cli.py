@@ -87,14 +87,17 @@ def check(name: NameOpt = None,
 
 @app.command()
 def down(name: NameOpt = None,
-         all_: Annotated[bool, typer.Option("--all", help="every testbed on this host")] = False
+         all_: Annotated[bool, typer.Option("--all", help="every testbed on this host")] = False,
+         force: Annotated[bool, typer.Option(
+             help="also when a device cannot be reached: remove this host's part and its "
+                  "record (the device keeps its tunnel and files)")] = False,
          ) -> None:
     """Remove everything a testbed made (also after a crash or kill -9)."""
     if all_:
         for tb, removed in api.down_all().items():
             out.print(f"removed {tb}: {'; '.join(removed) or 'nothing left'}")
         return
-    removed = api.down(name)
+    removed = api.down(name, force=force)
     out.print(f"removed: {'; '.join(removed)}" if removed else "nothing to remove")
 
 

@@ -60,7 +60,7 @@ def resolve(name: str | None) -> Ledger:
     return ledger
 
 
-def down(name: str | None = None) -> list[str]:
+def down(name: str | None = None, force: bool = False) -> list[str]:
     if name is None:
         running = known_testbeds()
         if len(running) > 1:
@@ -68,7 +68,7 @@ def down(name: str | None = None) -> list[str]:
         if not running:
             return []
         name = running[0]
-    return teardown(name)
+    return teardown(name, force)
 
 
 def down_all() -> dict[str, list[str]]:

@@ -38,6 +38,19 @@ def wait_for(cond, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def small_emulated_campaign(tmp_path: Path, name: str, schedulers: list[str]) -> Path:
+    """A campaign of one short job on a 4-node mesh, one trial per scheduler, emulated."""
+    (tmp_path / "jobs.yaml").write_text(
+        "jobs:\n  - {name: chain, source: n1, input: 20kB, duration: 6s,\n"
+        "     tasks: {t: {work: 0.01, memory: 64MB, node: n3}}}\n")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(
+        f"name: {name}\nmode: emulated\ntopology: {{defaults: {{node: {{cpu: 0.3}}}}, "
+        "generate: {random_mesh: {nodes: 4, degree: 2, bw_mean: 2}}}\njobs: jobs.yaml\n"
+        f"grid: {{scheduler: [{', '.join(schedulers)}]}}\nrepetitions: 1\n")
+    return path
+
+
 def write_topology(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"name: {name}\n{text}")
@@ -52,7 +65,10 @@ def snapshot() -> dict:
     procs = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     return {
         "netns": sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.exists() else [],
-        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines()),
+        # ovs-netdev is OVS's own device for its userspace datapath: it exists while any
+        # netdev bridge does (anyone's) and goes a moment after the last one is deleted
+        "links": sorted(name for line in links.splitlines()
+                        if (name := line.split(":")[1].strip().split("@")[0]) != "ovs-netdev"),
         "bridges": sorted(ovs.list_bridges()) if ovs.running() else [],
         "cgroups": sorted(str(p) for p in CGROUP_ROOT.glob("*/testbed/**") if p.is_dir()),
         "containers": sorted(boxes.split()),
@@ -104,5 +120,5 @@ def no_leftovers_from_earlier_runs():
         if alone:
             for name in known_testbeds():
                 if name.startswith(TEST_PREFIX):
-                    api.down(name)
+                    api.down(name, force=True)
         yield

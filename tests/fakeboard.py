@@ -61,7 +61,10 @@ class FakeBoard:
             (bin_dir / "tegrastats").write_text(
                 f"#!/bin/sh\nwhile true; do echo '{self.tegrastats}'; sleep 1; done\n")
             (bin_dir / "tegrastats").chmod(0o755)
-        env = f"PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        # HOME is the board's own directory: a login must not run this host's root dotfiles
+        # (a killed session can leave them stuck, e.g. on a pyenv lock, hanging later logins)
+        env = (f"HOME={self.dir} "
+               f"PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         if self.clock_shift_s:
             shift = self.dir / "clockshift"
             shift.mkdir(exist_ok=True)

@@ -16,7 +16,7 @@ from testbed.campaign.export import export, plot
 from testbed.campaign.run import run_campaign
 from testbed.campaign.sweep import load_campaign
 from testbed.errors import InputError
-from tests.conftest import ROOT, cli, needs_root
+from tests.conftest import ROOT, cli, needs_root, small_emulated_campaign
 
 JOBS = """
 jobs:
@@ -177,20 +177,7 @@ def test_bad_campaign_files_are_clear_errors(tmp_path):
 @pytest.mark.emulation
 @pytest.mark.slow
 def test_emulated_campaign_runs_trials_on_the_testbed(tmp_path):
-    (tmp_path / "jobs.yaml").write_text("""
-jobs:
-  - {name: chain, source: n1, input: 20kB, duration: 6s,
-     tasks: {t: {work: 0.01, memory: 64MB, node: n3}}}
-""")
-    path = tmp_path / "campaign.yaml"
-    path.write_text("""
-name: emu
-mode: emulated
-topology: {defaults: {node: {cpu: 0.3}}, generate: {random_mesh: {nodes: 4, degree: 2, bw_mean: 2}}}
-jobs: jobs.yaml
-grid: {scheduler: [otfa, lr]}
-repetitions: 1
-""")
+    path = small_emulated_campaign(tmp_path, "emu", ["otfa", "lr"])
     run_campaign(path, root=tmp_path / "results")
     df = pd.read_csv(tmp_path / "results" / "emu" / "trials.csv")
     assert list(df.status) == ["done", "done"], df.reason.tolist()

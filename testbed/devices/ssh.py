@@ -6,6 +6,7 @@ A session never logs or returns the password; errors name the device and the fix
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import time
@@ -15,6 +16,9 @@ from pathlib import Path
 import paramiko
 
 from testbed.errors import CapabilityError, NetworkError
+
+# paramiko logs every failed connection with a traceback; the testbed reports it in one line
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 CONNECT_TIMEOUT_S = 5.0
 

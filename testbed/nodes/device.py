@@ -156,7 +156,7 @@ class Device(NodeKind):
                 return None
             except Exception as e:  # one unreachable device must not stop the others
                 return (f"{e} (run `testbed down --name {ledger.name}` again once it is "
-                        "reachable)")
+                        "reachable, or with --force to give it up)")
 
         items = list(ledger.extra["devices"].items())
         with ThreadPoolExecutor(min(8, len(items))) as pool:
