@@ -165,7 +165,11 @@ class Session:
             try:
                 _, out, err = client.exec_command(command, timeout=timeout)
                 o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-                res = Result(out.channel.recv_exit_status(), o, e)
+                code = out.channel.recv_exit_status()
+                if code == -1:  # no exit status: the connection dropped mid-command, so the
+                    # output may be cut short; never hand back a partial answer as a whole one
+                    raise paramiko.SSHException("connection lost before the command ended")
+                res = Result(code, o, e)
                 break
             except (paramiko.SSHException, EOFError, OSError) as ex:
                 self.close()
