@@ -53,6 +53,8 @@ class FabricApp(app_manager.OSKenApp):
         self.state_dir = Path(os.environ["TESTBED_STATE_DIR"])
         self.fabric = Fabric.from_dict(json.loads((self.state_dir / "fabric.json").read_text()))
         self.down: frozenset[frozenset[str]] = frozenset()  # links whose port is down
+        self.routed_down: frozenset[frozenset[str]] = frozenset()  # routes avoid these now
+        self.rerouting = threading.Lock()  # reroutes run one at a time, in event order
         self.hops = next_hops(self.fabric)
         self.flows: dict[int, FlowSpec] = self._load_flows()
         self.datapaths: dict[str, object] = {}
@@ -134,8 +136,15 @@ class FabricApp(app_manager.OSKenApp):
         threading.Thread(target=self._reroute, daemon=True).start()
 
     def _reroute(self) -> None:
+        """Install the routes around the current down links, confirmed by barriers; only
+        then are those links reported down (health's links_down means "routed around")."""
+        with self.rerouting:
+            self._reroute_once()
+
+    def _reroute_once(self) -> None:
         with self.lock:
-            old, new = self.hops, next_hops(self.fabric, self.down)
+            down = self.down
+            old, new = self.hops, next_hops(self.fabric, down)
             self.hops = new
             switches = dict(self.datapaths)
         for node, dp in switches.items():
@@ -156,6 +165,8 @@ class FabricApp(app_manager.OSKenApp):
                     self.barrier(dp, xids)
                 except RuntimeError as e:
                     LOG.error("rerouting at %s: %s", node, e)
+        with self.lock:
+            self.routed_down = down
 
     # ---- OpenFlow helpers -------------------------------------------------------------------
     def _send(self, dp, msg) -> int:
@@ -353,7 +364,7 @@ class FabricApp(app_manager.OSKenApp):
         with self.lock:
             return {"expected": len(self.fabric.nodes), "connected": len(self.datapaths),
                     "ready": len(self.ready), "flows": len(self.flows), "pid": os.getpid(),
-                    "links_down": sorted(sorted(lk) for lk in self.down)}
+                    "links_down": sorted(sorted(lk) for lk in self.routed_down)}
 
     # ---- persistence ------------------------------------------------------------------------
     def _load_flows(self) -> dict[int, FlowSpec]:
