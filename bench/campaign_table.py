@@ -27,7 +27,9 @@ def main() -> None:
     df = pd.read_csv(results / "trials.csv")
     swept = [c for c in df.columns if c.startswith("param:") and c != "param:scheduler"]
     metrics = [m for m in ("throughput_measured_items_s", "throughput_predicted_items_s",
-                           "fidelity", "waiting_s") if m in df]
+                           "makespan_measured_s", "makespan_predicted_s", "fidelity",
+                           "fidelity_min", "fidelity_max", "response_s_mean",
+                           "response_s_predicted_mean", "decision_ms", "waiting_s") if m in df]
     done = df[df.status == "done"]
     summary = done.groupby(["scheduler", *swept])[metrics].mean().reset_index()
     rows = [[r["scheduler"], *(r[c] for c in swept), *(f"{r[m]:.3f}" for m in metrics)]

@@ -15,6 +15,7 @@ from pathlib import Path
 from testbed import nodes
 from testbed.errors import InputError
 from testbed.experiment.options import RunOptions  # noqa: F401 (re-exported)
+from testbed.kinds import schedule  # noqa: F401 (re-exported)
 from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' surface)
     DROP_PRIVILEGES,
     UNPRIVILEGED_UID,
@@ -35,7 +36,7 @@ from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' s
 from testbed.net.ledger import known_testbeds  # noqa: F401 (re-exported)
 from testbed.net.probe import probe
 from testbed.routing import FlowSpec  # noqa: F401 (re-exported: flows are added with it)
-from testbed.schedulers.offline import schedule, simulate  # noqa: F401
+from testbed.schedulers.offline import simulate  # noqa: F401
 from testbed.topology import load
 
 
@@ -66,6 +67,19 @@ def schedulers() -> list[tuple[str, str, str]]:
 
     return [(e.name, e.kind, e.summary) for e in sorted(REGISTRY.values(),
                                                          key=lambda e: e.kind)]
+
+
+def train_policy(policy: str, edges: int, requests: int, minutes: float, out: str | Path,
+                 seed: int = 0, progress=lambda fraction, row: None) -> dict:
+    """Train a learned dispatch policy (only `corais` so far) on generated instances."""
+    if policy != "corais":
+        raise InputError(f"train-policy {policy!r}: only corais is a learned policy; "
+                         "fix: testbed train-policy corais ...")
+    if not (1 <= edges <= 500 and 1 <= requests <= 10_000 and minutes > 0):
+        raise InputError("train-policy: --edges 1-500, --requests 1-10000, --minutes > 0")
+    from testbed.kinds.requests.corais import train_to_file
+
+    return train_to_file(edges, requests, minutes, Path(out), seed, progress)
 
 
 def flows(name: str | None = None):

@@ -224,6 +224,9 @@ def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
     if as_json:
         print(plan.to_json())
         return
+    if plan.kind == "requests":
+        _dispatch_table(plan)
+        return
     t = Table("job", "placement", "flows (path @ Mbit/s)", "predicted items/s", "bottleneck",
               title=f"{scheduler}: {len(plan.jobs)} jobs placed, {len(plan.waiting)} waiting, "
                     f"decided in {plan.decision_s * 1000:.0f} ms")
@@ -238,6 +241,31 @@ def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
     out.print(t)
     if plan.waiting:
         out.print(f"waiting (did not fit): {', '.join(plan.waiting)}")
+
+
+@app.command("train-policy")
+def train_policy(policy: Annotated[str, typer.Argument(help="corais")],
+                 edges: Annotated[int, typer.Option(help="edges per generated instance")] = 10,
+                 requests: Annotated[int, typer.Option(help="new requests per instance")] = 100,
+                 minutes: Annotated[float, typer.Option(help="training wall time")] = 20.0,
+                 seed: Annotated[int, typer.Option(help="instances and initial weights")] = 0,
+                 out_file: Annotated[str | None, typer.Option("--out", help="policy file")] = None
+                 ) -> None:
+    """Train a learned dispatch policy on instances generated as in CoRaiS's section V-A."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    target = out_file or f"policies/{policy}-{edges}x{requests}.pt"
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+                  console=err) as bar:
+        task = bar.add_task("training", total=1.0)
+
+        def progress(fraction: float, row: dict) -> None:
+            bar.update(task, completed=fraction, description=f"step {row['step']}: greedy "
+                       f"makespan {row['greedy_makespan_val']:.3f}")
+
+        meta = api.train_policy(policy, edges, requests, minutes, target, seed, progress)
+    out.print(f"{target}: {meta['steps']} steps in {meta['train_s']:.0f} s; learning curve in "
+              f"{target.removesuffix('.pt')}.curve.png")
 
 
 @app.command()
@@ -285,6 +313,11 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
                       resolution=resolution, unprivileged=unprivileged)
     with err.status("running") as st:
         jobs_df = api.experiment(name, jobs, opts, progress=lambda s: st.update(s))
+    if "makespan_measured_s" in jobs_df:  # a requests run: one row per period
+        _periods_table(jobs_df, scheduler, run_dir)
+        if (jobs_df.status != "done").any():
+            raise typer.Exit(1)
+        return
     t = Table("job", "status", "measured items/s", "predicted items/s", "ratio",
               "latency p50 ms", "predicted ms", "waiting s",
               title=f"{scheduler}: measured vs predicted ({run_dir})")
@@ -296,6 +329,33 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     out.print(t)
     if (jobs_df.status != "done").any():
         raise typer.Exit(1)
+
+
+def _dispatch_table(plan) -> None:
+    ext = plan.extension
+    t = Table("edge", "requests run here", "moved in", "predicted completion s",
+              title=f"{plan.scheduler}: {len(plan.placements)} requests, predicted makespan "
+                    f"{ext.makespan_predicted_s:.3f} s, decided in "
+                    f"{plan.decision_s * 1000:.1f} ms")
+    moved = {f.job for f in plan.flows}
+    for edge, done_s in ext.edge_time_predicted_s.items():
+        here = [p.job for p in plan.placements if p.node == edge]
+        t.add_row(edge, str(len(here)), str(sum(j in moved for j in here)), f"{done_s:.3f}")
+    out.print(t)
+    if ext.variant:
+        out.print("variants: " + ", ".join(f"{v} x{list(ext.variant.values()).count(v)}"
+                                           for v in sorted(set(ext.variant.values()))))
+
+
+def _periods_table(df, scheduler: str, run_dir) -> None:
+    t = Table("period", "status", "requests", "moved", "makespan measured s", "predicted s",
+              "ratio", "decision ms", title=f"{scheduler}: measured vs predicted ({run_dir})")
+    for r in df.itertuples():
+        t.add_row(str(r.period), escape(r.status if not r.reason else
+                                        f"{r.status}: {r.reason}"[:60]),
+                  str(r.requests), str(r.moved), f"{r.makespan_measured_s:.3f}",
+                  f"{r.makespan_predicted_s:.3f}", f"{r.fidelity:.2f}", f"{r.decision_ms:.1f}")
+    out.print(t)
 
 
 @app.command()

@@ -169,12 +169,13 @@ def test_a_workload_file_names_its_kind_and_unknown_or_unbuilt_kinds_are_refused
 
     assert kind_of("w.yaml", JOBS).name == "streams"  # no kind: a streams file
     assert kind_of("w.yaml", "kind: streams\n" + JOBS).executor.kind == "streams"
+    assert kind_of("w.yaml", "kind: requests\n").executor.kind == "requests"
     with pytest.raises(InputError, match=r"w.yaml: kind: 'training'.*issue #14.*fix: use one "
-                                         r"of streams"):
+                                         r"of streams, requests"):
         kind_of("w.yaml", "kind: training\n")
     with pytest.raises(InputError, match="kind: 'nonsense' is not a workload kind"):
         kind_of("w.yaml", "kind: nonsense\n")
-    assert set(KINDS) == {"streams"}
+    assert set(KINDS) == {"streams", "requests"}
     topo = loads(TOPO)  # the streams model accepts its own kind line
     assert len(loads_jobs("kind: streams\n" + JOBS, "w.yaml", topo).jobs) == 1
 
@@ -183,8 +184,13 @@ def test_a_scheduler_of_another_workload_kind_is_refused():
     from testbed.errors import InputError
     from testbed.schedulers import REGISTRY
 
-    assert {e.kind for e in REGISTRY.values()} == {"streams"}
+    assert {e.kind for e in REGISTRY.values()} == {"streams", "requests"}
     assert get("otfa", "streams") is REGISTRY["otfa"].fn
+    assert get("ilp:50ms", "requests") is REGISTRY["ilp"].fn  # the argument is the policy's
+    with pytest.raises(InputError, match="takes no argument"):
+        get("otfa:3", "streams")
+    with pytest.raises(InputError, match="plans requests workloads, not streams"):
+        get("corais", "streams")
     with pytest.raises(InputError, match="plans streams workloads, not training"):
         get("otfa", "training")
 

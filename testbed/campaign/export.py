@@ -11,7 +11,7 @@ from testbed.campaign import records
 from testbed.errors import InputError
 
 TRACE_KINDS = ("jobs", "items", "hops", "tasks", "events", "flows", "links", "nodes",
-               "devices", "node_speeds")
+               "devices", "node_speeds", "requests", "periods", "service_profile")
 
 
 def _run_metadata(path: Path) -> pd.DataFrame:
@@ -81,6 +81,8 @@ def plot(results: Path) -> list[Path]:
     metrics = [m for m in ("throughput_measured_items_s", "throughput_predicted_items_s",
                            "waiting_s", "latency_ms_p50", "fidelity") if m in trials]
     out = []
+    if {"makespan_measured_s", "makespan_predicted_s"} <= set(trials):
+        out.append(_makespan_bars(results, trials))
     both = {"throughput_measured_items_s", "throughput_predicted_items_s"} <= set(trials)
     for x in swept or ["repetition"]:
         if both:  # the testbed's point: what the scheduler predicted beside what happened
@@ -120,6 +122,30 @@ def plot(results: Path) -> list[Path]:
             plt.close(fig)
             out.append(path)
     return out
+
+
+def _makespan_bars(results: Path, trials: pd.DataFrame) -> Path:
+    """Requests campaigns: each policy's mean makespan per period, measured beside
+    predicted, error bars over repetitions."""
+    import matplotlib.pyplot as plt
+
+    stats = trials.groupby("scheduler")[["makespan_measured_s", "makespan_predicted_s"]] \
+        .agg(["mean", "std"]).sort_values(("makespan_measured_s", "mean"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = range(len(stats))
+    for off, metric, label in ((-0.2, "makespan_measured_s", "measured"),
+                               (0.2, "makespan_predicted_s", "predicted")):
+        ax.bar([i + off for i in x], stats[(metric, "mean")], width=0.4, label=label,
+               yerr=stats[(metric, "std")].fillna(0), capsize=3)
+    ax.set_xticks(list(x), stats.index, rotation=30, ha="right")
+    ax.set_ylabel("makespan per period (s)")
+    ax.set_title(f"{results.name}: measured vs predicted")
+    ax.legend()
+    fig.tight_layout()
+    path = results / "makespan_measured_vs_predicted.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _label(column: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from testbed.campaign import records
 from testbed.campaign.sweep import Campaign, Trial, load_campaign, settings
-from testbed.campaign.trials import columns, run_trial, testbed_name
+from testbed.campaign.trials import columns, run_trial, testbed_name, workload_kind
 from testbed.errors import InputError, TestbedError
 from testbed.net.ledger import write_private
 
@@ -77,7 +77,8 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
         "history": history}, indent=1, default=str))
     _finish_interrupted(out)
     mode, compute = campaign.spec.mode, campaign.spec.compute
-    cols = columns(list(campaign.spec.grid), mode)
+    cols = columns(list(campaign.spec.grid), mode,
+                   workload_kind(campaign.trials[0].jobs) if campaign.trials else "streams")
     total = len(pending)
     if mode == "simulated" and jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field
 
 import testbed
-from testbed.errors import TopologyError
+from testbed.errors import InputError, TopologyError
 from testbed.topology.loader import parse_model, read_file, read_yaml
 from testbed.topology.schema import Seconds, Strict
 from testbed.units import parse_time_ms
@@ -98,8 +99,8 @@ def load_campaign(path: str | Path) -> Campaign:
 def validate_trials(campaign: Campaign) -> None:
     """Build every distinct trial's topology and jobs and look up its scheduler, so that a
     misspelled grid key or an unknown scheduler fails `--dry-run`, not every trial later."""
-    from testbed.schedulers import REGISTRY
-    from testbed.schedulers.jobs import jobs_from_data
+    from testbed.kinds import KINDS
+    from testbed.schedulers import get
     from testbed.topology.loader import build
     from testbed.topology.schema import TopologyFile
 
@@ -107,18 +108,26 @@ def validate_trials(campaign: Campaign) -> None:
     seen: set[str] = set()
     for t in campaign.trials:
         where = "grid" if t.params else "topology"
-        if t.scheduler not in REGISTRY:
+        kind = t.jobs.get("kind", "streams") if isinstance(t.jobs, dict) else "streams"
+        if kind not in KINDS:
+            raise TopologyError(source, "jobs", f"kind: {kind!r} is not a workload kind",
+                                f"use one of {', '.join(KINDS)}")
+        if kind != "streams" and campaign.spec.mode == "simulated":
+            raise TopologyError(source, "mode", f"{kind} workloads have no simulated mode",
+                                "write mode: emulated")
+        try:
+            get(t.scheduler, kind)
+        except InputError as e:
             raise TopologyError(source, "grid.scheduler" if "scheduler" in t.params else
-                                "scheduler", f"unknown scheduler {t.scheduler!r}",
-                                f"choose one of {', '.join(REGISTRY)} (`testbed schedulers`)")
+                                "scheduler", str(e), "see `testbed schedulers`") from None
         key = json.dumps([t.topology, t.jobs], sort_keys=True, default=str)
         if key in seen:
             continue
         seen.add(key)
         try:
             topo = build(parse_model(TopologyFile, t.topology, "topology"), "topology")
-            jobs_from_data(t.jobs, "jobs", topo, t.seed)
-        except TopologyError as e:
+            KINDS[kind].load(yaml.safe_dump(t.jobs), "jobs", topo, t.seed)
+        except InputError as e:
             shown = ", ".join(f"{k}={v}" for k, v in t.params.items()) or "the base settings"
             raise TopologyError(source, where, f"the trial with {shown} is invalid: {e}",
                                 "check the grid keys and values against the topology and "

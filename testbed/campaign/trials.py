@@ -21,19 +21,27 @@ def _mean(values) -> float:
     return statistics.mean(values) if values else float("nan")
 
 
-METRICS = {
-    "simulated": ["jobs", "jobs_unplaced", "throughput_predicted_items_s", "waiting_s",
-                  "decision_ms_max"],
-    "emulated": ["jobs", "jobs_done", "jobs_failed", "throughput_measured_items_s",
-                 "throughput_predicted_items_s", "fidelity", "latency_ms_p50",
-                 "latency_ms_predicted", "waiting_s"],
+METRICS = {  # (mode, workload kind) -> its columns in trials.csv
+    ("simulated", "streams"): ["jobs", "jobs_unplaced", "throughput_predicted_items_s",
+                               "waiting_s", "decision_ms_max"],
+    ("emulated", "streams"): ["jobs", "jobs_done", "jobs_failed", "throughput_measured_items_s",
+                              "throughput_predicted_items_s", "fidelity", "latency_ms_p50",
+                              "latency_ms_predicted", "waiting_s"],
+    ("emulated", "requests"): ["periods", "periods_done", "requests_failed",
+                               "makespan_measured_s", "makespan_predicted_s", "fidelity",
+                               "fidelity_min", "fidelity_max", "response_s_mean",
+                               "response_s_predicted_mean", "decision_ms"],
 }
 
 
-def columns(grid_keys: list[str], mode: str) -> list[str]:
+def workload_kind(jobs: dict) -> str:
+    return jobs.get("kind", "streams") if isinstance(jobs, dict) else "streams"
+
+
+def columns(grid_keys: list[str], mode: str, kind: str = "streams") -> list[str]:
     """trials.csv's columns, fixed for a campaign so that every row is one appended line."""
     return ["trial", *(f"param:{k}" for k in grid_keys), "scheduler", "repetition", "seed",
-            "mode", "status", "reason", *METRICS[mode], "trial_s"]
+            "mode", "status", "reason", *METRICS[(mode, kind)], "trial_s"]
 
 
 def testbed_name(trial: Trial) -> str:
@@ -89,6 +97,8 @@ def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_d
                                                duration_s=trial.duration_s, compute=compute))
     finally:
         api.down(name)
+    if workload_kind(trial.jobs) == "requests":
+        return _requests_row(jobs, trial_dir / "run")
     done = jobs[jobs.status == "done"]
     return {"jobs": len(jobs), "jobs_done": len(done), "jobs_failed": int(
         (jobs.status == "failed").sum()),
@@ -98,3 +108,21 @@ def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_d
         "latency_ms_p50": _mean(done.latency_ms_p50),
         "latency_ms_predicted": _mean(done.latency_ms_predicted),
         "waiting_s": _mean(jobs.waiting_s)}
+
+
+def _requests_row(periods, run_dir: Path) -> dict:
+    import pandas as pd
+
+    done = periods[periods.status == "done"]
+    reqs = pd.read_csv(run_dir / "requests.csv")
+    ok = reqs[reqs.status == "done"]
+    return {"periods": len(periods), "periods_done": len(done),
+            "requests_failed": int((reqs.status != "done").sum()),
+            "makespan_measured_s": _mean(done.makespan_measured_s),
+            "makespan_predicted_s": _mean(done.makespan_predicted_s),
+            "fidelity": _mean(done.fidelity),
+            "fidelity_min": float(done.fidelity.min()) if len(done) else float("nan"),
+            "fidelity_max": float(done.fidelity.max()) if len(done) else float("nan"),
+            "response_s_mean": _mean(ok.response_time_measured_s),
+            "response_s_predicted_mean": _mean(ok.response_time_predicted_s),
+            "decision_ms": _mean(periods.decision_ms)}

@@ -90,6 +90,12 @@ class Experiment:
         """The kind's own tables; returns its per-unit table."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Before the clock starts: what lives for the whole run (e.g. services)."""
+
+    def close(self) -> None:
+        """After the last unit: stop what `prepare` started."""
+
     def metadata(self) -> dict[str, Any]:
         """What run.json says about the workload beyond what every run records."""
         return {}
@@ -131,6 +137,7 @@ class Experiment:
         self.profile = profile(self.ledger, self.topology, self.opts.compute,
                                self.opts.gops_per_core, self.opts.k_paths)
         self.opts.gops_per_core = self.profile.gops_per_core
+        self.prepare()
         self.sampler = Sampler(self.ledger, self.enforcer.client, self.opts.sample_s).start()
         self.t0 = self.sampler.t0
         self.epoch0 = time.time() - (time.monotonic() - self.t0)
@@ -164,6 +171,7 @@ class Experiment:
         finally:  # whatever ended the loop, the recorded traces become CSV files
             for name in self.running():
                 self.stop_unit(name, "interrupted", "run ended")
+            self.close()
             self.sampler.stop()
             for c in self.collectors:
                 c.stop()

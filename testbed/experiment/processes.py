@@ -25,9 +25,11 @@ class Processes:
         self.files: dict[str, Files] = {}  # node -> how its files travel
         self.traces: list[tuple[Files, Path]] = []  # traces to bring back
 
-    def spawn(self, node: str, label: str, config: dict) -> subprocess.Popen:
+    def spawn(self, node: str, label: str, config: dict, talk: bool = False) -> subprocess.Popen:
         """Start workloads/<program> on `node` with `config` (its "trace", if any, is a path
-        in the run directory: the process gets one it can write on its node)."""
+        in the run directory: the process gets one it can write on its node). With `talk`,
+        its stdin and stdout are pipes to this process (orders in, events out) and only
+        stderr goes to the log."""
         kind = nodes.of_node(self.ledger, node)
         if node not in self.files:
             self.files[node] = kind.files(self.ledger, node, self.unprivileged)
@@ -43,8 +45,11 @@ class Processes:
         cfg_path = files.put(self.out / "configs" / f"{label}.json", json.dumps(config, indent=1))
         log = open(self.out / "logs" / f"{label}.log", "wb")  # noqa: SIM115
         argv, env = lifecycle.workload_command(self.ledger, node, self.program)
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": log,
+                 "text": True, "bufsize": 1} if talk else \
+            {"stdout": log, "stderr": subprocess.STDOUT}
         p = lifecycle.popen(self.ledger.name, node, [*argv, cfg_path], unprivileged=drop,
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+                            env={**os.environ, **env}, **pipes)
         log.close()
         return p
 

@@ -15,15 +15,20 @@ import pandas as pd
 from testbed.errors import InputError
 from testbed.experiment.loop import Experiment
 from testbed.experiment.options import RunOptions
+from testbed.kinds.requests import policies as _requests_policies  # noqa: F401 (registers)
+from testbed.kinds.requests.executor import Requests
 from testbed.kinds.streams.executor import Streams
 from testbed.net.controller import ensure_controller
 from testbed.net.ledger import Ledger
 from testbed.schedulers.jobs import loads_jobs
+from testbed.schedulers.plan import Plan
 from testbed.topology.loader import read_file, read_yaml
 from testbed.topology.model import Topology
 
 Progress = Callable[[str], None]
 Loader = Callable[[str, str, Topology, "int | None"], list]  # (text, source, topo, seed)
+# (topology, workload file, its text, scheduler, seed, gops per core) -> Plan, no network
+Offline = Callable[[Topology, Path, str, str, int, "float | None", int], Plan]
 
 
 @dataclass(frozen=True)
@@ -31,12 +36,12 @@ class WorkloadKind:
     name: str
     summary: str
     load: Loader  # the file's units of work (each with .name and .arrival_s)
-    executor: type[Experiment]
+    executor: type[Experiment] | None  # None: decided offline only (no emulated run yet)
+    schedule: Offline  # `testbed schedule`: one decision on the topology's offline model
 
 
 KINDS: dict[str, WorkloadKind] = {}
-PLANNED = {"training": "split federated learning rounds (EdgeSplit): issue #14",
-           "requests": "request dispatch across edges (CoRaiS): issue #15"}
+PLANNED = {"training": "split federated learning rounds (EdgeSplit): issue #14"}
 
 
 def register(kind: WorkloadKind) -> None:
@@ -45,6 +50,40 @@ def register(kind: WorkloadKind) -> None:
 
 def _load_streams(text: str, source: str, topo: Topology, seed: int | None) -> list:
     return list(loads_jobs(text, source, topo, seed=seed).jobs)
+
+
+def _schedule_streams(topo: Topology, path: Path, text: str, scheduler: str, seed: int,
+                      gops_per_core: float | None, k_paths: int) -> Plan:
+    from testbed.schedulers.offline import schedule
+
+    return schedule(topo, path, scheduler, k_paths, gops_per_core)
+
+
+def _load_requests(text: str, source: str, topo: Topology, seed: int | None) -> list:
+    from testbed.kinds.requests.spec import loads
+
+    return [loads(text, source, topo)]
+
+
+def _schedule_requests(topo: Topology, path: Path, text: str, scheduler: str, seed: int,
+                       gops_per_core: float | None, k_paths: int) -> Plan:
+    from testbed.kinds.requests.decision import schedule_offline
+    from testbed.kinds.requests.spec import loads
+
+    return schedule_offline(topo, loads(text, str(path), topo), scheduler, seed, gops_per_core)
+
+
+def schedule(topology: str | Path, workload_file: str | Path, scheduler: str,
+             k_paths: int = 3, gops_per_core: float | None = None, seed: int = 0) -> Plan:
+    """`testbed schedule`: one decision of `scheduler` on the workload file, no network."""
+    from testbed.schedulers import get
+    from testbed.topology import load
+
+    text = read_file(Path(workload_file))
+    kind = kind_of(workload_file, text)
+    get(scheduler.partition(":")[0], kind.name)
+    return kind.schedule(load(topology), Path(workload_file), text, scheduler, seed,
+                         gops_per_core, k_paths)
 
 
 def kind_of(path: str | Path, text: str) -> WorkloadKind:
@@ -70,6 +109,9 @@ def run(name: str | None, workload_file: str | Path, opts: RunOptions,
         progress("the controller was dead or stuck: restarted it")
     topo = Topology.from_dict(ledger.topology, ledger.topology_file)
     units = kind.load(text, str(workload_file), topo, opts.seed)
+    if kind.executor is None:
+        raise InputError(f"{workload_file}: {kind.name} workloads are decided offline only "
+                         "so far (`testbed schedule`); their emulated run is not built yet")
     if opts.compute not in ("synthetic", "torch"):
         raise InputError(f"--compute {opts.compute!r}: use synthetic or torch")
     opts.out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,4 +119,6 @@ def run(name: str | None, workload_file: str | Path, opts: RunOptions,
 
 
 register(WorkloadKind("streams", "DAG jobs processing streams of items (ENTS, DCEI)",
-                      _load_streams, Streams))
+                      _load_streams, Streams, _schedule_streams))
+register(WorkloadKind("requests", "requests dispatched to edge services each period (CoRaiS)",
+                      _load_requests, Requests, _schedule_requests))

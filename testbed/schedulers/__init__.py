@@ -30,7 +30,10 @@ def register(name: str, fn: Scheduler, summary: str, kind: str = "streams") -> N
 
 
 def get(name: str, kind: str | None = None) -> Scheduler:
-    """The scheduler `name`; with `kind`, refused unless it plans that workload kind."""
+    """The scheduler `name`; with `kind`, refused unless it plans that workload kind. Some
+    kinds' schedulers take an argument after a colon (`ilp:50ms`); the entry is the name's
+    part before it."""
+    name, _, arg = name.partition(":")
     if name not in REGISTRY:
         raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(REGISTRY)}")
     entry = REGISTRY[name]
@@ -38,6 +41,8 @@ def get(name: str, kind: str | None = None) -> Scheduler:
         fits = [e.name for e in REGISTRY.values() if e.kind == kind]
         raise InputError(f"scheduler {name!r} plans {entry.kind} workloads, not {kind}; "
                          f"choose one of {', '.join(fits) or '(none registered)'}")
+    if arg and entry.kind == "streams":
+        raise InputError(f"scheduler {name!r} takes no argument (':{arg}'); write {name}")
     return entry.fn
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from testbed.topology import load
+from testbed.topology.model import Topology
 
 
-def schedule(topology: str | Path, jobs: str | Path, scheduler: str, k_paths: int = 3,
+def schedule(topology: str | Path | Topology, jobs: str | Path, scheduler: str, k_paths: int = 3,
              gops_per_core: float | None = None):
     """Run a scheduler offline (no network): every job of the file waiting at time 0."""
     import time
@@ -18,8 +19,8 @@ def schedule(topology: str | Path, jobs: str | Path, scheduler: str, k_paths: in
     from testbed.schedulers.network import DEFAULT_GOPS_PER_CORE, NetworkView
     from testbed.schedulers.plan import Plan
 
-    fn = get(scheduler)
-    topo = load(topology)
+    fn = get(scheduler, "streams")
+    topo = topology if isinstance(topology, Topology) else load(topology)
     jobset = load_jobs(jobs, topo)
     view = NetworkView.from_topology(topo, gops_per_core=gops_per_core or DEFAULT_GOPS_PER_CORE,
                                      k_paths=k_paths)
@@ -38,7 +39,7 @@ def simulate(topology: str | Path, jobs: str | Path, scheduler: str, k_paths: in
     from testbed.schedulers.network import DEFAULT_GOPS_PER_CORE, NetworkView
     from testbed.schedulers.simulate import simulate as run_sim
 
-    fn = get(scheduler)
+    fn = get(scheduler, "streams")
     topo = load(topology)
     view = NetworkView.from_topology(topo, gops_per_core=gops_per_core or DEFAULT_GOPS_PER_CORE,
                                      k_paths=k_paths)
