@@ -221,3 +221,4 @@ def test_a_plan_extension_of_a_kind_round_trips_typed_through_json():
         assert old.kind == "streams" and old.extension is None
     finally:
         EXTENSIONS.pop("toy")
+

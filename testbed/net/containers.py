@@ -18,11 +18,11 @@ from testbed.errors import CapabilityError, NetworkError
 from testbed.images import client
 from testbed.naming import CONTAINER_LABEL, Names
 from testbed.net import netns
+from testbed.net.cgroups import CFS_PERIOD_US
 from testbed.topology.model import Node
 
 NODE_LABEL = "org.edge-testbed.node"
 START_WORKERS = 16
-CFS_PERIOD_US = 100_000
 
 
 def container_name(names: Names, node: str) -> str:

@@ -176,6 +176,9 @@ class Requests(Experiment):
                 self.clients[e] = self._talker(e, f"client.{e}", {
                     "role": "client", "max_bytes": self.w.spec.size.bytes[1]})
             self._wait_for(list(self.clients.values()), "ready")
+            first = next(iter(self.periods.values()))  # load the policy (e.g. torch) now,
+            self.policy(instance(self.w, self.model, first.requests, *self._backlog(0.0)),
+                        np.random.default_rng(0), self.policy_arg)  # not at period 0
         except BaseException:
             self.close()
             raise

@@ -95,7 +95,7 @@ def ilp(inst: Instance, rng: np.random.Generator, arg: str) -> Dispatch:
     10 s). Variables: x[z, q] binary, then per edge L (local), R (transfer), S = max(L, R),
     and the makespan T. Without a solution in time, the best of local and greedy-ect."""
     from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import lil_matrix
+    from scipy.sparse import coo_matrix
 
     try:
         limit = parse_seconds(arg) if arg else 10.0
@@ -103,33 +103,48 @@ def ilp(inst: Instance, rng: np.random.Generator, arg: str) -> Dispatch:
         raise InputError(f"ilp:{arg}: {e}") from None
     Z, Q = inst.requests, inst.edges
     comp, moved = inst.compute_s(), inst.transfer_s()
-    is_local = inst.source[:, None] == np.arange(Q)[None, :]
+    is_local = (inst.source[:, None] == np.arange(Q)[None, :]).ravel()
     nx = Z * Q
     iL, iR, iS, iT = nx, nx + Q, nx + 2 * Q, nx + 3 * Q
     n = iT + 1
-    rows: list[tuple[dict[int, float], float, float]] = []
-    for z in range(Z):  # eq. 10-11: each request to exactly one edge
-        rows.append(({z * Q + q: 1.0 for q in range(Q)}, 1.0, 1.0))
-    for q in range(Q):
-        xs = [(z, z * Q + q) for z in range(Z)]
-        # L_q = W_loc + sum local compute  ->  L_q - sum = W_loc
-        rows.append(({iL + q: 1.0, **{j: -comp[z, q] for z, j in xs if is_local[z, q]}},
-                     inst.backlog_local_s[q], inst.backlog_local_s[q]))
-        for z, j in xs:  # R_q >= moved * x  for transferred requests (eq. 7-8)
-            if not is_local[z, q]:
-                rows.append(({iR + q: 1.0, j: -moved[z, q]}, 0.0, np.inf))
-        rows.append(({iS + q: 1.0, iL + q: -1.0}, 0.0, np.inf))  # S >= L
-        rows.append(({iS + q: 1.0, iR + q: -1.0}, 0.0, np.inf))  # S >= R
-        # T >= S_q + W_in + sum transferred compute (eq. 9)
-        rows.append(({iT: 1.0, iS + q: -1.0,
-                      **{j: -comp[z, q] for z, j in xs if not is_local[z, q]}},
-                     inst.backlog_in_s[q], np.inf))
-    a = lil_matrix((len(rows), n))
-    lo, hi = np.empty(len(rows)), np.empty(len(rows))
-    for r, (coefs, lb, ub) in enumerate(rows):
-        for j, v in coefs.items():
-            a[r, j] = v
-        lo[r], hi[r] = lb, ub
+    xj = np.arange(nx)  # x[z, q] is column z * Q + q
+    xq = xj % Q
+    far = np.flatnonzero(~is_local)
+    nr = len(far)
+    rows, cols, vals = [], [], []
+
+    def put(r, c, v) -> None:
+        rows.append(np.asarray(r).ravel())
+        cols.append(np.asarray(c).ravel())
+        vals.append(np.broadcast_to(np.asarray(v, dtype=float), np.shape(r)).ravel())
+
+    # rows [0, Z): eqs. 10-11, each request to exactly one edge
+    put(xj // Q, xj, 1.0)
+    # rows Z + q: L_q - sum of local compute = W_loc (eq. 5)
+    loc = np.flatnonzero(is_local)
+    put(Z + np.arange(Q), iL + np.arange(Q), 1.0)
+    put(Z + xq[loc], loc, -comp.ravel()[loc])
+    # rows Z + Q + k: R_q - moved * x >= 0 for each transferred (z, q) (eqs. 7-8)
+    base = Z + Q
+    put(base + np.arange(nr), iR + xq[far], 1.0)
+    put(base + np.arange(nr), far, -moved.ravel()[far])
+    # S_q >= L_q and S_q >= R_q
+    base += nr
+    put(base + np.arange(Q), iS + np.arange(Q), 1.0)
+    put(base + np.arange(Q), iL + np.arange(Q), -1.0)
+    put(base + Q + np.arange(Q), iS + np.arange(Q), 1.0)
+    put(base + Q + np.arange(Q), iR + np.arange(Q), -1.0)
+    # T - S_q - sum of transferred compute >= W_in (eq. 9)
+    base += 2 * Q
+    put(base + np.arange(Q), np.full(Q, iT), 1.0)
+    put(base + np.arange(Q), iS + np.arange(Q), -1.0)
+    put(base + xq[far], far, -comp.ravel()[far])
+    m = base + Q
+    a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                   shape=(m, n))
+    lo = np.concatenate([np.ones(Z), inst.backlog_local_s, np.zeros(nr + 2 * Q),
+                         inst.backlog_in_s])
+    hi = np.concatenate([np.ones(Z), inst.backlog_local_s, np.full(nr + 3 * Q, np.inf)])
     lower = np.zeros(n)
     lower[iR:iR + Q] = inst.backlog_transfer_s
     c = np.zeros(n)
