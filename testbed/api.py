@@ -54,6 +54,24 @@ def doctor(topology: str | Path | None = None, accept_new_host_keys: bool = Fals
     return out
 
 
+def version() -> str:
+    """The installed package's version and, in a git checkout, its commit."""
+    import importlib.metadata as md
+    import subprocess
+
+    try:
+        v = md.version("edge-testbed")
+    except md.PackageNotFoundError:
+        v = "unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return f"{v} ({commit})" if commit else v
+
+
 def topology_schema() -> dict:
     """The JSON Schema of topology files."""
     from testbed.topology.schema import TopologyFile

@@ -17,7 +17,7 @@ from rich.table import Table
 from testbed import api
 from testbed.errors import TestbedError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hybrid edge testbed: YAML topologies become shaped, SDN-routed networks.")
 flow_app = typer.Typer(no_args_is_help=True, help="Steer individual flows: path and rate.")
 app.add_typer(flow_app, name="flow")
@@ -25,8 +25,8 @@ image_app = typer.Typer(no_args_is_help=True, help="Node images built here (no r
 app.add_typer(image_app, name="image")
 node_app = typer.Typer(no_args_is_help=True, help="Change or inspect a running node.")
 app.add_typer(node_app, name="node")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True, emoji=False)  # "ilp:abc:" is a value, not an emoji code
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="testbed name")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -39,6 +39,19 @@ GopsOpt = Annotated[float | None, typer.Option(help="node speed per core when no
 
 def _flow_client(name: str | None):
     return api.flows(name)
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"testbed {api.version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", help="print the version and exit", is_eager=True,
+        callback=_version)] = False) -> None:
+    """Hybrid edge testbed: YAML topologies become shaped, SDN-routed networks."""
 
 
 @app.command()
@@ -535,6 +548,10 @@ def main() -> None:
     except TestbedError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
+    except PermissionError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}: the testbed needs root (namespaces, OVS, "
+                  "cgroups); run it as root, as `make setup` does", highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -167,3 +167,9 @@ def test_deadline_variant_trades_accuracy_for_time():
     assert tight.extension.makespan_predicted_s < loose.extension.makespan_predicted_s
     with pytest.raises(InputError, match="needs service.variants"):
         api.schedule(EDGES5, REQUESTS, "deadline-variant:1s")
+
+
+def test_a_bad_policy_argument_is_a_clear_cli_error():
+    res = cli("schedule", str(EDGES5), str(REQUESTS), "--scheduler", "ilp:abc")
+    assert res.returncode == 2 and "ilp:abc: 'abc' is not a duration" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, cli, needs_root
+from tests.conftest import ROOT, TESTBED, cli, needs_root
 
 
 @needs_root
@@ -50,3 +50,15 @@ def test_example_topologies_load():
 
     for path in (ROOT / "topologies").glob("*.yaml"):
         assert load(path).nodes, path
+
+
+def test_version_and_a_clear_message_when_not_root():
+    res = cli("--version", check=True)
+    assert res.stdout.startswith("testbed ") and len(res.stdout.split()) >= 2
+    topo = str(ROOT / "topologies" / "square.yaml")
+    as_nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                *TESTBED, "up", topo], capture_output=True, text=True,
+                               cwd=ROOT, timeout=120)
+    assert as_nobody.returncode != 0
+    assert "Traceback" not in as_nobody.stderr
+    assert "root" in as_nobody.stderr, as_nobody.stderr
