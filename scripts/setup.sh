@@ -13,6 +13,15 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# An engine already here (Docker CE's docker-ce/containerd.io, or any dockerd) is used as it
+# is: installing docker.io beside Docker CE conflicts and aborts apt.
+if command -v dockerd >/dev/null 2>&1 || \
+   dpkg-query -W -f='${Status}' docker-ce 2>/dev/null | grep -q "install ok installed"; then
+  kept=()
+  for p in "${PKGS[@]}"; do [ "$p" = docker.io ] || kept+=("$p"); done
+  PKGS=("${kept[@]}")
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
