@@ -74,8 +74,9 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     assert cli("exec", "c1", "--name", name, "--", "sh", "-c", "exit 7").returncode == 7
 
     # CPU limits: the same loop runs about half as fast in a 0.5-core node as in a 1-core one
-    def spins(node: str) -> int:
-        return int(api.run(name, node, ["python3", "-c", SPIN], timeout=60).stdout)
+    def spins(node: str) -> int:  # the best of two: a host busy for a moment is not a limit
+        return max(int(api.run(name, node, ["python3", "-c", SPIN], timeout=60).stdout)
+                   for _ in range(2))
 
     ratio = spins("c2") / spins("c1")
     assert abs(ratio - 0.5) / 0.5 < 0.15, ratio
