@@ -340,7 +340,8 @@ def _to_topology_error(model: type[pydantic.BaseModel], e: pydantic.ValidationEr
     errors = e.errors(include_url=False)
     # an unknown key usually explains a "missing" one next to it (a typo): report it first
     err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())]
+    # pydantic names the member of a union it tried (a model's class name): not a user key
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _model_names(model))]
     field = _format_loc(loc)
     if err["type"] == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
@@ -366,6 +367,22 @@ def _to_topology_error(model: type[pydantic.BaseModel], e: pydantic.ValidationEr
         shown = repr(err.get("input"))[:60]
         msg, fix = f"{shown} is not a valid {loc[-1]}", rules.get(str(loc[-1]), "")
     return TopologyError(source, field, msg, fix)
+
+
+def _model_names(model: type[pydantic.BaseModel]) -> set[str]:
+    """Class names of every model reachable from `model`'s fields."""
+    seen: set[str] = set()
+    todo: list = [model]
+    while todo:
+        tp = todo.pop()
+        if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+            if tp.__name__ in seen:
+                continue
+            seen.add(tp.__name__)
+            todo += [f.annotation for f in tp.model_fields.values()]
+        else:
+            todo += list(typing.get_args(tp))
+    return seen
 
 
 def _format_loc(loc) -> str:
