@@ -81,10 +81,17 @@ def topology_schema() -> dict:
 
 def schedulers() -> list[tuple[str, str, str]]:
     """(name, workload kind it plans, what it does) of every registered scheduler."""
-    from testbed.schedulers import REGISTRY
+    from testbed.schedulers import entries
 
-    return [(e.name, e.kind, e.summary) for e in sorted(REGISTRY.values(),
-                                                         key=lambda e: e.kind)]
+    return [(e.name, e.kind, e.summary) for e in sorted(entries(), key=lambda e: e.kind)]
+
+
+def load_plugins(modules: list[str] | None) -> None:
+    """Import scheduler plug-ins (module names or .py files); they register themselves."""
+    from testbed.schedulers.plugins import load_module
+
+    for m in modules or []:
+        load_module(m)
 
 
 def train_policy(policy: str, edges: int, requests: int, minutes: float, out: str | Path,
@@ -127,10 +134,12 @@ def export_campaign(results: str | Path, fmt: str = "csv") -> list[Path]:
     return export(Path(results), fmt)
 
 
-def plot_campaign(results: str | Path) -> list[Path]:
-    from testbed.campaign.export import plot
+def plot_campaign(results: str | Path, formats: tuple[str, ...] = ("png", "pdf"),
+                  size: tuple[float, float] = (6.0, 4.0), dpi: int = 150) -> list[Path]:
+    """A campaign's figures (see testbed/campaign/figures.py) in each of `formats`."""
+    from testbed.campaign.figures import FigureOptions, plot
 
-    return plot(Path(results))
+    return plot(Path(results), FigureOptions(tuple(formats), size, dpi))
 
 
 def build_image(recipe: str = "edge-node", force: bool = False, progress=lambda s: None) -> str:

@@ -35,6 +35,12 @@ KPathsOpt = Annotated[int, typer.Option(help="candidate paths per flow")]
 AcceptKeysOpt = Annotated[bool, typer.Option(
     "--accept-new-host-keys", help="trust devices' unknown SSH host keys and save them")]
 GopsOpt = Annotated[float | None, typer.Option(help="node speed per core when not measured")]
+PluginOpt = Annotated[list[str] | None, typer.Option(
+    "--plugin", help="import a scheduler plug-in first: module name or .py file (repeatable)")]
+
+
+def _load_plugins(modules: list[str] | None) -> None:
+    api.load_plugins(modules)
 
 
 def _flow_client(name: str | None):
@@ -219,8 +225,9 @@ def schema() -> None:
 
 
 @app.command()
-def schedulers() -> None:
+def schedulers(plugin: PluginOpt = None) -> None:
     """List the schedulers `schedule`, `simulate` and campaigns can use."""
+    _load_plugins(plugin)
     t = Table("name", "kind", "what it does")
     for name, kind, summary in api.schedulers():
         t.add_row(name, kind, summary)
@@ -231,8 +238,10 @@ def schedulers() -> None:
 def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
              jobs: Annotated[str, typer.Argument(help="jobs YAML")],
              scheduler: SchedulerOpt = "otfa", k_paths: KPathsOpt = 3,
-             gops_per_core: GopsOpt = None, as_json: JsonOpt = False) -> None:
+             gops_per_core: GopsOpt = None, as_json: JsonOpt = False,
+             plugin: PluginOpt = None) -> None:
     """Run a scheduler offline (no network) and print its Plan with predicted metrics."""
+    _load_plugins(plugin)
     plan = api.schedule(topology, jobs, scheduler, k_paths, gops_per_core)
     if as_json:
         print(plan.to_json())
@@ -285,8 +294,10 @@ def train_policy(policy: Annotated[str, typer.Argument(help="corais")],
 def simulate(topology: Annotated[str, typer.Argument(help="topology YAML")],
              jobs: Annotated[str, typer.Argument(help="jobs YAML")],
              scheduler: SchedulerOpt = "otfa", k_paths: KPathsOpt = 3,
-             gops_per_core: GopsOpt = None, as_json: JsonOpt = False) -> None:
+             gops_per_core: GopsOpt = None, as_json: JsonOpt = False,
+             plugin: PluginOpt = None) -> None:
     """Event-driven simulation of an online scheduler: arrivals, runs, releases (no network)."""
+    _load_plugins(plugin)
     res = api.simulate(topology, jobs, scheduler, k_paths, gops_per_core)
     summary = {"scheduler": scheduler, "jobs": len(res.jobs),
                "mean_throughput": res.mean_throughput, "mean_waiting_s": res.mean_waiting_s,
@@ -315,8 +326,9 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
         resolution: Annotated[int, typer.Option(help="torch models' input size")] = 224,
         unprivileged: Annotated[bool, typer.Option(
             help="task processes run as user nobody with no capabilities")] = False,
-        name: NameOpt = None) -> None:
+        name: NameOpt = None, plugin: PluginOpt = None) -> None:
     """Run jobs on the running testbed: decide, enforce, execute, trace (results/<run>/)."""
+    _load_plugins(plugin)
     import time as _time
     from pathlib import Path
 
@@ -332,13 +344,13 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
             raise typer.Exit(1)
         return
     t = Table("job", "status", "measured items/s", "predicted items/s", "ratio",
-              "latency p50 ms", "predicted ms", "waiting s",
+              "latency p50 ms", "min ms", "unloaded predicted ms", "waiting s",
               title=f"{scheduler}: measured vs predicted ({run_dir})")
     for r in jobs_df.itertuples():
         t.add_row(r.job, escape(r.status if not r.reason else f"{r.status}: {r.reason}"[:60]),
                   f"{r.throughput_measured_items_s:.3f}", f"{r.throughput_predicted_items_s:.3f}",
-                  f"{r.fidelity:.2f}", f"{r.latency_ms_p50:.0f}",
-                  f"{r.latency_ms_predicted:.0f}", f"{r.waiting_s:.2f}")
+                  f"{r.fidelity:.2f}", f"{r.latency_ms_p50:.0f}", f"{r.latency_ms_min:.0f}",
+                  f"{r.latency_ms_unloaded_predicted:.0f}", f"{r.waiting_s:.2f}")
     out.print(t)
     if (jobs_df.status != "done").any():
         raise typer.Exit(1)
@@ -374,17 +386,28 @@ def _periods_table(df, scheduler: str, run_dir) -> None:
 @app.command()
 def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
              resume: Annotated[bool, typer.Option(help="skip trials already recorded")] = False,
+             retry_failed: Annotated[bool, typer.Option(
+                 help="resume, and run failed trials again (their rows move to "
+                      "failed_attempts.csv)")] = False,
              jobs: Annotated[int, typer.Option("--jobs", "-j",
                                                help="parallel simulated trials")] = 1,
              dry_run: Annotated[bool, typer.Option(help="list the trials only")] = False,
+             out_root: Annotated[str, typer.Option(
+                 "--out", help="results root; the campaign writes to OUT/<name>")] = "results",
+             plugin: PluginOpt = None,
              allow_changes: Annotated[bool, typer.Option(
                  help="resume a changed campaign: run the trials it now defines beside the "
                       "recorded rows")] = False) -> None:
-    """Run a sweep: grid x repetitions, one row per trial in results/<name>/trials.csv."""
+    """Run a sweep: grid x repetitions, one row per trial in OUT/<name>/trials.csv.
+    Exit code 1 when any trial failed or was partial."""
+    from pathlib import Path
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    _load_plugins(plugin)
     if dry_run:
-        trials = api.campaign(file, resume=resume, dry_run=True)
+        trials = api.campaign(file, resume=resume, dry_run=True, root=Path(out_root),
+                              retry_failed=retry_failed)
         t = Table("trial", "scheduler", "parameters", "repetition", "seed",
                   title=f"{len(trials)} trials to run")
         for tr in trials:
@@ -392,23 +415,27 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
                       str(tr.repetition), str(tr.seed))
         out.print(t)
         return
-    failed = []
+    bad: list[str] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
                   "/{task.total}"), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("campaign", total=None)
 
         def progress(done, total, trial, row):
-            bar.update(task, total=total, completed=done,
-                       description=f"trial {trial.id} ({trial.scheduler})")
+            bar.update(task, total=total, completed=done, description="campaign" if trial is
+                       None else f"trial {trial.id} ({trial.scheduler})")
             if row and row["status"] != "done":
-                failed.append(f"{trial.id}: {row['reason']}")
+                bad.append(f"{row['status']} {trial.id}: {row['reason']}")
 
         trials = api.campaign(file, resume=resume, jobs=jobs, progress=progress,
-                              allow_changes=allow_changes)
-    out.print(f"{len(trials)} trials run, {len(failed)} failed")
-    for f in failed:
-        out.print(f"  failed {escape(f)}")
-    if failed:
+                              allow_changes=allow_changes, root=Path(out_root),
+                              retry_failed=retry_failed)
+    failed = sum(b.startswith("failed") for b in bad)
+    out.print(f"{len(trials)} trials run: {len(trials) - len(bad)} done, "
+              f"{len(bad) - failed} partial, {failed} failed"
+              + ("" if trials else " (nothing pending; --retry-failed runs failed ones again)"))
+    for b in bad:
+        out.print(f"  {escape(b)}")
+    if bad:
         raise typer.Exit(1)
 
 
@@ -421,9 +448,20 @@ def export(results: Annotated[str, typer.Argument(help="results/<campaign>")],
 
 
 @app.command()
-def plot(results: Annotated[str, typer.Argument(help="results/<campaign>")]) -> None:
-    """Draw metric vs swept parameter, one line per scheduler, error bars over repetitions."""
-    for path in api.plot_campaign(results):
+def plot(results: Annotated[str, typer.Argument(help="results/<campaign>")],
+         fmt: Annotated[str, typer.Option("--format", help="comma-separated: png,pdf,svg")]
+         = "png,pdf",
+         size: Annotated[str, typer.Option(help="width x height in inches")] = "6x4",
+         dpi: Annotated[int, typer.Option(help="dots per inch (PNG)")] = 150) -> None:
+    """Figures for a paper: metric vs swept parameter, one marker and line style per
+    scheduler, 95% confidence intervals over repetitions; partial/failed trials left out."""
+    try:
+        w, h = (float(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"--size {size!r}: write WIDTHxHEIGHT in inches, e.g. 6x4") \
+            from None
+    for path in api.plot_campaign(results, tuple(f.strip() for f in fmt.split(",")), (w, h),
+                                  dpi):
         out.print(str(path))
 
 

@@ -31,7 +31,7 @@ def campaign_demo(path: str) -> int:
 
     import pandas as pd
 
-    from testbed.campaign.export import plot
+    from testbed.campaign.figures import plot
     from testbed.campaign.run import run_campaign
     from testbed.campaign.sweep import load_campaign
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed.campaign.export import export, plot
+from testbed.campaign.export import export
+from testbed.campaign.figures import plot
 from testbed.campaign.run import run_campaign
 from testbed.campaign.sweep import load_campaign
 from testbed.errors import InputError
@@ -189,3 +190,73 @@ def test_emulated_campaign_runs_trials_on_the_testbed(tmp_path):
         f.name for f in files}
     runs = pd.read_csv(tmp_path / "results" / "emu" / "export" / "runs.csv")
     assert len(runs) == 2 and (runs.incidents == 0).all() and "version:os-ken" in runs
+
+
+FLAKY_PLUGIN = '''
+from pathlib import Path
+
+from testbed.schedulers import register
+from testbed.schedulers.online import lr
+
+
+def flaky(view, running, waiting, now=0.0):
+    if (Path(__file__).parent / "fail-now").exists():
+        raise RuntimeError("told to fail")
+    return lr(view, running, waiting, now)
+
+
+register("flaky", flaky, "least-requested, or fails while fail-now exists")
+'''
+
+
+def test_failed_trials_fail_the_command_and_retry_failed_runs_them_again(tmp_path):
+    (tmp_path / "flaky.py").write_text(FLAKY_PLUGIN)
+    (tmp_path / "fail-now").touch()
+    path = campaign_file(tmp_path, "  scheduler: [otfa, flaky]", reps=1)
+    path.write_text(path.read_text() + "plugins: [flaky.py]\n")
+    out = ["--out", str(tmp_path / "results")]
+    res = cli("campaign", str(path), *out)
+    assert res.returncode == 1 and "1 done, 0 partial, 1 failed" in res.stdout, res.stdout
+    assert "told to fail" in res.stdout
+    res = cli("campaign", str(path), "--resume", *out)
+    assert res.returncode == 0 and "0 trials run" in res.stdout and "--retry-failed" in \
+        res.stdout and "None" not in res.stdout + res.stderr
+    assert "flaky" in cli("campaign", str(path), "--retry-failed", "--dry-run", *out).stdout
+    (tmp_path / "fail-now").unlink()
+    res = cli("campaign", str(path), "--retry-failed", *out)
+    assert res.returncode == 0 and "1 trials run: 1 done" in res.stdout, res.stdout
+    table = tmp_path / "results" / "c"
+    df = pd.read_csv(table / "trials.csv")
+    assert len(df) == 2 and (df.status == "done").all() and df.trial.is_unique
+    old = pd.read_csv(table / "failed_attempts.csv")  # the failure is kept, not lost
+    assert list(old.scheduler) == ["flaky"] and "told to fail" in old.reason[0]
+
+
+def test_a_trial_with_an_unfinished_job_is_partial_and_left_out_of_figures(tmp_path):
+    from testbed.campaign import records
+    from testbed.campaign.figures import FigureOptions
+    from testbed.campaign.trials import _partial
+
+    jobs = pd.DataFrame({"job": ["a", "b", "c"], "status": ["done", "failed", "done"],
+                         "reason": ["", "tasks did not finish after the source ended", ""]})
+    row = _partial({"status": "done", "reason": ""}, jobs, "jobs")
+    assert row["status"] == "partial"
+    assert row["reason"] == "1 of 3 jobs not done: tasks did not finish after the source ended"
+    assert _partial({"status": "done", "reason": ""}, jobs.iloc[[0, 2]], "jobs")["status"] == \
+        "done"
+    results = tmp_path / "r"
+    results.mkdir()
+    cols = ["trial", "param:topology.bw", "scheduler", "status", "reason", "waiting_s"]
+    for i, (status, bw, sched) in enumerate([("done", 1, "a"), ("done", 10, "a"),
+                                             ("partial", 10, "a"), ("done", 1, "b"),
+                                             ("done", 10, "b"), ("failed", 1, "b")]):
+        records.append(results / "trials.csv", {"trial": f"t{i}", "param:topology.bw": bw,
+                                                "scheduler": sched, "status": status,
+                                                "reason": "", "waiting_s": i}, cols)
+    paths = plot(results, FigureOptions(formats=("png", "pdf", "svg"), size=(4, 3), dpi=80))
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png", ".svg"]
+    svg = next(p for p in paths if p.suffix == ".svg").read_text()
+    assert "left out: 1 partial, 1 failed trial(s)" in svg  # said on the figure itself
+    assert "link bandwidth (Mbit/s)" in svg and "waiting time before placement (s)" in svg
+    with pytest.raises(InputError, match="choose from png, pdf, svg"):
+        plot(results, FigureOptions(formats=("jpg",)))

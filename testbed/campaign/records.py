@@ -23,6 +23,31 @@ def done_ids(path: Path) -> set[str]:
     return set(df.trial.astype(str)) if "trial" in df else set()
 
 
+def failed_ids(path: Path) -> set[str]:
+    df = read(path)
+    return set(df[df.status == "failed"].trial.astype(str)) if "status" in df else set()
+
+
+def set_aside_failed(path: Path) -> int:
+    """Move the rows of failed trials to failed_attempts.csv beside trials.csv (kept, never
+    lost: the reasons say why they failed), so that a resume runs those trials again.
+    Returns how many were moved."""
+    df = read(path)
+    if df.empty or "status" not in df:
+        return 0
+    failed = df[df.status == "failed"]
+    if failed.empty:
+        return 0
+    attempts = path.with_name("failed_attempts.csv")
+    failed.to_csv(attempts, mode="a", index=False, header=not attempts.exists())
+    tmp = path.with_suffix(".csv.tmp")
+    df[df.status != "failed"].to_csv(tmp, index=False)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(failed)
+
+
 def header(path: Path) -> list[str]:
     if not (path.exists() and path.stat().st_size):
         return []

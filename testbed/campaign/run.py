@@ -24,7 +24,7 @@ from testbed.campaign.trials import columns, run_trial, testbed_name, workload_k
 from testbed.errors import InputError, TestbedError
 from testbed.net.ledger import write_private
 
-Progress = Callable[[int, int, Trial, dict | None], None]
+Progress = Callable[[int, int, Trial | None, dict | None], None]
 
 
 def results_dir(campaign: Campaign, root: Path = Path("results")) -> Path:
@@ -45,12 +45,21 @@ def changes(before: dict, now: dict) -> list[str]:
 
 def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run: bool = False,
                  root: Path = Path("results"), allow_changes: bool = False,
+                 retry_failed: bool = False,
                  progress: Progress = lambda done, total, trial, row: None) -> list[Trial]:
-    """Runs the campaign's pending trials; returns them (with --dry-run: only lists them)."""
+    """Runs the campaign's pending trials; returns them (with --dry-run: only lists them).
+    `retry_failed` (implies resume) runs failed trials again; their old rows move to
+    failed_attempts.csv."""
     campaign = load_campaign(path)
-    out = results_dir(campaign, root)
+    out = results_dir(campaign, Path(root))
     table = out / "trials.csv"
+    resume = resume or retry_failed
     done = records.done_ids(table)
+    if retry_failed and not dry_run:
+        records.set_aside_failed(table)
+        done = records.done_ids(table)
+    elif retry_failed:
+        done -= records.failed_ids(table)
     if done and not resume and not dry_run:
         raise InputError(f"{table} already has {len(done)} trials; pass --resume to continue "
                          "the campaign, or move that directory away to start over")
@@ -77,12 +86,16 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
         "history": history}, indent=1, default=str))
     _finish_interrupted(out)
     mode, compute = campaign.spec.mode, campaign.spec.compute
+    plugins = [str((campaign.source.parent / p).resolve()) if p.endswith(".py") or "/" in p
+               else p for p in campaign.spec.plugins]
     cols = columns(list(campaign.spec.grid), mode,
                    workload_kind(campaign.trials[0].jobs) if campaign.trials else "streams")
     total = len(pending)
+    progress(0, total, None, None)
     if mode == "simulated" and jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(run_trial, t, mode, out / "trials" / t.id, compute): t
+            futures = {pool.submit(run_trial, t, mode, out / "trials" / t.id, compute, None,
+                                   plugins): t
                        for t in pending}
             for n, fut in enumerate(as_completed(futures), start=1):
                 row = fut.result()

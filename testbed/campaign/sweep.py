@@ -49,6 +49,7 @@ class CampaignFile(Strict):
     duration: Seconds | None = None
     scheduler: str = "otfa"
     compute: Literal["synthetic", "torch"] = "synthetic"
+    plugins: list[str] = []  # scheduler plug-ins: module names or .py files beside this file
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def load_campaign(path: str | Path) -> Campaign:
     path = Path(path)
     spec = parse_model(CampaignFile, read_yaml(read_file(path), str(path)), str(path))
     base = path.parent
+    load_plugins(spec.plugins, base, str(path))
     topology = spec.topology
     if isinstance(topology, str):
         topology = _read(base, topology, str(path), "topology")
@@ -94,6 +96,17 @@ def load_campaign(path: str | Path) -> Campaign:
     campaign = Campaign(spec, path, tuple(expand(spec, topology, jobs)))
     validate_trials(campaign)
     return campaign
+
+
+def load_plugins(plugins: list[str], base: Path, source: str) -> None:
+    from testbed.schedulers.plugins import load_module
+
+    for i, name in enumerate(plugins):
+        try:
+            load_module(name, base)
+        except InputError as e:
+            raise TopologyError(source, f"plugins[{i}]", str(e),
+                                "name an importable module or a .py file") from None
 
 
 def validate_trials(campaign: Campaign) -> None:

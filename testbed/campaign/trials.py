@@ -26,7 +26,7 @@ METRICS = {  # (mode, workload kind) -> its columns in trials.csv
                                "waiting_s", "decision_ms_max"],
     ("emulated", "streams"): ["jobs", "jobs_done", "jobs_failed", "throughput_measured_items_s",
                               "throughput_predicted_items_s", "fidelity", "latency_ms_p50",
-                              "latency_ms_predicted", "waiting_s"],
+                              "latency_ms_min", "latency_ms_unloaded_predicted", "waiting_s"],
     ("emulated", "requests"): ["periods", "periods_done", "requests_failed",
                                "makespan_measured_s", "makespan_predicted_s", "fidelity",
                                "fidelity_min", "fidelity_max", "response_s_mean",
@@ -51,7 +51,12 @@ def testbed_name(trial: Trial) -> str:
 
 
 def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "synthetic",
-              name: str | None = None) -> dict:
+              name: str | None = None, plugins: list[str] | None = None) -> dict:
+    """One trial; `plugins` are imported first (a worker process may not have them)."""
+    from testbed.schedulers.plugins import load_module
+
+    for p in plugins or []:
+        load_module(p)
     trial_dir.mkdir(parents=True, exist_ok=True)
     topo_path, jobs_path = trial_dir / "topology.yaml", trial_dir / "jobs.yaml"
     name = name or testbed_name(trial)
@@ -98,16 +103,28 @@ def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_d
     finally:
         api.down(name)
     if workload_kind(trial.jobs) == "requests":
-        return _requests_row(jobs, trial_dir / "run")
+        return _partial(_requests_row(jobs, trial_dir / "run"), jobs, "periods")
     done = jobs[jobs.status == "done"]
-    return {"jobs": len(jobs), "jobs_done": len(done), "jobs_failed": int(
+    return _partial({"jobs": len(jobs), "jobs_done": len(done), "jobs_failed": int(
         (jobs.status == "failed").sum()),
         "throughput_measured_items_s": _mean(done.throughput_measured_items_s),
         "throughput_predicted_items_s": _mean(done.throughput_predicted_items_s),
         "fidelity": _mean(done.fidelity),
         "latency_ms_p50": _mean(done.latency_ms_p50),
-        "latency_ms_predicted": _mean(done.latency_ms_predicted),
-        "waiting_s": _mean(jobs.waiting_s)}
+        "latency_ms_min": _mean(done.latency_ms_min),
+        "latency_ms_unloaded_predicted": _mean(done.latency_ms_unloaded_predicted),
+        "waiting_s": _mean(jobs.waiting_s)}, jobs, "jobs")
+
+
+def _partial(row: dict, units, what: str) -> dict:
+    """A trial whose jobs (or periods) did not all finish is `partial`, not `done`: its means
+    cover only the finished ones, so plots leave it out and say so."""
+    bad = units[units.status != "done"] if len(units) else units
+    if len(bad):
+        first = next((r for r in bad.reason if isinstance(r, str) and r), bad.status.iloc[0])
+        row.update(status="partial",
+                   reason=f"{len(bad)} of {len(units)} {what} not done: {first}")
+    return row
 
 
 def _requests_row(periods, run_dir: Path) -> dict:

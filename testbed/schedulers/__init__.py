@@ -2,7 +2,8 @@
 
 The registry maps the names the CLI and campaigns use to the functions; register your own with
 `register("name", fn, "one line", kind="streams")`: each scheduler declares the workload kind
-it plans, and runs refuse a scheduler of another kind.
+it plans, and runs refuse a scheduler of another kind. Packages outside this one add theirs
+through entry points (group `testbed.schedulers`) or `--plugin MODULE` (see plugins.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from testbed.errors import InputError
-from testbed.schedulers import online
+from testbed.schedulers import online, plugins
 from testbed.schedulers.online import Scheduler
 
 
@@ -29,11 +30,19 @@ def register(name: str, fn: Scheduler, summary: str, kind: str = "streams") -> N
     REGISTRY[name] = Entry(name, fn, summary, kind)
 
 
+def entries() -> list[Entry]:
+    """Every scheduler: built in, registered by imported modules, and installed plug-ins."""
+    plugins.load_entry_points(register)
+    return list(REGISTRY.values())
+
+
 def get(name: str, kind: str | None = None) -> Scheduler:
     """The scheduler `name`; with `kind`, refused unless it plans that workload kind. Some
     kinds' schedulers take an argument after a colon (`ilp:50ms`); the entry is the name's
     part before it."""
     name, _, arg = name.partition(":")
+    if name not in REGISTRY:
+        plugins.load_entry_points(register)
     if name not in REGISTRY:
         raise InputError(f"unknown scheduler {name!r}; choose one of {', '.join(REGISTRY)}")
     entry = REGISTRY[name]

@@ -156,10 +156,11 @@ def tp(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 0.
     return finish(view, plan, "tp", placed, left, now)
 
 
-def _whole_job(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float,
-               name: str, score: Callable[[float, float], float]) -> Plan:
+def whole_job(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float,
+              name: str, score: Callable[[float, float], float]) -> Plan:
     """Kubernetes-style: the whole job on one node chosen by `score(cpu_frac, mem_frac)` of
-    the node after placing it (higher is better); memory must fit."""
+    the node after placing it (higher is better); memory must fit. Public: a plug-in that
+    only ranks nodes is one call to this (README, "Your own scheduler")."""
     plan, placed, left, new = running, {}, [], []
     for job in by_waiting_time(waiting):
         free = free_memory(view, plan)
@@ -202,14 +203,14 @@ def _cpu_requests(view: NetworkView, plan: Plan) -> dict[str, float]:
 
 def lr(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 0.0) -> Plan:
     """LeastRequestedPriority: the node with the most CPU and memory left after placing."""
-    return _whole_job(view, running, waiting, now, "lr",
+    return whole_job(view, running, waiting, now, "lr",
                       lambda cpu, mem: ((1 - min(cpu, 1)) + (1 - mem)) / 2)
 
 
 def br(view: NetworkView, running: Plan, waiting: Sequence[Job], now: float = 0.0) -> Plan:
     """BalancedResourceAllocation: the node whose CPU and memory use end up closest."""
-    return _whole_job(view, running, waiting, now, "br",
+    return whole_job(view, running, waiting, now, "br",
                       lambda cpu, mem: 1 - abs(min(cpu, 1) - mem))
 
 
-__all__ = ["Scheduler", "br", "lr", "otfa", "otfs", "tp"]
+__all__ = ["Scheduler", "br", "lr", "otfa", "otfs", "tp", "whole_job"]

@@ -178,7 +178,8 @@ class Streams(Experiment):
                 "fidelity": measured / pred_thr if pred_thr else float("nan"),
                 "latency_ms_p50": m.get("latency_ms_p50", float("nan")),
                 "latency_ms_p95": m.get("latency_ms_p95", float("nan")),
-                "latency_ms_predicted": pred_lat,
+                "latency_ms_min": m.get("latency_ms_min", float("nan")),
+                "latency_ms_unloaded_predicted": pred_lat,
                 "waiting_s": r.started_s - r.job.arrival_s if r.status != "not placed"
                 else float("nan"),
                 "arrival_s": r.job.arrival_s, "started_s": r.started_s, "ended_s": r.ended_s,

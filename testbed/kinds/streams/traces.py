@@ -77,6 +77,7 @@ def measured(items: pd.DataFrame, warmup_items: int = 1) -> dict:
     lat = done.latency_ms
     return {"items_emitted": int(len(items)), "items_done": int(len(done)),
             "throughput_measured_items_s": throughput,
+            "latency_ms_min": float(lat.min()) if len(lat) else float("nan"),
             "latency_ms_p50": float(lat.quantile(0.5)) if len(lat) else float("nan"),
             "latency_ms_p95": float(lat.quantile(0.95)) if len(lat) else float("nan")}
 
