@@ -21,11 +21,13 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
+from testbed.errors import FlowError
 from testbed.net.ledger import write_private
 from testbed.routing import (
     PROTOCOLS,
     Fabric,
     FlowSpec,
+    duplicate_of,
     hop_ports,
     next_hops,
     path_crosses,
@@ -276,9 +278,18 @@ class FabricApp(app_manager.OSKenApp):
             if len(self.ready) < len(self.fabric.nodes):
                 raise RuntimeError("not all switches are connected yet")
             next_id = max(self.flows, default=0) + 1
-            batch = []
+            batch: list[FlowSpec] = []
             for i, spec in enumerate(specs):
                 validate_flow(self.fabric, spec)
+                same = duplicate_of(spec, [*self.flows.values(), *batch])
+                if same is not None:
+                    raise FlowError(
+                        f"{spec.proto} {spec.src}:{spec.sport or '*'} -> {spec.dst}:"
+                        f"{spec.dport or '*'} is already steered by flow "
+                        f"{same.id or '(in this batch)'} ({same.src} -> {same.dst}, path "
+                        f"{','.join(same.path)}); one flow "
+                        "covers both directions: remove it first (`testbed flow rm "
+                        f"{same.id}`) or give --reverse-rate for the replies")
                 batch.append(FlowSpec(**{**spec.to_dict(), "path": spec.path, "id": next_id + i}))
             self.flows.update({f.id: f for f in batch})
         touched: dict[str, tuple[object, set[int]]] = {}
@@ -336,9 +347,11 @@ class FabricApp(app_manager.OSKenApp):
         out = []
         for f in flows:
             d = f.to_dict()
-            cookie = flow_cookie(f.id, False)
-            d["hops"] = [{"node": n, "bytes": stats.get((n, cookie), (0, 0))[0],
-                          "packets": stats.get((n, cookie), (0, 0))[1]} for n in f.path]
+            fwd, rev = flow_cookie(f.id, False), flow_cookie(f.id, True)
+            d["hops"] = [{"node": n, "bytes": stats.get((n, fwd), (0, 0))[0],
+                          "packets": stats.get((n, fwd), (0, 0))[1],
+                          "reverse_bytes": stats.get((n, rev), (0, 0))[0],
+                          "reverse_packets": stats.get((n, rev), (0, 0))[1]} for n in f.path]
             d["state"] = "broken" if path_crosses(f.path, self.down) else "ok"
             out.append(d)
         return out

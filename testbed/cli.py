@@ -472,13 +472,22 @@ def flow_add(src: Annotated[str, typer.Option(help="source node")],
              proto: Annotated[str, typer.Option(help="tcp or udp")] = "tcp",
              sport: Annotated[int | None, typer.Option(help="source port")] = None,
              dport: Annotated[int | None, typer.Option(help="destination port")] = None,
-             rate: Annotated[float | None, typer.Option(help="rate cap in Mbit/s")] = None,
+             rate: Annotated[float | None, typer.Option(
+                 help="rate cap in Mbit/s on src -> dst (checked against every link)")] = None,
+             reverse_rate: Annotated[float | None, typer.Option(
+                 help="rate cap in Mbit/s on the replies, dst -> src")] = None,
+             both: Annotated[bool, typer.Option(
+                 "--both", help="cap both directions at --rate")] = False,
              name: NameOpt = None) -> None:
-    """Install a path (and optionally a rate) for one flow; prints the flow id."""
+    """Install a path for one flow (its replies take the path back) and optionally rate caps
+    per direction; prints the flow id. A second flow with the same match is refused."""
+    if both and (rate is None or reverse_rate is not None):
+        raise typer.BadParameter("--both needs --rate (and no --reverse-rate)")
     client = _flow_client(name)
     nodes = path.split(",") if path else client.default_path(src, dst)
     spec = api.FlowSpec(src=src, dst=dst, path=tuple(n.strip() for n in nodes), proto=proto,
-                    sport=sport, dport=dport, rate_mbit=rate)
+                        sport=sport, dport=dport, rate_mbit=rate,
+                        reverse_rate_mbit=rate if both else reverse_rate)
     (added,) = client.add([spec])
     print(added.id)
 
@@ -490,12 +499,15 @@ def flow_ls(name: NameOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(flows, indent=1))
         return
-    t = Table("id", "match", "path", "rate Mbit/s", "bytes per hop", "state")
+    t = Table("id", "match", "path", "rate Mbit/s\nfwd / rev", "bytes per hop\nfwd / rev",
+              "state")
     for f in flows:
         match = f"{f['proto']} {f['src']}:{f['sport'] or '*'} -> {f['dst']}:{f['dport'] or '*'}"
-        hops = " ".join(f"{h['node']}={h['bytes']}" for h in f["hops"])
+        hops = " ".join(f"{h['node']}={h['bytes']}/{h.get('reverse_bytes', 0)}"
+                        for h in f["hops"])
+        rates = f"{f['rate_mbit'] or '-'} / {f.get('reverse_rate_mbit') or '-'}"
         state = f.get("state", "ok")
-        t.add_row(str(f["id"]), match, ",".join(f["path"]), str(f["rate_mbit"] or "-"), hops,
+        t.add_row(str(f["id"]), match, ",".join(f["path"]), rates, hops,
                   state if state == "ok" else f"[red]{state.upper()}[/] (a link is down)")
     out.print(t)
 

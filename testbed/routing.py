@@ -140,6 +140,18 @@ class FlowSpec:
     dport: int | None = None
     rate_mbit: float | None = None
     id: int = 0
+    reverse_rate_mbit: float | None = None  # cap on the replies (dst -> src), at dst's egress
+
+    @property
+    def match(self) -> tuple:
+        """What the switches match on, the same for the flow and its replies."""
+        ends = sorted([(self.src, self.sport), (self.dst, self.dport)], key=str)
+        return (self.proto, *ends)
+
+    def reversed(self) -> FlowSpec:
+        """The replies as a flow of their own: dst -> src, ports swapped, path reversed."""
+        return FlowSpec(self.dst, self.src, tuple(reversed(self.path)), self.proto, self.dport,
+                        self.sport, self.reverse_rate_mbit, self.id)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -148,7 +160,8 @@ class FlowSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> FlowSpec:
-        known = {"src", "dst", "path", "proto", "sport", "dport", "rate_mbit", "id"}
+        known = {"src", "dst", "path", "proto", "sport", "dport", "rate_mbit", "id",
+                 "reverse_rate_mbit"}
         unknown = set(d) - known
         if unknown:
             raise FlowError(f"unknown flow field(s) {sorted(unknown)}; allowed: {sorted(known)}")
@@ -196,10 +209,20 @@ def validate_flow(fabric: Fabric, flow: FlowSpec) -> None:
         if (node, in_port) in seen:
             raise FlowError(f"path {','.join(path)} enters {node} twice the same way (a loop)")
         seen.add((node, in_port))
-    if flow.rate_mbit is not None:
-        if flow.rate_mbit <= 0:
-            raise FlowError(f"rate {flow.rate_mbit} Mbit/s must be positive")
-        first = fabric.bw_mbit.get(path[0], {}).get(path[1])
-        if first is not None and flow.rate_mbit > first + 1e-9:
-            raise FlowError(f"rate {flow.rate_mbit:g} Mbit/s exceeds the first link "
-                            f"{path[0]}-{path[1]} ({first:g} Mbit/s)")
+    for what, rate, hops in (("rate", flow.rate_mbit, path),
+                             ("reverse rate", flow.reverse_rate_mbit, path[::-1])):
+        if rate is None:
+            continue
+        if rate <= 0:
+            raise FlowError(f"{what} {rate} Mbit/s must be positive")
+        for a, b in zip(hops, hops[1:], strict=False):
+            bw = fabric.bw_mbit.get(a, {}).get(b)
+            if bw is not None and rate > bw + 1e-9:
+                raise FlowError(f"{what} {rate:g} Mbit/s exceeds link {a}-{b} ({bw:g} Mbit/s) "
+                                f"on path {','.join(hops)}; ask at most {bw:g}")
+
+
+def duplicate_of(flow: FlowSpec, installed: list[FlowSpec]) -> FlowSpec | None:
+    """The installed flow that already matches the same packets (either direction), if any:
+    two flows with one match would fight over the same switch rules."""
+    return next((f for f in installed if f.match == flow.match), None)

@@ -1,8 +1,10 @@
 """Client of the controller's flow API, plus per-flow rate enforcement at each flow's source.
 
-A flow's path is installed by the controller (OpenFlow, confirmed by barrier); its rate is an
-HTB class with a u32 filter on the flow's 5-tuple on the source node's interface (the thesis's
-network manager does the same with tc), applied with one netlink session per source node.
+A flow's path is installed by the controller (OpenFlow, confirmed by barrier) for both
+directions (its replies take the path back); its rate is an HTB class with a u32 filter on the
+flow's 5-tuple on the source node's interface (the thesis's network manager does the same with
+tc), applied with one netlink session per source node; a reverse rate caps the replies the same
+way at the destination.
 Adding a batch is all-or-nothing: if any part fails, the paths and classes added are removed.
 """
 
@@ -139,10 +141,14 @@ class FlowClient:
 
     # ---- rates (tc at the source node) ------------------------------------------------------
     def _by_source(self, flows: list[FlowSpec]) -> dict[str, list[FlowSpec]]:
+        """Each capped direction at the node it leaves: the flow at its source, its replies
+        (when a reverse rate is asked) at its destination."""
         out: dict[str, list[FlowSpec]] = defaultdict(list)
         for f in flows:
             if f.rate_mbit is not None:
                 out[f.src].append(f)
+            if f.reverse_rate_mbit is not None:
+                out[f.dst].append(f.reversed())
         return out
 
     def _rules(self, group: list[FlowSpec]) -> list[FlowRate]:

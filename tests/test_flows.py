@@ -105,7 +105,7 @@ def test_bad_flows_are_refused_and_nothing_is_half_installed(bring_up):
     for args, msg in [(["--src", "e1", "--dst", "e3", "--path", "e1,e2,e4,e3"], "not linked"),
                       (["--src", "e1", "--dst", "x9"], "unknown node 'x9'"),
                       (["--src", "e1", "--dst", "e3", "--dport", "70000"], "out of range"),
-                      (["--src", "e1", "--dst", "e3", "--rate", "11"], "exceeds the first link")]:
+                      (["--src", "e1", "--dst", "e3", "--rate", "11"], "exceeds link e1-e3")]:
         res = cli("flow", "add", "--name", ledger.name, *args)
         assert res.returncode == 2 and msg in res.stderr, res.stderr
     assert cli("flow", "rm", "--name", ledger.name, "42").returncode == 2
@@ -124,3 +124,39 @@ def test_flow_ls_json_contract(bring_up):
     assert flow["rate_mbit"] == 2 and {h["node"] for h in flow["hops"]} == {"e2", "e1", "e4"}
     assert set(flow) >= {"id", "src", "dst", "path", "rate_mbit", "hops"}
     assert api.status(ledger.name)["controller"]["flows"] == 1
+
+
+@pytest.mark.slow
+def test_direction_is_explicit_duplicates_refused_and_every_link_checked(bring_up):
+    """A download (the server sends, `iperf3 -R`) travels the flow's reply direction: capped by
+    --reverse-rate at the destination, counted as reverse bytes at every hop."""
+    ledger = bring_up("direction", """
+nodes: {a: {}, b: {}, c: {}}
+links: [{between: [a, b], bw: 10}, {between: [b, c], bw: 3}]
+""")
+    client = FlowClient(ledger)
+    res = cli("flow", "add", "--name", ledger.name, "--src", "a", "--dst", "c", "--rate", "5")
+    assert res.returncode == 2 and "exceeds link b-c (3 Mbit/s)" in " ".join(res.stderr.split())
+    add = ["flow", "add", "--name", ledger.name, "--src", "a", "--dst", "c", "--dport", "5401"]
+    res = cli(*add, "--rate", "1", "--reverse-rate", "2")
+    assert res.returncode == 0, res.stderr
+    flow_id = int(res.stdout)
+    assert client.rate_classes("a") == {flow_id: 1_000_000}
+    assert client.rate_classes("c") == {flow_id: 2_000_000}
+    for again in (add, ["flow", "add", "--name", ledger.name, "--src", "c", "--dst", "a",
+                        "--sport", "5401"]):  # the same match, or its mirror image
+        res = cli(*again)
+        msg = " ".join(res.stderr.split())
+        assert res.returncode == 2 and f"already steered by flow {flow_id}" in msg, msg
+    down = measure.iperf3(ledger.name, "a", "c", seconds=4, omit=1, port=5401, extra=["-R"])
+    ideal = measure.ideal_goodput_mbit(2)
+    assert abs(down - ideal) / ideal < 0.15, (down, ideal)
+    (flow,) = client.list()
+    assert all(h["reverse_bytes"] > 4 * down * 1e6 / 8 * 0.8 for h in flow["hops"])
+    assert all(h["bytes"] < h["reverse_bytes"] / 5 for h in flow["hops"])  # only ACKs
+    res = cli("flow", "add", "--name", ledger.name, "--src", "a", "--dst", "c", "--dport",
+              "5402", "--rate", "1.5", "--both")
+    both_id = int(res.stdout)
+    assert client.rate_classes("a")[both_id] == client.rate_classes("c")[both_id] == 1_500_000
+    assert len(client.remove_all()) == 2
+    assert client.rate_classes("a") == {} and client.rate_classes("c") == {}

@@ -51,11 +51,13 @@ def line_rate_mbit(goodput_mbit: float, volume_bytes: int) -> float:
 
 def tc_rate_mbit(goodput_mbit: float, volume_bytes: int, path: tuple[str, ...],
                  line_bw: dict[frozenset, float | None]) -> float:
-    """The rate of the flow's tc class: its line rate, never above its first link's rate
-    (a flow planned to fill a link gets the whole link)."""
+    """The rate of the flow's tc class: its line rate, never above the slowest link of its
+    path (a flow planned to fill a link gets the whole link; a flow's rate must fit every
+    link it crosses)."""
     rate = line_rate_mbit(goodput_mbit, volume_bytes)
-    first = line_bw.get(frozenset(path[:2]))
-    return round(min(rate, first) if first else rate, 6)
+    links = [line_bw.get(frozenset(hop)) for hop in zip(path, path[1:], strict=False)]
+    known = [bw for bw in links if bw]
+    return round(min(rate, *known) if known else rate, 6)
 
 
 class Ports:
