@@ -48,7 +48,8 @@ def up_timed(text: str) -> tuple[float, dict[str, float]]:
 
 def ping_ms(name: str, src: str, dst: str, count: int) -> float:
     ip = api.status(name)["nodes"][dst]["ip"]
-    res = api.run(name, src, ["ping", "-q", "-c", str(count), "-i", "0.01", ip], timeout=120)
+    res = api.run_in_node(name, src, ["ping", "-q", "-c", str(count), "-i", "0.01", ip],
+                          timeout=120)
     return float(res.stdout.split("=")[-1].split("/")[1])
 
 
@@ -73,7 +74,7 @@ def main() -> None:
                 to_host = measure.iperf3(f"dbench-dev{k}", "e1", "e2", seconds=5, omit=1)
                 t0 = time.monotonic()
                 for _ in range(5):
-                    api.run(f"dbench-dev{k}", "d0", ["true"], timeout=30)
+                    api.run_in_node(f"dbench-dev{k}", "d0", ["true"], timeout=30)
                 exec_s = (time.monotonic() - t0) / 5
             t0 = time.monotonic()
             api.down(f"dbench-dev{k}")

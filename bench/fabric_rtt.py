@@ -80,7 +80,7 @@ def mesh(n: int) -> str:
 
 
 def ping_ms(name: str, a: str, b_ip: str) -> float | None:
-    res = api.run(name, a, ["ping", "-c", "20", "-i", "0.05", "-q", b_ip], timeout=60)
+    res = api.run_in_node(name, a, ["ping", "-c", "20", "-i", "0.05", "-q", b_ip], timeout=60)
     m = re.search(r"= [\d.]+/([\d.]+)/", res.stdout)
     return float(m.group(1)) if m else None
 

@@ -4,7 +4,7 @@ progress goes through a callback.
 
     from testbed import api
     ledger = api.up("topologies/demo.yaml")
-    api.run(ledger.name, "e1", ["ping", "-c", "1", "10.0.0.2"])
+    api.run_in_node(ledger.name, "e1", ["ping", "-c", "1", "10.0.0.2"])
     api.down(ledger.name)
 """
 
@@ -24,10 +24,11 @@ from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' s
     down_all,
     exec_in_node,
     in_node,
+    link_interface,
     load_topology,
     popen,
     resolve,
-    run,
+    run_in_node,
     set_node,
     status,
     up,
@@ -166,3 +167,31 @@ def node_stats(name: str | None, node: str, interval_s: float, count: int):
                          "nodes.csv of every run (only devices have a sampler)")
     sampler.max_samples = count
     return sampler.start()
+
+
+def capture(name: str | None, a: str, b: str, side: str | None = None, count: int | None = None,
+            write: str | Path | None = None, duration_s: float | None = None,
+            bpf: list[str] | None = None) -> int:
+    """tcpdump on link a-b (packets as text on stdout, or a pcap file with `write`); stops
+    after `count` packets or `duration_s` seconds or Ctrl-C. Returns tcpdump's exit code."""
+    import shutil
+    import subprocess
+
+    ifname = link_interface(name, a, b, side)
+    if shutil.which("tcpdump") is None:
+        raise InputError("tcpdump is not installed; run `make setup` (or apt install tcpdump)")
+    argv = ["tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode"]
+    if count is not None:
+        argv += ["-c", str(count)]
+    if write is not None:
+        argv += ["-w", str(write)]
+    proc = subprocess.Popen([*argv, *(bpf or [])])
+    try:
+        return proc.wait(timeout=duration_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # tcpdump flushes the file and prints its counts on SIGTERM
+        return 0 if proc.wait(timeout=10) in (0, -15) else proc.returncode
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=10)
+        return 0

@@ -171,6 +171,26 @@ def exec(ctx: typer.Context, node: Annotated[str, typer.Argument(help="node name
     api.exec_in_node(name, node, argv, unprivileged)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def capture(ctx: typer.Context, a: Annotated[str, typer.Argument(help="one end of the link")],
+            b: Annotated[str, typer.Argument(help="the other end")],
+            node_side: Annotated[str | None, typer.Option(
+                help="capture at this end's interface (default: A)")] = None,
+            write: Annotated[str | None, typer.Option(
+                "--write", "-w", help="write a pcap file instead of printing")] = None,
+            count: Annotated[int | None, typer.Option("--count", "-c",
+                                                      help="stop after N packets")] = None,
+            duration: Annotated[float | None, typer.Option(help="stop after S seconds")] = None,
+            name: NameOpt = None) -> None:
+    """Capture packets on a link (transit traffic too): testbed capture A B [-- FILTER]."""
+    bpf = [a for a in ctx.args]
+    if bpf and bpf[0] == "--":
+        bpf = bpf[1:]
+    code = api.capture(name, a, b, node_side, count, write, duration, bpf)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def doctor(topology: Annotated[str | None, typer.Argument(
                help="topology YAML: also check its devices over SSH")] = None,

@@ -182,9 +182,10 @@ def popen(name: str | None, node: str, argv: list[str], unprivileged: bool = Fal
     return subprocess.Popen(full, preexec_fn=enter, **kwargs)  # noqa: PLW1509
 
 
-def run(name: str | None, node: str, argv: list[str], timeout: float | None = None,
-        env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `argv` inside a node to completion, capturing its output as text."""
+def run_in_node(name: str | None, node: str, argv: list[str], timeout: float | None = None,
+                env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run one command inside a node to completion, capturing its output as text (not an
+    experiment: that is `api.experiment`)."""
     proc = popen(name, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                  env=env)
     try:
@@ -194,3 +195,18 @@ def run(name: str | None, node: str, argv: list[str], timeout: float | None = No
         out, err = proc.communicate()
         raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def link_interface(name: str | None, a: str, b: str, side: str | None = None) -> str:
+    """The interface of link a-b on `side`'s end (default a): every packet crossing the link,
+    transit traffic included, passes it (it sits in the host namespace, next to the switch)."""
+    ledger = resolve(name)
+    side = side or a
+    if side not in (a, b):
+        raise InputError(f"--node-side {side!r}: give {a} or {b}, an end of the link")
+    for i, link in enumerate(ledger.topology["links"]):
+        ends = list(link["between"])
+        if sorted(ends) == sorted([a, b]):
+            return ledger.names.link_port(i, ends.index(side))
+    known = ", ".join("-".join(lk["between"]) for lk in ledger.topology["links"][:20])
+    raise InputError(f"no link between {a} and {b} in {ledger.name} (links: {known})")

@@ -31,7 +31,7 @@ def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: floa
     try:
         res = None
         for _ in range(50):  # the server needs a moment to listen
-            res = api.run(name, src, ["iperf3", "-c", dst_ip, "-p", str(port), "-t",
+            res = api.run_in_node(name, src, ["iperf3", "-c", dst_ip, "-p", str(port), "-t",
                                       str(int(seconds + omit + 1)), *(extra or [])],
                           timeout=seconds + omit + 30)
             if res.returncode == 0:
@@ -61,7 +61,8 @@ def goodput_mbit(server_report: dict, omit: float, seconds: float) -> float:
 def ping_ms(name: str | None, src: str, dst: str, count: int = 10) -> float:
     """Average ping RTT in ms."""
     dst_ip = api.status(name)["nodes"][dst]["ip"]
-    res = api.run(name, src, ["ping", "-c", str(count), "-i", "0.2", "-q", dst_ip], timeout=60)
+    res = api.run_in_node(name, src, ["ping", "-c", str(count), "-i", "0.2", "-q", dst_ip],
+                          timeout=60)
     for line in res.stdout.splitlines():
         if "min/avg/max" in line:
             return float(line.split("=")[1].split("/")[1])

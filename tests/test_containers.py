@@ -75,7 +75,7 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
 
     # CPU limits: the same loop runs about half as fast in a 0.5-core node as in a 1-core one
     def spins(node: str) -> int:
-        return int(api.run(name, node, ["python3", "-c", SPIN], timeout=60).stdout)
+        return int(api.run_in_node(name, node, ["python3", "-c", SPIN], timeout=60).stdout)
 
     # On 2 cores the controller, OVS and earlier tests' leftovers take turns with the spin
     # loops (full-suite CI runs saw 0.8 and 1.54 where 1.0 was due, alone it is within 15%),
@@ -85,7 +85,7 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
 
     # memory limit: the kernel kills a process that outgrows its node, status reports it
     hog = ["python3", "-c", "b = bytearray(300 * 2**20); print('survived')"]
-    res = api.run(name, "c2", hog, timeout=60)
+    res = api.run_in_node(name, "c2", hog, timeout=60)
     assert res.returncode == -signal.SIGKILL and "survived" not in res.stdout
     assert api.status(name)["nodes"]["c2"]["oom_kills"] >= 1
     table = cli("status", "--name", name).stdout
@@ -96,7 +96,7 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     # runtime changes: more memory and CPU for c2, seen by the kernel, Docker and status
     res = cli("node", "set", "c2", "--name", name, "--cpu", "1", "--memory", "512MB")
     assert res.returncode == 0, res.stderr
-    assert api.run(name, "c2", hog, timeout=60).stdout.strip() == "survived"
+    assert api.run_in_node(name, "c2", hog, timeout=60).stdout.strip() == "survived"
     whole = spins("c2") / spins("c1")
     assert whole > 0.75 and whole / half > 1.3, (half, whole)
     inspect = json.loads(subprocess.run(["docker", "inspect", f"tb-{name}.c2"],

@@ -77,6 +77,6 @@ def test_link_loss_drops_packets(bring_up):
                               "links: [{between: [a, b], loss: '20%'}]")
     from testbed import api
 
-    res = api.run(ledger.name, "a", ["ping", "-c", "200", "-i", "0.01", "-q", "10.0.0.2"])
+    res = api.run_in_node(ledger.name, "a", ["ping", "-c", "200", "-i", "0.01", "-q", "10.0.0.2"])
     received = int(res.stdout.split(" received")[0].split()[-1])
     assert 100 < received < 190, res.stdout  # 20% each way: ~64% round trips succeed

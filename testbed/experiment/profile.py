@@ -42,7 +42,7 @@ def profile(ledger: Ledger, topology: Topology, compute: str, gops_per_core: flo
     speeds = {}
     for node, info in ledger.topology["nodes"].items():
         argv, env = lifecycle.workload_command(ledger, node, PROBE_PROGRAM.name)
-        res = lifecycle.run(ledger.name, node, [*argv, "--calibrate"], timeout=60,
+        res = lifecycle.run_in_node(ledger.name, node, [*argv, "--calibrate"], timeout=60,
                             env={**os.environ, **env})
         if res.returncode != 0:  # e.g. a device that does not answer: fail, do not hang
             raise NetworkError(f"cannot measure node {node}'s speed: "
