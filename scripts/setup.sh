@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(openvswitch-switch mininet iperf3 ethtool iputils-ping iproute2 procps
       openssh-server openssh-client docker.io debootstrap python3-venv python3-dev vagrant
-      tcpdump)
+      tcpdump busybox-static)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup: run as root (the testbed creates namespaces, bridges and containers)" >&2

@@ -27,6 +27,7 @@ from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' s
     link_interface,
     load_topology,
     popen,
+    reconnect,
     resolve,
     run_in_node,
     set_node,

@@ -135,7 +135,10 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
     _print_fabric(st.get("fabric", {}))
     t = Table("node", "ip", "kind", "cpu", "memory MB", "oom kills", "state")
     for node, info in st["nodes"].items():
-        state = info.get("container", {}).get("status", "") or ("up" if info["present"] else "")
+        box = info.get("container", {})
+        state = box.get("status", "") or ("up" if info["present"] else "")
+        if "fix" in box:
+            state += f" (detached from the fabric; run `{box['fix']}`)"
         if "device" in info:
             dev = info["device"]
             state = f"tunnel {dev['tunnel']}" if dev["reachable"] else "UNREACHABLE"
@@ -583,6 +586,15 @@ def node_set(node: Annotated[str, typer.Argument(help="node name")],
         raise typer.BadParameter(str(e), param_hint="--memory") from None
     info = api.set_node(name, node, cpu, mb)
     out.print(f"{node}: cpu {info['cpu'] or '-'} cores, memory {info['memory_mb'] or '-'} MB")
+
+
+@node_app.command("reconnect")
+def node_reconnect(node: Annotated[str, typer.Argument(help="node name")],
+                   name: NameOpt = None) -> None:
+    """Wire a container restarted behind the testbed's back (`docker restart`) into the
+    fabric again; `status` says when one needs it."""
+    fab = api.reconnect(name, node)
+    out.print(f"{node} is connected: {fab['pairs_proved']} node pairs proved")
 
 
 @node_app.command("stats")

@@ -114,6 +114,17 @@ def check(name: str | None = None, all_pairs: bool = False,
     return fabric
 
 
+def reconnect(name: str | None, node: str) -> dict:
+    """Wire a node back into the fabric (a container restarted with `docker restart`), then
+    prove the network again. Returns the proof."""
+    ledger = resolve(name)
+    _node_info(ledger, node)
+    topo = Topology.from_dict(ledger.topology, ledger.topology_file)
+    n = next(x for x in topo.nodes if x.name == node)
+    nodes.of(n.kind).reconnect(ledger, n)
+    return check(ledger.name)
+
+
 def set_node(name: str | None, node: str, cpu: float | None = None,
              memory_mb: int | None = None) -> dict:
     """Change a running node's CPU and memory limits; returns the node's new settings."""
@@ -168,6 +179,8 @@ def exec_in_node(name: str | None, node: str, argv: list[str],
     if not argv:
         raise InputError("no command given; write `testbed exec NODE -- CMD ARGS...`")
     full, enter = in_node(ledger, node, argv, tie_to_parent=False, unprivileged=unprivileged)
+    for k, v in nodes.of_node(ledger, node).environment(ledger, node).items():
+        os.environ.setdefault(k, v)  # the caller's variables win, as with docker exec -e
     enter()
     try:
         os.execvp(full[0], full)
@@ -177,8 +190,13 @@ def exec_in_node(name: str | None, node: str, argv: list[str],
 
 def popen(name: str | None, node: str, argv: list[str], unprivileged: bool = False,
           **kwargs) -> subprocess.Popen:
-    """Start `argv` inside a node as a child of this process (so it can be waited and killed)."""
-    full, enter = in_node(resolve(name), node, argv, unprivileged=unprivileged)
+    """Start `argv` inside a node as a child of this process (so it can be waited and killed).
+    The node's own environment (a container's ENV) is added under the caller's."""
+    ledger = resolve(name)
+    full, enter = in_node(ledger, node, argv, unprivileged=unprivileged)
+    own = nodes.of_node(ledger, node).environment(ledger, node)
+    if own:
+        kwargs["env"] = {**own, **(kwargs.get("env") or os.environ)}
     return subprocess.Popen(full, preexec_fn=enter, **kwargs)  # noqa: PLW1509
 
 

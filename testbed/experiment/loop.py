@@ -137,6 +137,9 @@ class Experiment:
         self.profile = profile(self.ledger, self.topology, self.opts.compute,
                                self.opts.gops_per_core, self.opts.k_paths)
         self.opts.gops_per_core = self.profile.gops_per_core
+        for node, why in self.profile.unable.items():
+            self.progress(f"node {node} is left out of placement: {why}")
+            self.enforcer.incident(f"node {node} left out of placement", why)
         self.prepare()
         self.sampler = Sampler(self.ledger, self.enforcer.client, self.opts.sample_s).start()
         self.t0 = self.sampler.t0

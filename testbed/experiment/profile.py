@@ -7,7 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from testbed import lifecycle
@@ -26,6 +26,17 @@ class Profile:
     gops_per_core: float  # the unit of work of one core (measured on convolutions for torch)
     speeds: dict[str, float]  # node -> giga-operations per second
     view: NetworkView  # what schedulers plan with: the topology and these speeds
+    unable: dict[str, str]  # node -> why it cannot run tasks (it still forwards traffic)
+
+
+# what a node without the workload's requirements answers: exec failed (126/127) or python3
+# could not open the program (2, "can't open file")
+CANNOT_RUN = ("failed to execute", "No such file or directory", "can't open file",
+              "not found")
+
+
+def cannot_run(returncode: int, output: str) -> bool:
+    return returncode in (2, 126, 127) and any(s in output for s in CANNOT_RUN)
 
 
 def profile(ledger: Ledger, topology: Topology, compute: str, gops_per_core: float,
@@ -39,16 +50,27 @@ def profile(ledger: Ledger, topology: Topology, compute: str, gops_per_core: flo
     spin_per_s = statistics.median(
         float(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
         for _ in range(3))
-    speeds = {}
+    speeds, unable = {}, {}
     for node, info in ledger.topology["nodes"].items():
         argv, env = lifecycle.workload_command(ledger, node, PROBE_PROGRAM.name)
         res = lifecycle.run_in_node(ledger.name, node, [*argv, "--calibrate"], timeout=60,
-                            env={**os.environ, **env})
+                                    env={**os.environ, **env})
+        said = (res.stderr or res.stdout).strip()
+        if cannot_run(res.returncode, said):  # a stock image without python3/setpriv
+            unable[node] = (f"cannot run tasks ({said.splitlines()[-1][:160]}); a node that "
+                            "runs tasks needs python3, setpriv and the workloads (the "
+                            "edge-node image has them)")
+            continue
         if res.returncode != 0:  # e.g. a device that does not answer: fail, do not hang
             raise NetworkError(f"cannot measure node {node}'s speed: "
                                f"{(res.stderr or res.stdout).strip()[-300:]}")
         single = float(res.stdout) / spin_per_s * gops_per_core
         speeds[node] = single * max(1.0, info.get("cpu") or 1.0)  # tasks use several cores
-    view = NetworkView.from_topology(topology, speeds=speeds, gops_per_core=gops_per_core,
+    if not speeds:
+        raise NetworkError("no node can run tasks: " + "; ".join(
+            f"{n}: {why}" for n, why in unable.items()))
+    full = NetworkView.from_topology(topology, speeds=speeds, gops_per_core=gops_per_core,
                                      k_paths=k_paths)
-    return Profile(spin_per_s, gops_per_core, speeds, view)
+    # nodes that cannot run tasks are left out of placement but still forward traffic
+    view = replace(full, nodes={n: v for n, v in full.nodes.items() if n not in unable})
+    return Profile(spin_per_s, gops_per_core, speeds, view, unable)

@@ -10,7 +10,9 @@ treat it exactly like a host node. Containers start concurrently (one thread eac
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from testbed.net.cgroups import CFS_PERIOD_US
 from testbed.topology.model import Node
 
 NODE_LABEL = "org.edge-testbed.node"
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 START_WORKERS = 16
 
 
@@ -29,11 +33,15 @@ def container_name(names: Names, node: str) -> str:
     return names.netns(node)  # tb-<testbed>-<node>, also a valid container name
 
 
-def start(names: Names, nodes: list[Node], share: dict[str, Path]) -> dict[str, int]:
+def start(names: Names, nodes: list[Node], share: dict[str, Path],
+          hosts: dict[str, str] | None = None) -> dict[str, int]:
     """Start one container per node concurrently; returns node -> pid of its first process.
 
     `share[node]` is a host directory mounted at the same path inside the container, through
-    which the runner hands task configurations in and gets traces back.
+    which the runner hands task configurations in and gets traces back. `hosts` (name -> ip)
+    go into each container's /etc/hosts. Containers get a terminal and an open stdin, so an
+    image whose command is a shell (debian, ubuntu, alpine: CMD bash/sh) keeps running, as
+    Containernet's do; the node's `cmd`, `env`, `volumes`, `privileged`, `cap_add` apply.
     """
     docker = client()
     from testbed.net.probe import probe
@@ -46,24 +54,48 @@ def start(names: Names, nodes: list[Node], share: dict[str, Path]) -> dict[str, 
             limits.update(cpu_period=CFS_PERIOD_US, cpu_quota=int(n.cpu * CFS_PERIOD_US))
         if n.memory_mb is not None:
             limits.update(mem_limit=n.memory_mb * 2**20, memswap_limit=n.memory_mb * 2**20)
+        extra = n.container or {}
+        volumes = {str(share[n.name]): {"bind": str(share[n.name]), "mode": "rw"}}
+        for bind in extra.get("volumes", []):
+            host, inside, *mode = bind.split(":")
+            volumes[host] = {"bind": inside, "mode": mode[0] if mode else "rw"}
         c = docker.containers.run(
-            n.image, name=container_name(names, n.name), hostname=n.name, detach=True,
+            n.image, command=extra.get("cmd"), name=container_name(names, n.name),
+            hostname=n.name, detach=True, tty=True, stdin_open=True,
             network_mode="none", labels={CONTAINER_LABEL: names.testbed, NODE_LABEL: n.name},
             # cgroupfs driver: inside the node's cgroup (its limits bind the container too);
             # systemd driver: a slice (a path is refused), the limits are the container's own
             cgroup_parent="testbed.slice" if systemd else f"/testbed/{names.testbed}/{n.name}",
-            volumes={str(share[n.name]): {"bind": str(share[n.name]), "mode": "rw"}},
+            volumes=volumes, environment=extra.get("env") or None,
+            privileged=bool(extra.get("privileged")), cap_add=extra.get("cap_add") or None,
+            extra_hosts={h: ip for h, ip in (hosts or {}).items() if h != n.name} or None,
             **limits)
         c.reload()
         pid = c.attrs["State"]["Pid"]
-        if not pid:
-            raise NetworkError(f"container for node {n.name} exited at once: "
-                               f"{c.logs(tail=5).decode(errors='replace')}")
-        netns.attach(names.netns(n.name), pid)
+        try:
+            if not pid:
+                raise NetworkError("no process")
+            netns.attach(names.netns(n.name), pid)
+        except NetworkError:
+            raise NetworkError(_exited(c, n)) from None
         return n.name, pid
 
     with ThreadPoolExecutor(min(START_WORKERS, max(1, len(nodes)))) as pool:
         return dict(pool.map(one, nodes))
+
+
+def _exited(c, n: Node) -> str:
+    """Why a container did not stay up: its exit code and last log lines."""
+    with contextlib.suppress(Exception):
+        c.wait(timeout=5)
+    c.reload()
+    state = c.attrs["State"]
+    logs = c.logs(tail=10).decode(errors="replace").strip() or "(it printed nothing)"
+    cmd = c.attrs["Config"].get("Cmd") or c.attrs["Config"].get("Entrypoint")
+    return (f"the container of node {n.name} ({n.image}) exited at once with code "
+            f"{state.get('ExitCode')}{' (' + state['Error'] + ')' if state.get('Error') else ''}"
+            f"; its command {cmd} ended. Last lines:\n{logs}\nfix: give the node a command that "
+            "keeps running, e.g. cmd: [sleep, infinity]")
 
 
 def remove_all(testbed: str) -> int:
@@ -114,6 +146,39 @@ def update(names: Names, node: str, cpu: float | None, memory_mb: int | None) ->
         c.update(**args)
 
 
+def detached(names: Names, node: str) -> bool:
+    """True when the container runs in another network namespace than the one wired into the
+    fabric (it was restarted behind the testbed's back: only `lo` is left inside)."""
+    try:
+        pid = init_pid(names, node)
+        return os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat(
+            netns.NETNS_DIR / names.netns(node)).st_ino
+    except (NetworkError, OSError):
+        return False
+
+
+def reconnect(names: Names, node: str) -> None:
+    """Wire a restarted container back in: its port moves from the old namespace into the
+    container's new one, which then takes the node's namespace name."""
+    pid = init_pid(names, node)
+    name = names.netns(node)
+    with netns.netlink(name) as ip:
+        found = ip.link_lookup(ifname="eth0")
+        if not found:
+            raise NetworkError(f"node {node}: its port is gone; run `testbed down` and `up`")
+        ip.link("set", index=found[0], net_ns_pid=pid)
+    netns.remove(name)
+    netns.attach(name, pid)
+
+
+def environment(names: Names, node: str) -> dict[str, str]:
+    """The container's own environment (image ENV and the node's env:), as `docker exec`
+    gives its commands."""
+    c = client().containers.get(container_name(names, node))
+    pairs = (e.partition("=") for e in c.attrs["Config"].get("Env") or [])
+    return {k: v for k, _, v in pairs}
+
+
 def init_pid(names: Names, node: str) -> int:
     c = client().containers.get(container_name(names, node))
     if c.status != "running":
@@ -138,25 +203,38 @@ def cgroup_files(pid: int) -> list[str]:
     return files
 
 
+def has_setpriv(pid: int) -> bool:
+    """Whether the container's file system has setpriv (stock busybox/alpine images lack it)."""
+    return any(os.path.exists(f"/proc/{pid}/root{d}/setpriv")
+               for d in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"))
+
+
 def command(pid: int, argv: list[str], tie_to_parent: bool = True) -> list[str]:
     """`argv` run in container `pid`'s namespaces, pid namespace included, in its working
     directory, the way `docker exec` would. Unlike `docker exec`, the process is a descendant of
     the caller: killing the returned command kills it too (parent-death signal), so runs and
-    tests can stop what they started."""
-    enter = ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid", "--wd"]
-    tie = ["setpriv", "--pdeathsig", "KILL", "--"] if tie_to_parent else []
-    return [*enter, "--", *tie, *argv]
+    tests can stop what they started. In an image without setpriv the command keeps the host's
+    pid namespace (nsenter then execs it directly, and the signal set before is kept)."""
+    enter = ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--wd"]
+    if not tie_to_parent:
+        return [*enter, "--pid", "--", *argv]
+    if has_setpriv(pid):
+        return [*enter, "--pid", "--", "setpriv", "--pdeathsig", "KILL", "--", *argv]
+    return [*enter, "--", *argv]
 
 
-def joining_cgroups(pid: int):
+def joining_cgroups(pid: int, pdeathsig: bool = False):
     """A preexec function that puts a forked child into container `pid`'s cgroups (limits and
-    accounting then cover it; its children inherit them)."""
+    accounting then cover it; its children inherit them), and with `pdeathsig` has it killed
+    when its parent dies."""
     files = cgroup_files(pid)
 
     def join() -> None:
         for f in files:
             with open(f, "w") as fh:
                 fh.write(str(os.getpid()))
+        if pdeathsig:
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return join
 

@@ -169,6 +169,13 @@ class NodeKind:
                     "applied": cgroups.limits(ledger.names, n),  # read back from the kernel
                     "oom_kills": cgroups.oom_kills(ledger.names, n)} for n in nodes}
 
+    def environment(self, ledger: Ledger, node: str) -> dict[str, str]:
+        """Variables the node gives every command beyond the caller's (a container's ENV)."""
+        return {}
+
+    def reconnect(self, ledger: Ledger, node: Node) -> None:
+        """Wire a node that lost its port back into the fabric (nothing to do by default)."""
+
     def set_limits(self, ledger: Ledger, node: str, cpu: float | None, memory_mb: int | None,
                    current_cpu: float | None) -> None:
         cgroups.set_limits(ledger.names, node, cpu, memory_mb)

@@ -31,7 +31,7 @@ class Docker(Host):
         share = {n.name: names.share_dir(n.name) for n in nodes}
         for d in share.values():
             d.mkdir(parents=True, exist_ok=True)
-        containers.start(names, nodes, share)
+        containers.start(names, nodes, share, {n.name: n.ip for n in topo.nodes})
 
     def teardown(self, testbed: str, ledger: Ledger | None) -> str:
         count = containers.remove_all(testbed)  # by label: works without the state file
@@ -42,7 +42,12 @@ class Docker(Host):
         if unprivileged:
             argv = [*DROP_PRIVILEGES, *argv]
         pid = containers.init_pid(ledger.names, node)
-        return containers.command(pid, argv, tie_to_parent), containers.joining_cgroups(pid)
+        return (containers.command(pid, argv, tie_to_parent),
+                containers.joining_cgroups(pid, tie_to_parent
+                                           and not containers.has_setpriv(pid)))
+
+    def environment(self, ledger: Ledger, node: str) -> dict[str, str]:
+        return containers.environment(ledger.names, node)
 
     def workload_command(self, ledger: Ledger, node: str, program: str,
                          ) -> tuple[list[str], dict]:
@@ -56,9 +61,19 @@ class Docker(Host):
         out = super().status(ledger, nodes)
         boxes = containers.states(ledger.name)  # one query for every container
         for n in nodes:
-            out[n]["container"] = boxes.get(n, {"status": "missing"})
-            out[n]["present"] = out[n]["present"] and out[n]["container"]["status"] == "running"
+            box = out[n]["container"] = boxes.get(n, {"status": "missing"})
+            if box["status"] == "running" and containers.detached(ledger.names, n):
+                box["status"] = "restarted"
+                box["fix"] = f"testbed node reconnect {n}"
+            out[n]["present"] = out[n]["present"] and box["status"] == "running"
         return out
+
+    def reconnect(self, ledger: Ledger, node: Node) -> None:
+        """A container restarted behind the testbed's back gets its port back."""
+        if not containers.detached(ledger.names, node.name):
+            return
+        containers.reconnect(ledger.names, node.name)
+        self.configure(ledger.names, node)
 
     def set_limits(self, ledger: Ledger, node: str, cpu: float | None, memory_mb: int | None,
                    current_cpu: float | None) -> None:

@@ -11,12 +11,22 @@ from testbed.net.ledger import Ledger
 from testbed.nodes.base import DROP_PRIVILEGES, NodeKind, Preexec
 from testbed.topology.model import Node, Topology
 
+HOSTS_FILE = "hosts"  # in the testbed's state directory: every node's name and address
+
+
+def write_hosts_file(topo: Topology, names: Names) -> None:
+    """The /etc/hosts host nodes see (containers get the same entries from Docker)."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             *(f"{n.ip}\t{n.name}" for n in topo.nodes)]
+    (names.state_dir / HOSTS_FILE).write_text("\n".join(lines) + "\n")
+
 
 class Host(NodeKind):
     name = "host"
     plural = "hosts"
 
     def create(self, topo: Topology, names: Names, nodes: list[Node]) -> None:
+        write_hosts_file(topo, names)
         netns.create([names.netns(n.name) for n in nodes])
         for n in nodes:
             cgroups.create(names, n.name, n.cpu, n.memory_mb)
@@ -28,14 +38,17 @@ class Host(NodeKind):
             argv = [*DROP_PRIVILEGES, *argv]
         path = str(NETNS_DIR / names.netns(node))
         cg_files = cgroups.procs_files(names, node)
+        hosts = names.state_dir / HOSTS_FILE
 
-        def enter() -> None:  # into the node's cgroups, then its network namespace
+        def enter() -> None:  # into the node's cgroups, its network namespace, its /etc/hosts
             for f in cg_files:
                 with open(f, "w") as fh:
                     fh.write(str(os.getpid()))
             fd = os.open(path, os.O_RDONLY)
             netns.setns_process(fd)
             os.close(fd)
+            if hosts.exists():
+                netns.private_hosts_file(str(hosts))
 
         return argv, enter
 

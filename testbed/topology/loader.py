@@ -265,7 +265,49 @@ def _node(name: str, index: int, ns: NodeSpec, source: str) -> Node:
         raise TopologyError(source, f"nodes.{name}.image", f"image is for kind: docker, not "
                             f"{ns.kind}", "remove image or set kind: docker")
     return Node(name=name, index=index, kind=ns.kind, cpu=cpu, memory_mb=memory,
-                profile=ns.profile, image=image, speed=ns.speed, ssh=ssh)
+                profile=ns.profile, image=image, speed=ns.speed, ssh=ssh,
+                container=_container(name, ns, source))
+
+
+CAPABILITY = re.compile(r"^(CAP_)?[A-Z_]{2,32}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _container(name: str, ns: NodeSpec, source: str) -> dict | None:
+    """A docker node's run settings, checked: binds of existing absolute host paths to
+    absolute container paths, environment names, capability names."""
+    given = {k: getattr(ns, k) for k in ("cmd", "env", "volumes", "privileged", "cap_add")
+             if getattr(ns, k)}
+    if not given:
+        return None
+    if ns.kind != "docker":
+        key = next(iter(given))
+        raise TopologyError(source, f"nodes.{name}.{key}", f"{key} is for kind: docker, not "
+                            f"{ns.kind}", f"remove {key} or set kind: docker")
+    for i, bind in enumerate(ns.volumes):
+        parts = bind.split(":")
+        where = f"nodes.{name}.volumes[{i}]"
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise TopologyError(source, where, f"{bind!r} is not a bind",
+                                'write "/host/path:/path/in/container" or add ":ro"')
+        host, inside = parts[0], parts[1]
+        if not (host.startswith("/") and inside.startswith("/")):
+            raise TopologyError(source, where, f"{bind!r}: both paths must be absolute",
+                                'write "/host/path:/path/in/container"')
+        if not os.path.exists(host):
+            raise TopologyError(source, where, f"host path {host} does not exist",
+                                "create it first or fix the path")
+    for key in ns.env:
+        if not ENV_NAME.match(key):
+            raise TopologyError(source, f"nodes.{name}.env.{key}", "is not a variable name",
+                                "use letters, digits and _ (not first a digit)")
+    for i, cap in enumerate(ns.cap_add):
+        if not CAPABILITY.match(cap):
+            raise TopologyError(source, f"nodes.{name}.cap_add[{i}]", f"{cap!r} is not a "
+                                "capability name", "write e.g. NET_ADMIN or SYS_PTRACE")
+    if isinstance(given.get("cmd"), str):
+        given["cmd"] = ["/bin/sh", "-c", given["cmd"]]
+    return given
 
 
 def _links(raw, defaults: LinkParams, names: set[str], source: str) -> tuple[Link, ...]:

@@ -36,6 +36,7 @@ class Node:
     image: str | None = None
     speed: float | None = None
     ssh: dict | None = None
+    container: dict | None = None  # docker nodes: cmd, env, volumes, privileged, cap_add
 
     @property
     def ip(self) -> str:
@@ -95,7 +96,8 @@ class Topology:
         """The inverse of to_dict (what a running testbed recorded in its state file)."""
         nodes = tuple(Node(name=n, index=i, kind=v["kind"], cpu=v.get("cpu"),
                            memory_mb=v.get("memory_mb"), profile=v.get("profile"),
-                           speed=v.get("speed"), image=v.get("image"), ssh=v.get("ssh"))
+                           speed=v.get("speed"), image=v.get("image"), ssh=v.get("ssh"),
+                           container=v.get("container"))
                       for i, (n, v) in enumerate(d["nodes"].items()))
         links = tuple(Link(index=i, a=lk["between"][0], b=lk["between"][1],
                            shape=LinkShape(lk["bw_mbit"], lk.get("delay_ms", 0.0),
@@ -110,7 +112,9 @@ class Topology:
             "nodes": {n.name: {"ip": n.ip, "kind": n.kind, "cpu": n.cpu, "memory_mb": n.memory_mb,
                                "profile": n.profile, "speed": n.speed,
                                **({"image": n.image} if n.image else {}),
-                               **({"ssh": n.ssh} if n.ssh else {})} for n in self.nodes},
+                               **({"ssh": n.ssh} if n.ssh else {}),
+                               **({"container": n.container} if n.container else {})}
+                      for n in self.nodes},
             "links": [{"between": [lk.a, lk.b], "bw_mbit": lk.shape.bw_mbit,
                        "delay_ms": lk.shape.delay_ms, "jitter_ms": lk.shape.jitter_ms,
                        "loss_pct": lk.shape.loss_pct} for lk in self.links],

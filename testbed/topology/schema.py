@@ -79,6 +79,14 @@ class NodeSpec(Strict):
                               description="Docker image, e.g. edge-node or debian:bookworm")
     speed: Number | None = Field(None, gt=0, le=1e9, description="giga-operations per second")
     ssh: SshSpec | None = None
+    # docker nodes only: what `docker run` would be told
+    cmd: list[str] | str | None = Field(
+        None, description="the container's command (default: the image's, kept running)")
+    env: dict[str, str] = Field({}, max_length=1000, description="environment variables")
+    volumes: list[str] = Field([], max_length=100,
+                               description='binds "/host/path:/in/container[:ro]"')
+    privileged: bool = False
+    cap_add: list[str] = Field([], max_length=64, description="capabilities, e.g. NET_ADMIN")
 
 
 Prefix = Annotated[str, Field(pattern=GENERATOR_PREFIX.pattern,
