@@ -62,12 +62,34 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start, see /var/log/testbed/dockerd.log" >&2; exit 1; }
 fi
 
-# Python: a venv from the system Python (it sees Debian's Mininet), pinned dependencies.
+# Python >= 3.11: the system's (Debian 12: 3.11, Ubuntu 24.04: 3.12), or on Ubuntu 22.04
+# (3.10) the python3.11 package from its universe component. The venv sees Debian's Mininet.
+pick_python() {
+  for p in /usr/bin/python3 /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11; do
+    if [ -x "$p" ] && "$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$p"; return 0
+    fi
+  done
+  return 1
+}
+if ! PY=$(pick_python); then
+  echo "setup: $(/usr/bin/python3 --version 2>&1) is older than 3.11; installing python3.11"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv python3.11-dev >/dev/null \
+    || { echo "setup: no python3.11 package here (Ubuntu 22.04: enable universe); install Python >= 3.11" >&2; exit 1; }
+  PY=$(pick_python)
+fi
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-  echo "setup: creating the virtualenv"
-  [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,ml]'
+  echo "setup: creating the virtualenv ($($PY --version))"
+  [ -x .venv/bin/python ] || "$PY" -m venv --system-site-packages .venv
+  # PyPI's Linux torch is the CUDA build (GBs of nvidia wheels); PyTorch's CPU index has
+  # torch 2.13.0+cpu, which pip prefers for torch==2.13.0. Used where that index answers.
+  cpu_index=()
+  if /usr/bin/python3 -c "import urllib.request as u; u.urlopen('https://download.pytorch.org/whl/cpu/torch/', timeout=5)" 2>/dev/null; then
+    cpu_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+  .venv/bin/pip install -q --disable-pip-version-check "${cpu_index[@]}" -e '.[dev,ml]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

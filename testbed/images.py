@@ -2,8 +2,10 @@
 
 A recipe is a directory `images/<name>/` with `recipe.yaml` and a `Dockerfile`. Building it:
 a debootstrap root filesystem imported into Docker as the base (cached by its package list),
-Python wheels installed on the build host with `pip install --target` (cached by their pins), then
-`docker build` adding those and the project's `workloads/`. The image carries a label with the
+Python wheels fetched on the build host with `pip install --target` for the image's own Python
+(its version, ABI and glibc, asked from the base image: a 3.12 host builds a 3.11 image right;
+cached by the pins and that interpreter), then `docker build` adding those and the project's
+`workloads/`. The image carries a label with the
 hash of everything it was built from, so a stale image is detected and rebuilt.
 """
 
@@ -124,7 +126,8 @@ def build(name: str = "edge-node", force: bool = False, progress: Progress = lam
         return r.tag
     docker_client = client()
     _build_base(r, docker_client, progress)
-    site = _python_packages(r, progress)
+    python = image_python(r.base_tag) if r.python else None
+    site = _python_packages(r, python, progress)
     with tempfile.TemporaryDirectory(prefix="context-", dir=CACHE) as tmp:
         ctx = Path(tmp)
         shutil.copy(r.path / "Dockerfile", ctx / "Dockerfile")
@@ -135,6 +138,7 @@ def build(name: str = "edge-node", force: bool = False, progress: Progress = lam
         progress(f"docker build {r.tag}")
         res = subprocess.run(
             ["docker", "build", "-q", "--build-arg", f"BASE={r.base_tag}",
+             "--build-arg", f"PYVER={python[0] if python else ''}",
              "--label", f"{RECIPE_LABEL}={r.digest()}", "-t", r.tag, str(ctx)],
             capture_output=True, text=True)
         if res.returncode != 0:
@@ -171,17 +175,64 @@ def _build_base(r: Recipe, docker_client, progress: Progress) -> None:
             raise CapabilityError(f"docker import failed: {imp.stderr[-1000:]}")
 
 
-def _python_packages(r: Recipe, progress: Progress) -> Path:
-    """The recipe's wheels installed into a directory on this host, cached by their pins."""
-    target = CACHE / f"{r.name}-site-{_sha(' '.join(sorted(r.python)).encode())[:12]}"
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def torch_cpu_index() -> list[str]:
+    """PyPI's Linux torch is the CUDA build (GBs of nvidia packages); PyTorch's own CPU index
+    has `2.13.0+cpu`, which pip prefers for `torch==2.13.0`. Added where that index answers
+    (setup.sh does the same for the virtualenv)."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(CPU_TORCH_INDEX + "/torch/", timeout=5).close()
+    except OSError:
+        return []
+    return ["--extra-index-url", CPU_TORCH_INDEX]
+
+
+def image_python(base_tag: str) -> tuple[str, str, str]:
+    """(version "3.11", glibc "2.36", machine "x86_64") of the python3 in an image."""
+    res = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", base_tag, "python3", "-c",
+         "import platform, sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}', "
+         "platform.libc_ver()[1] or '2.17', platform.machine())"],
+        capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise CapabilityError(f"the image {base_tag} has no working python3 for the recipe's "
+                              f"python: packages ({res.stderr.strip()[-300:]}); add python3 to "
+                              "base: packages")
+    version, glibc, machine = res.stdout.split()
+    return version, glibc, machine
+
+
+def pip_target_options(version: str, glibc: str, machine: str) -> list[str]:
+    """pip options that pick wheels for that interpreter instead of this host's: its CPython
+    version and ABI, and every manylinux tag its glibc can load."""
+    major, minor = (int(x) for x in glibc.split(".")[:2])
+    platforms = [f"manylinux_{major}_{m}_{machine}" for m in range(minor, 16, -1)]
+    platforms += [f"manylinux2014_{machine}", f"manylinux2010_{machine}",
+                  f"manylinux1_{machine}", f"linux_{machine}"]
+    abi = "cp" + version.replace(".", "")
+    return ["--python-version", version, "--implementation", "cp", "--abi", abi,
+            *(x for p in platforms for x in ("--platform", p))]
+
+
+def _python_packages(r: Recipe, python: tuple[str, str, str] | None,
+                     progress: Progress) -> Path:
+    """The recipe's wheels installed into a directory on this host for the image's Python,
+    cached by their pins and that interpreter."""
+    key = " ".join([*sorted(r.python), *(python or ())])
+    target = CACHE / f"{r.name}-site-{_sha(key.encode())[:12]}"
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     if r.python:
-        progress(f"pip install --target ({', '.join(r.python)})")
+        progress(f"pip install --target for Python {python[0]} ({', '.join(r.python)})")
         res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--only-binary=:all:",
-                              "--no-compile", "--target", str(target), *r.python],
+                              "--no-compile", "--target", str(target),
+                              *pip_target_options(*python), *torch_cpu_index(), *r.python],
                              capture_output=True, text=True)
         if res.returncode != 0:
             shutil.rmtree(target, ignore_errors=True)

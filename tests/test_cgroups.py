@@ -38,7 +38,7 @@ def test_v2_writer_on_a_unified_tree(tmp_path):
         assert (d / "cgroup.subtree_control").read_text().split() == ["+cpu", "+memory",
                                                                        "+pids"], d
     assert (node / "cpu.max").read_text() == "50000 100000"
-    assert (node / "memory.max").read_text() == str(256 * 2**20)
+    assert (node / "memory.max").read_text() == str(256 * 10**6)  # MB = 10^6 bytes
     assert (node / "memory.swap.max").read_text() == "0"
     assert cgroups.limits(NAMES, "a", root) == {"cpu": 0.5, "memory_mb": 256}
     cgroups.set_limits(NAMES, "a", 1.5, None, root)

@@ -101,7 +101,7 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     assert whole > 0.75 and whole / half > 1.3, (half, whole)
     inspect = json.loads(subprocess.run(["docker", "inspect", f"tb-{name}.c2"],
                                         capture_output=True, text=True).stdout)[0]["HostConfig"]
-    assert inspect["CpuQuota"] == 100_000 and inspect["Memory"] == 512 * 2**20
+    assert inspect["CpuQuota"] == 100_000 and inspect["Memory"] == 512 * 10**6
     assert api.status(name)["nodes"]["c2"]["cpu"] == 1
     bad = cli("node", "set", "c2", "--name", name, "--memory", "10MB")
     assert bad.returncode == 2 and "at least 64 MB" in bad.stderr

@@ -222,3 +222,19 @@ def test_a_plan_extension_of_a_kind_round_trips_typed_through_json():
     finally:
         EXTENSIONS.pop("toy")
 
+
+
+def test_one_size_convention_and_wheels_for_the_images_python():
+    """1MB is 10^6 bytes wherever a size is written (cgroups, containers, the schema); the
+    image's wheels are chosen for its own Python, not the host's."""
+    from testbed.images import pip_target_options
+    from testbed.net.cgroups import MB
+    from testbed.units import parse_size_bytes
+
+    assert MB == 10**6 and parse_size_bytes("1GB") == 10**9
+    assert parse_size_bytes("1GiB") == 2**30
+    opts = pip_target_options("3.12", "2.39", "aarch64")
+    assert opts[:6] == ["--python-version", "3.12", "--implementation", "cp", "--abi", "cp312"]
+    platforms = [opts[i + 1] for i, o in enumerate(opts) if o == "--platform"]
+    assert platforms[0] == "manylinux_2_39_aarch64" and "manylinux_2_17_aarch64" in platforms
+    assert "manylinux_2_40_aarch64" not in platforms and "linux_aarch64" in platforms

@@ -106,8 +106,8 @@ def parse_sample(text: str, previous_cpu: tuple[int, int] | None = None,
     if previous_cpu is not None and total > previous_cpu[1]:
         rec["cpu_pct"] = 100.0 * (1 - (idle - previous_cpu[0]) / (total - previous_cpu[1]))
     mem = {k.rstrip(":"): int(v) for k, v, *_ in (ln.split() for ln in lines[2:4])}
-    rec["mem_total_mb"] = mem.get("MemTotal", 0) / 1024
-    rec["mem_used_mb"] = (mem.get("MemTotal", 0) - mem.get("MemAvailable", 0)) / 1024
+    rec["mem_total_mb"] = mem.get("MemTotal", 0) * 1024 / 1e6  # /proc/meminfo's kB are KiB
+    rec["mem_used_mb"] = (mem.get("MemTotal", 0) - mem.get("MemAvailable", 0)) * 1024 / 1e6
     if "TEGRA" in lines and lines.index("TEGRA") + 1 < len(lines):
         tegra = parse_tegrastats(lines[lines.index("TEGRA") + 1])
         tegra.pop("cpu_pct", None)  # /proc/stat's figure covers the whole interval

@@ -23,6 +23,7 @@ from testbed.errors import CapabilityError
 from testbed.naming import CGROUP_ROOT, Names
 
 CFS_PERIOD_US = 100_000
+MB = 1_000_000  # the project's unit: 1MB = 10^6 bytes, 1GB = 10^9 (MiB/GiB say binary)
 V1_CONTROLLERS = ("cpu", "memory", "pids", "cpuacct")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
 
@@ -103,7 +104,7 @@ def set_limits(names: Names, node: str, cpu: float | None, memory_mb: int | None
         _need(node, "cpu", "cpu", root)
     if memory_mb is not None:
         _need(node, "memory", "memory", root)
-    limit = memory_mb * 1024 * 1024 if memory_mb is not None else None
+    limit = memory_mb * MB if memory_mb is not None else None  # MB = 10^6 bytes everywhere
     if _v2(root):
         d = root / _sub(names, node)
         if cpu is not None:
@@ -137,14 +138,14 @@ def limits(names: Names, node: str, root: Path = CGROUP_ROOT) -> dict[str, float
             quota, period = (d / "cpu.max").read_text().split()
             out["cpu"] = None if quota == "max" else int(quota) / int(period)
             mem = (d / "memory.max").read_text().strip()
-            out["memory_mb"] = None if mem == "max" else int(mem) // 2**20
+            out["memory_mb"] = None if mem == "max" else round(int(mem) / MB)  # page-rounded
         else:
             cpu_dir, mem_dir = node_dirs(names, node, root)[:2]
             quota = int((cpu_dir / "cpu.cfs_quota_us").read_text())
             period = int((cpu_dir / "cpu.cfs_period_us").read_text())
             out["cpu"] = None if quota < 0 else quota / period
             mem = int((mem_dir / "memory.limit_in_bytes").read_text())
-            out["memory_mb"] = None if mem >= 2**62 else mem // 2**20
+            out["memory_mb"] = None if mem >= 2**62 else round(mem / MB)
     return out
 
 

@@ -20,7 +20,7 @@ from testbed.errors import CapabilityError, NetworkError
 from testbed.images import client
 from testbed.naming import CONTAINER_LABEL, Names
 from testbed.net import netns
-from testbed.net.cgroups import CFS_PERIOD_US
+from testbed.net.cgroups import CFS_PERIOD_US, MB
 from testbed.topology.model import Node
 
 NODE_LABEL = "org.edge-testbed.node"
@@ -53,7 +53,7 @@ def start(names: Names, nodes: list[Node], share: dict[str, Path],
         if n.cpu is not None:
             limits.update(cpu_period=CFS_PERIOD_US, cpu_quota=int(n.cpu * CFS_PERIOD_US))
         if n.memory_mb is not None:
-            limits.update(mem_limit=n.memory_mb * 2**20, memswap_limit=n.memory_mb * 2**20)
+            limits.update(mem_limit=n.memory_mb * MB, memswap_limit=n.memory_mb * MB)
         extra = n.container or {}
         volumes = {str(share[n.name]): {"bind": str(share[n.name]), "mode": "rw"}}
         for bind in extra.get("volumes", []):
@@ -141,7 +141,7 @@ def update(names: Names, node: str, cpu: float | None, memory_mb: int | None) ->
     if cpu is not None:
         args.update(cpu_period=CFS_PERIOD_US, cpu_quota=int(cpu * CFS_PERIOD_US))
     if memory_mb is not None:
-        args.update(mem_limit=memory_mb * 2**20, memswap_limit=memory_mb * 2**20)
+        args.update(mem_limit=memory_mb * MB, memswap_limit=memory_mb * MB)
     if args:
         c.update(**args)
 

@@ -94,7 +94,7 @@ def max_nodes_estimate() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(int(line.split()[1]) / 1024 * MEMORY_SHARE / NODE_COST_MB)
+                return int(int(line.split()[1]) * 1024 / 1e6 * MEMORY_SHARE / NODE_COST_MB)
     except OSError:
         pass
     return 0
