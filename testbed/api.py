@@ -151,11 +151,19 @@ def build_image(recipe: str = "edge-node", force: bool = False, progress=lambda 
 
 
 def images() -> list[dict]:
-    """Every image recipe with the state of its image (ready, stale, missing)."""
+    """Every image recipe with the state of its image (ready, stale, missing), then images
+    running testbeds use that no recipe here made (state 'foreign'), with who uses them."""
     from testbed import images as imgs
 
-    return [{"recipe": name, "state": imgs.image_state(name), "base": r.base_tag,
-             "python": list(r.python)} for name, r in imgs.recipes().items()]
+    used = imgs.in_use()
+    out = [{"recipe": name, "state": imgs.image_state(name), "base": r.base_tag,
+            "python": list(r.python), "dir": str(r.path.parent),
+            "used_by": used.get(r.tag, []) + used.get(name, [])}
+           for name, r in imgs.recipes().items()]
+    known = {n for r in imgs.recipes().values() for n in (r.name, r.tag)}
+    out += [{"recipe": image, "state": "foreign", "base": "-", "python": [], "dir": "-",
+             "used_by": users} for image, users in sorted(used.items()) if image not in known]
+    return out
 
 
 def node_stats(name: str | None, node: str, interval_s: float, count: int):

@@ -550,11 +550,24 @@ def flow_rm(ids: Annotated[list[int] | None, typer.Argument(help="flow ids")] = 
     out.print(f"removed {len(removed)} flow(s)")
 
 
+RecipesOpt = Annotated[list[str] | None, typer.Option(
+    "--recipes", help="also look for recipes in DIR (or set TESTBED_RECIPES=DIR:DIR)")]
+
+
+def _recipe_dirs(dirs: list[str] | None) -> None:
+    import os
+
+    if dirs:
+        os.environ["TESTBED_RECIPES"] = ":".join(
+            [*dirs, *filter(None, os.environ.get("TESTBED_RECIPES", "").split(":"))])
+
+
 @image_app.command("build")
 def image_build(image: Annotated[str, typer.Argument(help="recipe under images/")] = "edge-node",
                 force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
-                ) -> None:
-    """Build a node image from images/NAME (debootstrap base, wheels, workloads)."""
+                recipes: RecipesOpt = None) -> None:
+    """Build a node image from images/NAME or a recipe directory of your own."""
+    _recipe_dirs(recipes)
     with err.status("building") as st:
         tag = api.build_image(image, force=force,
                               progress=lambda s: st.update(f"[bold]image[/]: {s}"))
@@ -562,11 +575,18 @@ def image_build(image: Annotated[str, typer.Argument(help="recipe under images/"
 
 
 @image_app.command("ls")
-def image_ls() -> None:
-    """Recipes and the state of their images (ready, stale, missing)."""
-    t = Table("recipe", "state", "base", "python")
-    for im in api.images():
-        t.add_row(im["recipe"], im["state"], im["base"], " ".join(im["python"]))
+def image_ls(recipes: RecipesOpt = None, as_json: JsonOpt = False) -> None:
+    """Recipes and the state of their images (ready, stale, missing), and foreign images
+    running testbeds use."""
+    _recipe_dirs(recipes)
+    found = api.images()
+    if as_json:
+        print(json.dumps(found, indent=1))
+        return
+    t = Table("image", "state", "base", "python", "recipe dir", "used by")
+    for im in found:
+        t.add_row(im["recipe"], im["state"], im["base"], " ".join(im["python"]), im["dir"],
+                  " ".join(im["used_by"]) or "-")
     out.print(t)
 
 

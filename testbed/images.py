@@ -56,10 +56,13 @@ class Recipe:
     def digest(self) -> str:
         """Hash of the recipe files, the pinned wheels and the workload code the image holds."""
         h = hashlib.sha256()
-        for f in sorted([*self.path.rglob("*"), *WORKLOADS.rglob("*.py"),
-                         *WORKLOADS.rglob("*.yaml")]):
+        here = ROOT if self.path.is_relative_to(ROOT) else self.path.parent
+        mine = [(f, f.relative_to(here)) for f in self.path.rglob("*")]
+        code = [(f, f.relative_to(ROOT)) for f in [*WORKLOADS.rglob("*.py"),
+                                                    *WORKLOADS.rglob("*.yaml")]]
+        for f, rel in sorted(mine + code):
             if f.is_file() and "__pycache__" not in f.parts:
-                h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+                h.update(str(rel).encode() + b"\0" + f.read_bytes())
         return h.hexdigest()[:16]
 
 
@@ -67,9 +70,20 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def recipe_dirs() -> list[Path]:
+    """Where recipes are found: images/ of this checkout, then every directory listed in
+    TESTBED_RECIPES (colon-separated), so a user's recipes can live outside the repository;
+    a name in an earlier directory wins."""
+    extra = [Path(p).expanduser() for p in os.environ.get("TESTBED_RECIPES", "").split(":") if p]
+    return [RECIPES, *extra]
+
+
 def recipes() -> dict[str, Recipe]:
-    out = {}
-    for d in sorted(RECIPES.iterdir()) if RECIPES.exists() else []:
+    out: dict[str, Recipe] = {}
+    found = [d for root in recipe_dirs() if root.is_dir() for d in sorted(root.iterdir())]
+    for d in found:
+        if d.name in out:
+            continue
         f = d / "recipe.yaml"
         if f.is_file():
             raw = yaml.safe_load(f.read_text()) or {}
@@ -83,8 +97,9 @@ def recipes() -> dict[str, Recipe]:
 def recipe(name: str) -> Recipe:
     found = recipes()
     if name not in found:
-        raise InputError(f"no image recipe {name!r} in {RECIPES}/; "
-                         f"recipes: {', '.join(found) or 'none'}")
+        raise InputError(f"no image recipe {name!r} in {', '.join(map(str, recipe_dirs()))}; "
+                         f"recipes: {', '.join(found) or 'none'} (add a directory of your own "
+                         "with --recipes DIR or TESTBED_RECIPES)")
     return found[name]
 
 
@@ -115,6 +130,22 @@ def image_state(name: str) -> str:
     if built is None or plain not in recipes():
         return "foreign"
     return "ready" if built == recipes()[plain].digest() else "stale"
+
+
+def in_use() -> dict[str, list[str]]:
+    """Images the containers of running testbeds use -> 'testbed/node' using each."""
+    out: dict[str, list[str]] = {}
+    try:
+        docker = client()
+    except CapabilityError:
+        return out
+    from testbed.naming import CONTAINER_LABEL
+
+    for c in docker.containers.list(all=True, filters={"label": CONTAINER_LABEL}):
+        image = c.attrs["Config"]["Image"]
+        node = c.labels.get("org.edge-testbed.node", c.name)
+        out.setdefault(image, []).append(f"{c.labels[CONTAINER_LABEL]}/{node}")
+    return out
 
 
 def build(name: str = "edge-node", force: bool = False, progress: Progress = lambda s: None,

@@ -131,3 +131,28 @@ jobs:
     meta = json.loads((out / "run.json").read_text())
     assert any("tiny left out of placement" in i["what"] for i in meta["incidents"])
     assert "tiny" not in meta["node_speeds_gops"]
+
+
+def test_recipes_outside_the_repo_and_foreign_images_in_image_ls(bring_up, stock_images,
+                                                                 tmp_path):
+    mine = tmp_path / "my-recipes" / "tbt-quiet"
+    mine.mkdir(parents=True)
+    edge = images.recipe("edge-node")  # the same base packages: its base image is reused
+    (mine / "recipe.yaml").write_text(
+        f"base: {{suite: {edge.suite}, packages: [{', '.join(edge.packages)}]}}\n")
+    (mine / "Dockerfile").write_text('ARG BASE\nFROM ${BASE}\nCMD ["sleep", "infinity"]\n')
+    res = cli("image", "build", "tbt-quiet", "--recipes", str(mine.parent))
+    try:
+        assert res.returncode == 0, res.stderr
+        bring_up("foreign", f'nodes: {{t: {{kind: docker, image: "{TINY}"}}, a: {{}}}}\n'
+                            "links: [{between: [t, a]}]")
+        import json
+
+        listed = {i["recipe"]: i for i in json.loads(
+            cli("image", "ls", "--json", "--recipes", str(mine.parent)).stdout)}
+        assert listed["tbt-quiet"]["state"] == "ready"
+        assert listed["tbt-quiet"]["dir"] == str(mine.parent)
+        assert listed[TINY]["state"] == "foreign" and listed[TINY]["used_by"] == ["tbt-foreign/t"]
+        assert "tbt-quiet" not in cli("image", "ls").stdout  # not asked for: not listed
+    finally:
+        subprocess.run(["docker", "rmi", "-f", "tbt-quiet:latest"], capture_output=True)
