@@ -4,6 +4,7 @@ volumes/cap_add apply, a container whose command ends is reported with its exit 
 output, nodes resolve each other by name, and a `docker restart` is detected and repaired."""
 
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -88,7 +89,7 @@ links: [{{between: [h1, tiny], bw: 20}}, {{between: [tiny, srv], bw: 20}},
     for node, peer in (("deb", "h1"), ("h1", "deb"), ("tiny", "srv"), ("h1", "tiny")):
         res = run(node, "ping", "-c", "1", "-W", "2", peer)
         assert res.returncode == 0, (node, peer, res.stdout, res.stderr)
-    assert "h1" not in open("/etc/hosts").read().split()  # the host's own file untouched
+    assert "h1" not in Path("/etc/hosts").read_text().split()  # the host file untouched
 
     # a restart behind the testbed's back is seen, then repaired
     subprocess.run(["docker", "restart", "-t", "1", ledger.names.netns("deb")], check=True,
