@@ -116,10 +116,11 @@ def _draw(trials: pd.DataFrame, x: str, series: list[tuple[str, str]], ylabel: s
                         label=f"{sched}{suffix}")
     if scale == "log":
         ax.set_xscale("log")
-    if scale != "linear":
+    if scale != "linear" or len(values) <= 10:  # ticks at the swept values themselves
         ax.xaxis.set_major_locator(FixedLocator(positions))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([str(v) for v in values])
+        ax.set_xticklabels([f"{v:g}" if isinstance(v, int | float) else str(v)
+                            for v in values])
     ax.set_xlabel(param_label(x))
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
