@@ -13,6 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from testbed import nodes
+from testbed.dynamics import (  # noqa: F401 (re-exported: live changes)
+    links,
+    set_link,
+    set_link_state,
+    start_node,
+    stop_node,
+)
 from testbed.errors import InputError
 from testbed.experiment.options import RunOptions  # noqa: F401 (re-exported)
 from testbed.kinds import schedule  # noqa: F401 (re-exported)

@@ -25,6 +25,9 @@ image_app = typer.Typer(no_args_is_help=True, help="Node images built here (no r
 app.add_typer(image_app, name="image")
 node_app = typer.Typer(no_args_is_help=True, help="Change or inspect a running node.")
 app.add_typer(node_app, name="node")
+link_app = typer.Typer(no_args_is_help=True, help="Change a running link: rate, delay, loss, "
+                       "up/down (in place).")
+app.add_typer(link_app, name="link")
 out = Console(soft_wrap=True, emoji=False)  # "ilp:abc:" is a value, not an emoji code
 err = Console(stderr=True, soft_wrap=True, emoji=False)
 
@@ -349,6 +352,8 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
         resolution: Annotated[int, typer.Option(help="torch models' input size")] = 224,
         unprivileged: Annotated[bool, typer.Option(
             help="task processes run as user nobody with no capabilities")] = False,
+        timeline: Annotated[str | None, typer.Option(
+            help="changes during the run (default: the topology's timeline:)")] = None,
         name: NameOpt = None, plugin: PluginOpt = None) -> None:
     """Run jobs on the running testbed: decide, enforce, execute, trace (results/<run>/)."""
     _load_plugins(plugin)
@@ -358,7 +363,8 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     run_dir = Path(out_dir or f"results/{_time.strftime('%Y%m%d-%H%M%S')}-{scheduler}")
     opts = api.RunOptions(scheduler=scheduler, out_dir=run_dir, duration_s=duration, seed=seed,
                       compute=compute, window=window, rate_fps=rate_fps,
-                      resolution=resolution, unprivileged=unprivileged)
+                      resolution=resolution, unprivileged=unprivileged,
+                      timeline=Path(timeline) if timeline else None)
     with err.status("running") as st:
         jobs_df = api.experiment(name, jobs, opts, progress=lambda s: st.update(s))
     if "makespan_measured_s" in jobs_df:  # a requests run: one row per period
@@ -606,6 +612,95 @@ def node_set(node: Annotated[str, typer.Argument(help="node name")],
         raise typer.BadParameter(str(e), param_hint="--memory") from None
     info = api.set_node(name, node, cpu, mb)
     out.print(f"{node}: cpu {info['cpu'] or '-'} cores, memory {info['memory_mb'] or '-'} MB")
+
+
+@link_app.command("set")
+def link_set(a: Annotated[str, typer.Argument(help="one end")],
+             b: Annotated[str, typer.Argument(help="the other end")],
+             bw: Annotated[str | None, typer.Option(help='rate: Mbit/s or "5Mbit"')] = None,
+             delay: Annotated[str | None, typer.Option(help='ms or "10ms" (netem)')] = None,
+             jitter: Annotated[str | None, typer.Option(help='ms or "2ms" (netem)')] = None,
+             loss: Annotated[str | None, typer.Option(help='% or "0.5%" (netem)')] = None,
+             direction: Annotated[str, typer.Option(
+                 "--dir", help="both, forward (A->B) or reverse (B->A)")] = "both",
+             name: NameOpt = None) -> None:
+    """Change only what is given on link A-B, in place (no qdisc rebuilt)."""
+    from testbed.units import parse_percent, parse_rate_mbit, parse_time_ms
+
+    try:
+        values = {"bw": parse_rate_mbit(_number(bw)) if bw is not None else None,
+                  "delay": parse_time_ms(_number(delay)) if delay is not None else None,
+                  "jitter": parse_time_ms(_number(jitter)) if jitter is not None else None,
+                  "loss": parse_percent(_number(loss)) if loss is not None else None}
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    for d in api.set_link(name, a, b, direction=direction, **values):
+        out.print(f"{d['link'][0]} -> {d['link'][1]}: {_shape_text(d)}")
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _shape_text(d: dict) -> str:
+    parts = [f"{d['bw_mbit']:g} Mbit/s" if d.get("bw_mbit") else "unshaped"]
+    if d.get("leaf") == "netem":
+        parts.append(f"delay {d['delay_ms']:g} ms, jitter {d['jitter_ms']:g} ms, "
+                     f"loss {d['loss_pct']:.3g}%")
+    return ", ".join(parts)
+
+
+@link_app.command("down")
+def link_down(a: Annotated[str, typer.Argument(help="one end")],
+              b: Annotated[str, typer.Argument(help="the other end")],
+              name: NameOpt = None) -> None:
+    """Take link A-B down both ways (kept, shaping included); routes go around it."""
+    api.set_link_state(name, a, b, up=False)
+    out.print(f"{a}-{b} is down")
+
+
+@link_app.command("up")
+def link_up(a: Annotated[str, typer.Argument(help="one end")],
+            b: Annotated[str, typer.Argument(help="the other end")],
+            name: NameOpt = None) -> None:
+    """Bring link A-B back up as it was."""
+    api.set_link_state(name, a, b, up=True)
+    out.print(f"{a}-{b} is up")
+
+
+@link_app.command("ls")
+def link_ls(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+    """Every link's state and, per direction, the shaping the kernel holds now."""
+    found = api.links(name)
+    if as_json:
+        print(json.dumps(found, indent=1))
+        return
+    t = Table("link", "state", "direction", "shaping (read from the kernel)")
+    for lk in found:
+        for i, d in enumerate(lk["directions"]):
+            t.add_row("-".join(lk["between"]) if i == 0 else "", lk["state"] if i == 0 else "",
+                      f"{d['link'][0]} -> {d['link'][1]}", _shape_text(d))
+    out.print(t)
+
+
+@node_app.command("stop")
+def node_stop(node: Annotated[str, typer.Argument(help="node name")],
+              name: NameOpt = None) -> None:
+    """Crash a node: its processes killed (a container killed), its links down."""
+    done = api.stop_node(name, node)
+    out.print(f"{node} stopped: {done['killed']} process(es)/container killed, "
+              f"{done['links_down']} link(s) down")
+
+
+@node_app.command("start")
+def node_start(node: Annotated[str, typer.Argument(help="node name")],
+               name: NameOpt = None) -> None:
+    """Bring a stopped node back (a container restarted and wired in), its links up."""
+    done = api.start_node(name, node)
+    out.print(f"{node} started after {done['down_s']:.1f} s: {done['links_up']} link(s) up")
 
 
 @node_app.command("reconnect")

@@ -49,7 +49,12 @@ def test_ties_break_deterministically(square):
     (dict(src="e1", dst="e3", path=("e1", "e3"), dport=70000), "dport 70000 is out of range"),
     (dict(src="e1", dst="e3", path=("e1", "e3"), sport=0), "sport 0 is out of range"),
     (dict(src="e1", dst="e3", path=("e1", "e3"), proto="sctp"), "protocol 'sctp'"),
-    (dict(src="e1", dst="e3", path=("e1", "e3"), rate_mbit=6), "exceeds the first link e1-e3"),
+    (dict(src="e1", dst="e3", path=("e1", "e3"), rate_mbit=6), r"exceeds link e1-e3 \(5 Mbit/s\)"),
+    # every link counts, not only the first; the replies' cap too
+    (dict(src="e2", dst="e3", path=("e2", "e1", "e3"), rate_mbit=6),
+     "rate 6 Mbit/s exceeds link e1-e3 .* on path e2,e1,e3"),
+    (dict(src="e2", dst="e3", path=("e2", "e1", "e3"), reverse_rate_mbit=7),
+     "reverse rate 7 Mbit/s exceeds link e3-e1 .* on path e3,e1,e2"),
     (dict(src="e1", dst="e3", path=("e1", "e2", "e1", "e2", "e3")), "a loop"),
     (dict(src="e1", dst="e1", path=("e1",)), "the same node"),
 ])

@@ -25,6 +25,7 @@ from testbed.experiment.options import RunOptions
 from testbed.experiment.processes import Processes
 from testbed.experiment.profile import PROBE_PROGRAM, Profile, profile
 from testbed.experiment.sampler import Sampler
+from testbed.experiment.timeline import Player, current_view, load_actions
 from testbed.net.ledger import Ledger
 from testbed.net.links import link_states
 from testbed.schedulers import get as get_scheduler
@@ -116,6 +117,18 @@ class Experiment:
                       f"waiting {len(new.waiting)} ({took * 1000:.0f} ms)")
         return [u for u in waiting if u.name in new.waiting]
 
+    def _network_changed(self, waiting: list) -> list:
+        """A timeline changed the network: the scheduler plans with the network as it is now
+        and decides again, running units included (their flows move if the Plan says so)."""
+        self.profile = replace(self.profile, view=current_view(
+            self.ledger.name, self.profile.view, self.profile.speeds,
+            self.profile.gops_per_core))
+        try:
+            return self.decide(waiting)
+        except (TestbedError, ValueError, KeyError) as e:  # e.g. no path left between tasks
+            self.enforcer.incident("re-plan after a network change failed", str(e))
+            return waiting
+
     def links_down_note(self) -> str:
         """'; links down now: a-b' when the network lost links (a likely reason of a stall)."""
         down = [i for i, st in link_states(self.ledger).items() if st == "down"]
@@ -140,9 +153,14 @@ class Experiment:
         for node, why in self.profile.unable.items():
             self.progress(f"node {node} is left out of placement: {why}")
             self.enforcer.incident(f"node {node} left out of placement", why)
+        actions = load_actions(self.ledger, self.topology, self.opts.timeline,
+                               self.opts.duration_s, self.opts.seed)
         self.prepare()
         self.sampler = Sampler(self.ledger, self.enforcer.client, self.opts.sample_s).start()
         self.t0 = self.sampler.t0
+        self.timeline = Player(self.ledger, actions, self.t0).start()
+        if actions:
+            self.progress(f"timeline: {len(actions)} changes planned")
         self.epoch0 = time.time() - (time.monotonic() - self.t0)
         self.collectors = [c.start() for c in self._collectors()]
         pending = sorted(self.units, key=lambda u: (u.arrival_s, u.name))
@@ -161,6 +179,8 @@ class Experiment:
                 if ended:
                     self.plan = self.plan.without(ended)
                     changed = True
+                if self.timeline.changes():
+                    waiting = self._network_changed(waiting)
                 if changed and waiting:
                     waiting = self.decide(waiting)
                 if waiting and not pending and not self.running():
@@ -172,6 +192,8 @@ class Experiment:
             for name in self.running():
                 self.stop_unit(name, "interrupted", "Ctrl-C")
         finally:  # whatever ended the loop, the recorded traces become CSV files
+            self.timeline.stop()
+            self.timeline.write(self.out)
             for name in self.running():
                 self.stop_unit(name, "interrupted", "run ended")
             self.close()
@@ -196,6 +218,7 @@ class Experiment:
                 incidents=self.incidents, topology=self.ledger.topology, kind=self.kind,
                 fabric=self.ledger.extra.get("fabric", {}),  # its idle per-hop latency
                 scheduler=self.opts.scheduler, seed=self.opts.seed,
+                epoch0_s=self.epoch0,  # wall time of t=0 (timeline.csv times count from it)
                 options={k: str(v) for k, v in self.opts.__dict__.items()},
                 **self.metadata(), spin_per_s=self.profile.spin_per_s,
                 node_speeds_gops=self.profile.speeds)

@@ -26,3 +26,4 @@ class RunOptions:
     drain_s: float = 10.0  # the source waits this long for items in flight after its end
     resolution: int = 224  # input size of torch models
     unprivileged: bool = False  # tasks on host/docker nodes run as nobody, no capabilities
+    timeline: Path | None = None  # changes during the run (else the topology's timeline:)

@@ -179,6 +179,26 @@ def environment(names: Names, node: str) -> dict[str, str]:
     return {k: v for k, _, v in pairs}
 
 
+def kill(names: Names, node: str) -> int:
+    """SIGKILL the container (a crash); 1 if it was running."""
+    c = client().containers.get(container_name(names, node))
+    if c.status != "running":
+        return 0
+    c.kill()
+    c.wait(timeout=30)
+    return 1
+
+
+def start_again(names: Names, node: str) -> None:
+    """Start a killed container again (a new network namespace: see `reconnect`)."""
+    c = client().containers.get(container_name(names, node))
+    c.start()
+    c.reload()
+    if c.status != "running":
+        raise NetworkError(f"the container of node {node} did not start again: "
+                           f"{c.logs(tail=5).decode(errors='replace')}")
+
+
 def init_pid(names: Names, node: str) -> int:
     c = client().containers.get(container_name(names, node))
     if c.status != "running":

@@ -50,6 +50,36 @@ def apply(ipr: IPRoute, ifindex: int, shape: LinkShape, netem_ok: bool) -> None:
         raise NetworkError(f"tc on interface {ifindex}: {e.args[-1]}") from None
 
 
+def change(ipr: IPRoute, ifindex: int, old: LinkShape, new: LinkShape, netem_ok: bool) -> None:
+    """Re-shape one egress in place: the existing HTB class and leaf queue are changed, never
+    deleted, so packets queued at the moment of the change stay queued (no qdisc rebuilt, no
+    drop caused by the change). Only a change of structure (shaped <-> unshaped, netem added
+    or removed) replaces the leaf, which is what the kernel allows."""
+    if new.needs_netem and not netem_ok:
+        raise NetworkError("delay/jitter/loss need the netem qdisc, which this kernel lacks")
+    if (old.bw_mbit is None) != (new.bw_mbit is None) or old.needs_netem != new.needs_netem:
+        apply(ipr, ifindex, new, netem_ok)
+        return
+    try:
+        if new.bw_mbit is not None:
+            p = htb_params(new.bw_mbit)
+            ipr.tc("change-class", "htb", ifindex, LEAF_CLASS, parent=ROOT,
+                   rate=f"{p.rate_bps}bit", ceil=f"{p.rate_bps}bit", burst=p.burst_bytes,
+                   cburst=p.burst_bytes, quantum=p.quantum_bytes)
+        if new.needs_netem:
+            kw = dict(delay=int(new.delay_ms * 1000), jitter=int(new.jitter_ms * 1000),
+                      loss=new.loss_pct, limit=1000)
+            if new.bw_mbit is None:
+                ipr.tc("change", "netem", ifindex, ROOT, **kw)
+            else:
+                ipr.tc("change", "netem", ifindex, LEAF_QDISC, parent=LEAF_CLASS, **kw)
+        elif new.bw_mbit is not None:
+            ipr.tc("change", "pfifo", ifindex, LEAF_QDISC, parent=LEAF_CLASS,
+                   limit=htb_params(new.bw_mbit).queue_frames)
+    except NetlinkError as e:
+        raise NetworkError(f"tc change on interface {ifindex}: {e.args[-1]}") from None
+
+
 def netem_values(qdisc) -> dict[str, float]:
     """delay/jitter (ms) and loss (%) of a netem qdisc as the kernel reports them."""
     from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec

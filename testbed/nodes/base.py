@@ -9,6 +9,7 @@ a machine of its own, reached over SSH.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -172,6 +173,19 @@ class NodeKind:
     def environment(self, ledger: Ledger, node: str) -> dict[str, str]:
         """Variables the node gives every command beyond the caller's (a container's ENV)."""
         return {}
+
+    def crash(self, ledger: Ledger, node: str) -> int:
+        """Kill everything running in the node (its cgroups' processes); returns how many."""
+        pids: set[int] = set()
+        for f in cgroups.procs_files(ledger.names, node):
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(x) for x in Path(f).read_text().split()}
+        cgroups.kill_all(pids)
+        return len(pids)
+
+    def restart(self, ledger: Ledger, node: str) -> None:
+        """After a crash: what the node needs before its links come back (nothing here: the
+        namespace and its addresses survived)."""
 
     def reconnect(self, ledger: Ledger, node: Node) -> None:
         """Wire a node that lost its port back into the fabric (nothing to do by default)."""

@@ -139,6 +139,11 @@ class Device(NodeKind):
             with ThreadPoolExecutor(min(8, len(planned))) as pool:
                 list(pool.map(attach, planned.values()))
 
+    def crash(self, ledger: Ledger, node: str) -> int:
+        """A real board is not killed: it is lost (its links go down, as when it drops off
+        the Wi-Fi); its processes go on."""
+        return 0
+
     def reach_namespace(self, names: Names, node: str) -> str | None:
         return None
 

@@ -68,6 +68,16 @@ class Docker(Host):
             out[n]["present"] = out[n]["present"] and box["status"] == "running"
         return out
 
+    def crash(self, ledger: Ledger, node: str) -> int:
+        """The container is killed (as a crash would), the node's port stays in its old
+        namespace until `restart`."""
+        return containers.kill(ledger.names, node)
+
+    def restart(self, ledger: Ledger, node: str) -> None:
+        containers.start_again(ledger.names, node)
+        topo = Topology.from_dict(ledger.topology, ledger.topology_file)
+        self.reconnect(ledger, next(n for n in topo.nodes if n.name == node))
+
     def reconnect(self, ledger: Ledger, node: Node) -> None:
         """A container restarted behind the testbed's back gets its port back."""
         if not containers.detached(ledger.names, node.name):

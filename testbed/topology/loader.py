@@ -143,7 +143,12 @@ def parse_model(model: type[M], raw: object, source: str) -> M:
 
 def loads(text: str, source: str = "<string>", default_name: str = "testbed") -> Topology:
     spec = parse_model(TopologyFile, read_yaml(text, source), source)
-    return build(spec, source, default_name)
+    topo = build(spec, source, default_name)
+    if spec.timeline is not None:  # checked now; played by runs (testbed/experiment/timeline.py)
+        from testbed.topology.timeline import expand, parse
+
+        expand(parse(spec.timeline, source), topo, source, Path(source).parent, 3600.0)
+    return topo
 
 
 def build(spec: TopologyFile, source: str, default_name: str = "testbed") -> Topology:

@@ -134,3 +134,4 @@ class TopologyFile(Strict):
     nodes: dict[str, NodeSpec | None] = {}
     links: list[LinkSpec] = []
     generate: Generate | None = None
+    timeline: dict | None = Field(None, description="changes during runs (see the README)")

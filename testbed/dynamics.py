@@ -1,0 +1,192 @@
+"""Live changes to a running testbed: a link's rate, delay or loss changed in place (per
+direction), links taken down and up, nodes crashed and restarted. Each change is applied,
+read back from the kernel and recorded in the testbed's state, so `link ls`, `status` and the
+schedulers of later runs see the network as it is now.
+
+A link down sets both ends of its veth pair down (the pair, its shaping and its addresses stay,
+so `link up` restores it exactly); the controller sees the port change and routes around it.
+A node crash kills the node's processes (a container is killed), and takes its links down;
+`node start` brings the container back, wires it in again and restores the links."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+from pyroute2 import IPRoute
+
+from testbed import nodes
+from testbed.errors import InputError
+from testbed.lifecycle import resolve
+from testbed.net import shaping
+from testbed.net.ledger import Ledger
+from testbed.net.links import interface_indexes, link_states
+from testbed.net.probe import probe
+from testbed.topology.model import LinkShape
+
+DIRECTIONS = ("both", "forward", "reverse")  # forward: from the first node named to the second
+
+
+@dataclass(frozen=True)
+class LinkEnd:
+    """One direction of a link: the egress interface that shapes it."""
+
+    index: int  # the link's index in the topology
+    src: str
+    dst: str
+    ifname: str
+
+
+def find_link(ledger: Ledger, a: str, b: str) -> tuple[int, bool]:
+    """(index, whether a is the link's first end) of link a-b, or an InputError naming the
+    links there are."""
+    for i, lk in enumerate(ledger.topology["links"]):
+        ends = list(lk["between"])
+        if sorted(ends) == sorted([a, b]):
+            return i, ends[0] == a
+    known = ", ".join("-".join(lk["between"]) for lk in ledger.topology["links"][:20])
+    raise InputError(f"no link between {a} and {b} in {ledger.name} (links: {known})")
+
+
+def ends(ledger: Ledger, a: str, b: str, direction: str = "both") -> list[LinkEnd]:
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction {direction!r}: use one of {', '.join(DIRECTIONS)}")
+    i, a_first = find_link(ledger, a, b)
+    first, second = ledger.topology["links"][i]["between"]
+    out = [LinkEnd(i, first, second, ledger.names.link_port(i, 0)),
+           LinkEnd(i, second, first, ledger.names.link_port(i, 1))]
+    if direction == "both":
+        return out
+    forward = out[0] if a_first else out[1]
+    return [forward] if direction == "forward" else [o for o in out if o is not forward]
+
+
+def shape_now(ledger: Ledger, end: LinkEnd) -> LinkShape:
+    """What the testbed last set on this direction (the topology's, until changed)."""
+    now = ledger.extra.get("links_now", {}).get(f"{end.index}:{end.src}")
+    if now:
+        return LinkShape(**now)
+    lk = ledger.topology["links"][end.index]
+    return LinkShape(lk["bw_mbit"], lk.get("delay_ms", 0.0), lk.get("jitter_ms", 0.0),
+                     lk.get("loss_pct", 0.0))
+
+
+def set_link(name: str | None, a: str, b: str, bw: float | None = None,
+             delay: float | None = None, jitter: float | None = None,
+             loss: float | None = None, direction: str = "both") -> list[dict]:
+    """Change only what is given on link a-b, in place; returns each changed direction as
+    the kernel holds it afterwards."""
+    ledger = resolve(name)
+    chosen = ends(ledger, a, b, direction)
+    given = {k: v for k, v in (("bw_mbit", bw), ("delay_ms", delay), ("jitter_ms", jitter),
+                                ("loss_pct", loss)) if v is not None}
+    if not given:
+        raise InputError("nothing to change: give --bw, --delay, --jitter or --loss")
+    for key, v in given.items():
+        if v < 0 or (key == "bw_mbit" and v == 0) or (key == "loss_pct" and v > 100):
+            raise InputError(f"{key} {v:g} is out of range")
+    netem_ok = probe().netem
+    new = {e: replace(shape_now(ledger, e), **given) for e in chosen}
+    with IPRoute() as ip:
+        index = interface_indexes(ip)
+        for e, shape in new.items():
+            shaping.change(ip, index[e.ifname], shape_now(ledger, e), shape, netem_ok)
+        held = shaping.read_back(ip, [index[e.ifname] for e in chosen])
+        for e, shape in new.items():
+            shaping.verify(held, index[e.ifname], e.ifname, shape)
+    record = ledger.extra.setdefault("links_now", {})
+    for e, shape in new.items():
+        record[f"{e.index}:{e.src}"] = asdict(shape)
+    _sync_topology(ledger, chosen[0].index)
+    ledger.save()
+    return [_describe(e, held[index[e.ifname]]) for e in chosen]
+
+
+def _sync_topology(ledger: Ledger, i: int) -> None:
+    """The recorded topology (what schedulers plan with) follows the change; a link whose
+    directions differ is recorded at its slower direction's rate."""
+    lk = ledger.topology["links"][i]
+    a, b = lk["between"]
+    both = [shape_now(ledger, LinkEnd(i, src, dst, "")) for src, dst in ((a, b), (b, a))]
+    rates = [s.bw_mbit for s in both if s.bw_mbit is not None]
+    lk["bw_mbit"] = min(rates) if len(rates) == 2 else (rates[0] if rates else None)
+    lk["delay_ms"] = max(s.delay_ms for s in both)
+    lk["jitter_ms"] = max(s.jitter_ms for s in both)
+    lk["loss_pct"] = max(s.loss_pct for s in both)
+
+
+def _describe(e: LinkEnd, held: dict) -> dict:
+    rate = held.get("rate_bps")
+    return {"link": [e.src, e.dst], "interface": e.ifname,
+            "bw_mbit": rate / 1e6 if rate else None, "leaf": held.get("leaf"),
+            **held.get("netem", {})}
+
+
+def set_link_state(name: str | None, a: str, b: str, up: bool) -> None:
+    """Take link a-b down (both directions; nothing is removed) or bring it back up."""
+    ledger = resolve(name)
+    i, _ = find_link(ledger, a, b)
+    _set_ports(ledger, [i], up)
+    down = set(ledger.extra.get("links_down", []))
+    ledger.extra["links_down"] = sorted(down - {i} if up else down | {i})
+    ledger.save()
+
+
+def _set_ports(ledger: Ledger, links: list[int], up: bool) -> None:
+    with IPRoute() as ip:
+        index = interface_indexes(ip)
+        for i in links:
+            for end in (0, 1):
+                ip.link("set", index=index[ledger.names.link_port(i, end)],
+                        state="up" if up else "down")
+
+
+def links(name: str | None) -> list[dict]:
+    """Every link with its state and, per direction, the shaping the kernel holds now."""
+    ledger = resolve(name)
+    states = link_states(ledger)
+    out = []
+    with IPRoute() as ip:
+        index = interface_indexes(ip)
+        all_ends = [e for lk in ledger.topology["links"] for e in ends(ledger, *lk["between"])]
+        held = shaping.read_back(ip, [index[e.ifname] for e in all_ends if e.ifname in index])
+    for i, lk in enumerate(ledger.topology["links"]):
+        mine = [e for e in all_ends if e.index == i]
+        out.append({"between": list(lk["between"]), "state": states.get(i, "missing"),
+                    "directions": [_describe(e, held.get(index.get(e.ifname, -1), {}))
+                                   for e in mine]})
+    return out
+
+
+def stop_node(name: str | None, node: str) -> dict:
+    """Crash a node: its processes are killed (a container is killed) and its links go down,
+    so the controller routes around it. Returns what was done."""
+    ledger = resolve(name)
+    info = ledger.topology["nodes"].get(node)
+    if info is None:
+        raise InputError(f"unknown node {node!r} (nodes: {', '.join(ledger.topology['nodes'])})")
+    if node in ledger.extra.get("stopped", {}):
+        raise InputError(f"node {node} is already stopped; `testbed node start {node}`")
+    mine = [i for i, lk in enumerate(ledger.topology["links"]) if node in lk["between"]]
+    already = set(ledger.extra.get("links_down", []))
+    taken = [i for i in mine if i not in already]
+    _set_ports(ledger, taken, up=False)
+    killed = nodes.of_node(ledger, node).crash(ledger, node)
+    ledger.extra.setdefault("stopped", {})[node] = {"links": taken, "at": time.time()}
+    ledger.save()
+    return {"node": node, "links_down": len(taken), "killed": killed}
+
+
+def start_node(name: str | None, node: str) -> dict:
+    """Bring a crashed node back: a container restarts and is wired in again, its links come
+    back up. Returns what was done."""
+    ledger = resolve(name)
+    stopped = ledger.extra.get("stopped", {})
+    if node not in stopped:
+        raise InputError(f"node {node} is not stopped (`testbed node stop {node}` crashes it)")
+    nodes.of_node(ledger, node).restart(ledger, node)
+    _set_ports(ledger, stopped[node]["links"], up=True)
+    entry = stopped.pop(node)
+    ledger.save()
+    return {"node": node, "links_up": len(entry["links"]),
+            "down_s": round(time.time() - entry["at"], 3)}
