@@ -154,7 +154,9 @@ jobs:
     jobs = pd.read_csv(out / "jobs.csv").set_index("job")
     assert jobs.loc["on-b", "status"] == "failed" and isinstance(jobs.loc["on-b", "reason"], str)
     assert jobs.loc["on-c", "status"] == "done", jobs.loc["on-c", "reason"]
-    api.start_node(ledger.name, "b")
+    tl = pd.read_csv(out / "timeline.csv")
+    assert list(tl.what) == ["stop", "restore"] and "start b" in tl.params.iloc[-1]
+    assert reaches(ledger.name, "a", "b")  # the run put b back
 
 
 def test_bad_timelines_are_refused_before_anything_starts(tmp_path):
