@@ -142,6 +142,8 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
         state = box.get("status", "") or ("up" if info["present"] else "")
         if "fix" in box:
             state += f" (detached from the fabric; run `{box['fix']}`)"
+        if info.get("stopped"):
+            state = f"[red]STOPPED[/] (`testbed node start {node}`)"
         if "device" in info:
             dev = info["device"]
             state = f"tunnel {dev['tunnel']}" if dev["reachable"] else "UNREACHABLE"

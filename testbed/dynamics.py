@@ -10,6 +10,7 @@ A node crash kills the node's processes (a container is killed), and takes its l
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -87,8 +88,8 @@ def set_link(name: str | None, a: str, b: str, bw: float | None = None,
             raise InputError(f"{key} {v:g} is out of range")
     netem_ok = probe().netem
     new = {e: replace(shape_now(ledger, e), **given) for e in chosen}
+    index = {e.ifname: socket.if_nametoindex(e.ifname) for e in chosen}  # no dump of all links
     with IPRoute() as ip:
-        index = interface_indexes(ip)
         for e, shape in new.items():
             shaping.change(ip, index[e.ifname], shape_now(ledger, e), shape, netem_ok)
         held = shaping.read_back(ip, [index[e.ifname] for e in chosen])
@@ -134,10 +135,9 @@ def set_link_state(name: str | None, a: str, b: str, up: bool) -> None:
 
 def _set_ports(ledger: Ledger, links: list[int], up: bool) -> None:
     with IPRoute() as ip:
-        index = interface_indexes(ip)
         for i in links:
             for end in (0, 1):
-                ip.link("set", index=index[ledger.names.link_port(i, end)],
+                ip.link("set", index=socket.if_nametoindex(ledger.names.link_port(i, end)),
                         state="up" if up else "down")
 
 

@@ -99,6 +99,8 @@ def status(name: str | None = None) -> dict:
     for kind, members in by_kind.items():
         for node, state in nodes.of(kind).status(ledger, members).items():
             out["nodes"][node].update(state)
+    for node in ledger.extra.get("stopped", {}):  # crashed by `node stop` or a timeline
+        out["nodes"][node]["stopped"] = True
     return out
 
 

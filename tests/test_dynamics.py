@@ -202,3 +202,36 @@ def test_traces_csv_and_mahimahi(tmp_path):
     assert one == expand(random_spec, topo, "t", tmp_path)  # seeded: the same every time
     assert one != expand(random_spec, topo, "t", tmp_path, seed=4)  # a campaign's seed wins
     assert all(a.what in ("stop", "start") for a in one) and len(one) > 4
+
+
+@pytest.mark.slow
+def test_a_bandwidth_trace_is_replayed_on_a_link(bring_up, tmp_path):
+    """A CSV trace (6, 2, 4 Mbit/s, 2 s each) played by the timeline player while iperf3
+    runs: every full second's goodput is the ideal of the rate in force."""
+    from testbed.experiment.timeline import Player
+    from testbed.topology import loads
+    from testbed.topology.timeline import expand, parse
+
+    ledger = bring_up("dyntrace", "nodes: {a: {}, b: {}}\nlinks: [{between: [a, b], bw: 10}]")
+    (tmp_path / "steps.csv").write_text("t_s,bw_mbit\n0,6\n2,2\n4,4\n")
+    topo = loads("nodes: {a: {}, b: {}}\nlinks: [{between: [a, b], bw: 10}]", "t.yaml")
+    actions = expand(parse({"events": [{"at": "0.5s", "link": ["a", "b"],
+                                        "trace": {"csv": "steps.csv"}}]}, "t"),
+                     topo, "t", tmp_path)
+    b_ip = api.status(ledger.name)["nodes"]["b"]["ip"]
+    server = api.popen(ledger.name, "b", ["iperf3", "-s", "-1", "-J"],
+                       stdout=subprocess.PIPE, text=True)
+    wait_for(lambda: api.run_in_node(ledger.name, "b", ["ss", "-ltn"]).stdout.count(":5201"),
+             10, "iperf3 to listen")
+    import time
+
+    player = Player(ledger, actions, time.monotonic()).start()
+    api.run_in_node(ledger.name, "a", ["iperf3", "-c", b_ip, "-t", "6"], timeout=60)
+    player.stop()
+    seconds = [iv["sum"]["bits_per_second"] / 1e6 for iv in json.loads(
+        server.communicate(timeout=30)[0])["intervals"] if iv["sum"]["seconds"] > 0.9]
+    for k, want in ((1, 6), (3, 2), (5, 4)):  # the second after each change
+        ideal = measure.ideal_goodput_mbit(want)
+        assert abs(seconds[k] - ideal) / ideal < 0.05, (k, seconds, ideal)
+    assert [r["what"] for r in player.rows] == ["set", "set", "set", "restore"]
+    assert api.links(ledger.name)[0]["directions"][0]["bw_mbit"] == 10.0  # put back
