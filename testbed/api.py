@@ -145,10 +145,13 @@ def export_campaign(results: str | Path, fmt: str = "csv") -> list[Path]:
 
 def plot_campaign(results: str | Path, formats: tuple[str, ...] = ("png", "pdf"),
                   size: tuple[float, float] = (6.0, 4.0), dpi: int = 150) -> list[Path]:
-    """A campaign's figures (see testbed/campaign/figures.py) in each of `formats`."""
-    from testbed.campaign.figures import FigureOptions, plot
+    """A campaign's figures (see testbed/campaign/figures.py) in each of `formats`; given a
+    run's directory (run.json), its throughput over time with the timeline's changes."""
+    from testbed.campaign.figures import FigureOptions, plot, plot_run
 
-    return plot(Path(results), FigureOptions(tuple(formats), size, dpi))
+    opts = FigureOptions(tuple(formats), size, dpi)
+    path = Path(results)
+    return plot_run(path, opts) if (path / "run.json").exists() else plot(path, opts)
 
 
 def build_image(recipe: str = "edge-node", force: bool = False, progress=lambda s: None) -> str:

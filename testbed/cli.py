@@ -479,13 +479,14 @@ def export(results: Annotated[str, typer.Argument(help="results/<campaign>")],
 
 
 @app.command()
-def plot(results: Annotated[str, typer.Argument(help="results/<campaign>")],
+def plot(results: Annotated[str, typer.Argument(help="results/<campaign> or a run directory")],
          fmt: Annotated[str, typer.Option("--format", help="comma-separated: png,pdf,svg")]
          = "png,pdf",
          size: Annotated[str, typer.Option(help="width x height in inches")] = "6x4",
          dpi: Annotated[int, typer.Option(help="dots per inch (PNG)")] = 150) -> None:
     """Figures for a paper: metric vs swept parameter, one marker and line style per
-    scheduler, 95% confidence intervals over repetitions; partial/failed trials left out."""
+    scheduler, 95% confidence intervals over repetitions; partial/failed trials left out.
+    Given one run's directory: throughput over time with the timeline's changes marked."""
     try:
         w, h = (float(v) for v in size.lower().split("x"))
     except ValueError:

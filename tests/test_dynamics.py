@@ -134,6 +134,10 @@ timeline:
     assert ("a", "c") in paths[0] and all("a" in p and "c" in p for p in paths[1])
     assert ("a", "b", "c") in paths[1]  # around the link that went down
     assert ("a", "c") in paths[2]  # back once it came up
+    res = cli("plot", str(out), "--format", "svg")  # throughput over time, changes marked
+    assert res.returncode == 0, res.stderr
+    svg = (out / "throughput_over_time.svg").read_text()
+    assert "down a-c" in svg and "set a-b" in svg
 
 
 @pytest.mark.slow

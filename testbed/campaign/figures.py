@@ -220,3 +220,48 @@ def _makespan_bars(results: Path, trials: pd.DataFrame, opts: FigureOptions,
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def plot_run(run: Path, opts: FigureOptions = FigureOptions()) -> list[Path]:
+    """One run's throughput over time, one line per job (completions per second at its
+    source), with every timeline change marked where it was applied."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta = json.loads((run / "run.json").read_text())
+    if not (run / "items.csv").exists() or "epoch0_s" not in meta:
+        raise InputError(f"{run}: no items.csv or run.json without epoch0_s (a streams run "
+                         "made by this version is needed)")
+    items = pd.read_csv(run / "items.csv")
+    done = items[items.status == "done"]
+    t = done.done_ns / 1e9 - meta["epoch0_s"]
+    fig, ax = plt.subplots(figsize=opts.size)
+    end = int(t.max()) + 1 if len(t) else 1
+    for i, (job, sec) in enumerate(t.astype(int).groupby(done.job)):
+        counts = sec.value_counts().reindex(range(end), fill_value=0).sort_index()
+        ax.plot(counts.index, counts.values, marker=MARKERS[i % len(MARKERS)],
+                linestyle=STYLES[i % len(STYLES)], markersize=4, label=job)
+    changes = run / "timeline.csv"
+    if changes.exists():
+        tl = pd.read_csv(changes).dropna(subset=["planned_s"])
+        for row in tl.itertuples():
+            ax.axvline(row.applied_s, color="0.5", linestyle=":", linewidth=1)
+            ax.text(row.applied_s, 1.0, f" {row.what} {row.target}", fontsize=6, va="top",
+                    rotation=90, color="0.3", transform=ax.get_xaxis_transform())
+    ax.set_xlabel("time since the run started (s)")
+    ax.set_ylabel("throughput (items/s)")
+    ax.set_title(f"{run.name}: {meta.get('scheduler', '')}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = []
+    for fmt in opts.formats:
+        path = run / f"throughput_over_time.{fmt}"
+        fig.savefig(path, dpi=opts.dpi)
+        paths.append(path)
+    plt.close(fig)
+    return paths
