@@ -95,7 +95,7 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
     if mode == "simulated" and jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(run_trial, t, mode, out / "trials" / t.id, compute, None,
-                                   plugins): t
+                                   plugins, campaign.spec.k_paths): t
                        for t in pending}
             for n, fut in enumerate(as_completed(futures), start=1):
                 row = fut.result()
@@ -106,7 +106,8 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
             progress(n - 1, total, trial, None)
             name = testbed_name(trial)
             _running(out, trial.id, name if mode == "emulated" else None)
-            row = run_trial(trial, mode, out / "trials" / trial.id, compute, name)
+            row = run_trial(trial, mode, out / "trials" / trial.id, compute, name, plugins,
+                            campaign.spec.k_paths)
             records.append(table, row, cols)
             _running(out, trial.id, None)
             progress(n, total, trial, row)

@@ -50,6 +50,7 @@ class CampaignFile(Strict):
     scheduler: str = "otfa"
     compute: Literal["synthetic", "torch"] = "synthetic"
     plugins: list[str] = []  # scheduler plug-ins: module names or .py files beside this file
+    k_paths: int = Field(3, ge=1, le=20, description="candidate paths per flow")
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ def trial_identity(spec: CampaignFile, topology: dict, jobs: dict, scheduler: st
     jobs, every setting, the project's version), so a changed campaign never reuses rows."""
     resolved = {"topology": topology, "jobs": jobs, "scheduler": scheduler,
                 "duration_s": duration_s, "mode": spec.mode, "compute": spec.compute,
-                "repetition": repetition, "seed": seed, "version": testbed.__version__}
+                "repetition": repetition, "seed": seed, "version": testbed.__version__,
+                **({"k_paths": spec.k_paths} if spec.k_paths != 3 else {})}
     return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()
                         ).hexdigest()[:10]
 

@@ -51,7 +51,8 @@ def testbed_name(trial: Trial) -> str:
 
 
 def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "synthetic",
-              name: str | None = None, plugins: list[str] | None = None) -> dict:
+              name: str | None = None, plugins: list[str] | None = None,
+              k_paths: int = 3) -> dict:
     """One trial; `plugins` are imported first (a worker process may not have them)."""
     from testbed.schedulers.plugins import load_module
 
@@ -68,9 +69,10 @@ def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "syntheti
     t0 = time.monotonic()
     try:
         if mode == "simulated":
-            row.update(_simulated(trial, topo_path, jobs_path))
+            row.update(_simulated(trial, topo_path, jobs_path, k_paths))
         else:
-            row.update(_emulated(trial, name, topo_path, jobs_path, trial_dir, compute))
+            row.update(_emulated(trial, name, topo_path, jobs_path, trial_dir, compute,
+                                 k_paths))
     except TestbedError as e:
         row.update(status="failed", reason=str(e))
     except Exception as e:  # a bug or an unexpected fault: recorded, the campaign goes on
@@ -80,17 +82,17 @@ def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "syntheti
     return row
 
 
-def _simulated(trial: Trial, topo_path: Path, jobs_path: Path) -> dict:
+def _simulated(trial: Trial, topo_path: Path, jobs_path: Path, k_paths: int = 3) -> dict:
     from testbed.schedulers.offline import simulate
 
-    res = simulate(topo_path, jobs_path, trial.scheduler)
+    res = simulate(topo_path, jobs_path, trial.scheduler, k_paths)
     return {"jobs": len(res.jobs), "jobs_unplaced": res.unplaced,
             "throughput_predicted_items_s": res.mean_throughput,
             "waiting_s": res.mean_waiting_s, "decision_ms_max": res.decision_s_max * 1000}
 
 
 def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_dir: Path,
-              compute: str) -> dict:
+              compute: str, k_paths: int = 3) -> dict:
     from testbed import lifecycle as api
     from testbed.experiment.options import RunOptions
     from testbed.kinds import run
@@ -99,7 +101,8 @@ def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_d
     try:
         jobs = run(name, jobs_path, RunOptions(scheduler=trial.scheduler,
                                                out_dir=trial_dir / "run", seed=trial.seed,
-                                               duration_s=trial.duration_s, compute=compute))
+                                               duration_s=trial.duration_s, compute=compute,
+                                               k_paths=k_paths))
     finally:
         api.down(name)
     if workload_kind(trial.jobs) == "requests":
