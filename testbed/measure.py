@@ -22,9 +22,12 @@ def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: floa
            port: int = 5201, extra: list[str] | None = None) -> float:
     """Receiver-side TCP goodput in Mbit/s from src to dst over `seconds`, after `omit` seconds.
 
-    Computed from the receiving server's own per-second records: iperf3's end-of-test summary
-    with -O counts the omitted bytes but not the omitted time, inflating low rates by ~5%.
+    Computed from the receiver's own per-second records (the server's, or the client's with
+    `-R`, where the server sends): iperf3's end-of-test summary with -O counts the omitted bytes
+    but not the omitted time, inflating low rates by ~5%, and a sender's records count what
+    entered its socket buffer, not what arrived.
     """
+    reverse = "-R" in (extra or [])
     dst_ip = api.status(name)["nodes"][dst]["ip"]
     server = api.popen(name, dst, ["iperf3", "-s", "-1", "-J", "-p", str(port)],
                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -32,14 +35,16 @@ def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: floa
         res = None
         for _ in range(50):  # the server needs a moment to listen
             res = api.run_in_node(name, src, ["iperf3", "-c", dst_ip, "-p", str(port), "-t",
-                                      str(int(seconds + omit + 1)), *(extra or [])],
+                                      str(int(seconds + omit + 1)), *(["-J"] if reverse else []),
+                                      *(extra or [])],
                           timeout=seconds + omit + 30)
             if res.returncode == 0:
                 break
             time.sleep(0.1)
         if res is None or res.returncode != 0:
             raise NetworkError(f"iperf3 {src}->{dst} failed: {(res.stdout or '')[-300:]}")
-        report = json.loads(server.communicate(timeout=30)[0])
+        server_out = server.communicate(timeout=30)[0]
+        report = json.loads(res.stdout if reverse else server_out)
     finally:
         if server.poll() is None:
             server.kill()
@@ -47,9 +52,9 @@ def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: floa
     return goodput_mbit(report, omit, seconds)
 
 
-def goodput_mbit(server_report: dict, omit: float, seconds: float) -> float:
+def goodput_mbit(report: dict, omit: float, seconds: float) -> float:
     """Goodput over [omit, omit + seconds] from an iperf3 server's JSON interval records."""
-    window = [iv["sum"] for iv in server_report["intervals"]
+    window = [iv["sum"] for iv in report["intervals"]
               if iv["sum"]["start"] >= omit - 1e-3 and iv["sum"]["end"] <= omit + seconds + 0.05]
     if not window:
         raise NetworkError("iperf3: no receiver records in the measurement window")

@@ -29,8 +29,10 @@ links:
   - {between: [h1, h2], bw: 20}
 """
 
-SPIN = ("import time\nn, end = 0, time.monotonic() + 4\n"
-        "while time.monotonic() < end:\n    n += 1\nprint(n)")
+# CPU seconds per wall second of a busy loop: a CFS quota caps it however loaded the host is
+SPIN = ("import time\nt0, c0 = time.monotonic(), time.process_time()\n"
+        "while time.monotonic() < t0 + 3:\n    pass\n"
+        "print((time.process_time() - c0) / (time.monotonic() - t0))")
 
 
 @pytest.fixture
@@ -73,15 +75,15 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     assert torch_version.startswith("2.13.0")
     assert cli("exec", "c1", "--name", name, "--", "sh", "-c", "exit 7").returncode == 7
 
-    # CPU limits: the same loop runs about half as fast in a 0.5-core node as in a 1-core one
-    def spins(node: str) -> int:
-        return int(api.run_in_node(name, node, ["python3", "-c", SPIN], timeout=60).stdout)
+    # CPU limits: a busy loop in a 0.5-core node gets at most half a CPU second per second.
+    # The share is measured rather than loop counts compared between nodes: on 2 cores the
+    # controller, OVS and other tests take turns with the loops (count ratios of 0.8 and 1.54
+    # were seen in full-suite runs where 1.0 was due), but no load lifts a quota.
+    def share(node: str) -> float:
+        return float(api.run_in_node(name, node, ["python3", "-c", SPIN], timeout=60).stdout)
 
-    # On 2 cores the controller, OVS and earlier tests' leftovers take turns with the spin
-    # loops (full-suite CI runs saw 0.8 and 1.54 where 1.0 was due, alone it is within 15%),
-    # so the checks are on order: clearly slower at half a core, clearly faster after `set`.
-    half = spins("c2") / spins("c1")
-    assert half < 0.75, half
+    half = share("c2")
+    assert half < 0.56, half
 
     # memory limit: the kernel kills a process that outgrows its node, status reports it
     hog = ["python3", "-c", "b = bytearray(300 * 2**20); print('survived')"]
@@ -97,8 +99,8 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     res = cli("node", "set", "c2", "--name", name, "--cpu", "1", "--memory", "512MB")
     assert res.returncode == 0, res.stderr
     assert api.run_in_node(name, "c2", hog, timeout=60).stdout.strip() == "survived"
-    whole = spins("c2") / spins("c1")
-    assert whole > 0.75 and whole / half > 1.3, (half, whole)
+    whole = share("c2")
+    assert whole > 0.6 and whole > 1.2 * half, (half, whole)
     inspect = json.loads(subprocess.run(["docker", "inspect", f"tb-{name}.c2"],
                                         capture_output=True, text=True).stdout)[0]["HostConfig"]
     assert inspect["CpuQuota"] == 100_000 and inspect["Memory"] == 512 * 10**6

@@ -138,10 +138,10 @@ links: [{between: [a, b], bw: 10}, {between: [b, c], bw: 3}]
     res = cli("flow", "add", "--name", ledger.name, "--src", "a", "--dst", "c", "--rate", "5")
     assert res.returncode == 2 and "exceeds link b-c (3 Mbit/s)" in " ".join(res.stderr.split())
     add = ["flow", "add", "--name", ledger.name, "--src", "a", "--dst", "c", "--dport", "5401"]
-    res = cli(*add, "--rate", "1", "--reverse-rate", "2")
+    res = cli(*add, "--rate", "0.5", "--reverse-rate", "2")
     assert res.returncode == 0, res.stderr
     flow_id = int(res.stdout)
-    assert client.rate_classes("a") == {flow_id: 1_000_000}
+    assert client.rate_classes("a") == {flow_id: 500_000}
     assert client.rate_classes("c") == {flow_id: 2_000_000}
     for again in (add, ["flow", "add", "--name", ledger.name, "--src", "c", "--dst", "a",
                         "--sport", "5401"]):  # the same match, or its mirror image
@@ -149,8 +149,10 @@ links: [{between: [a, b], bw: 10}, {between: [b, c], bw: 3}]
         msg = " ".join(res.stderr.split())
         assert res.returncode == 2 and f"already steered by flow {flow_id}" in msg, msg
     down = measure.iperf3(ledger.name, "a", "c", seconds=4, omit=1, port=5401, extra=["-R"])
+    # capped by the reverse rate (2), not the forward one (0.5); a loaded CI host can slow the
+    # sender (1.3 of 1.9 Mbit/s was seen once), so the floor is twice the forward cap
     ideal = measure.ideal_goodput_mbit(2)
-    assert abs(down - ideal) / ideal < 0.15, (down, ideal)
+    assert 2 * measure.ideal_goodput_mbit(0.5) < down < ideal * 1.05, (down, ideal)
     (flow,) = client.list()
     assert all(h["reverse_bytes"] > 4 * down * 1e6 / 8 * 0.8 for h in flow["hops"])
     assert all(h["bytes"] < h["reverse_bytes"] / 5 for h in flow["hops"])  # only ACKs

@@ -156,4 +156,6 @@ def test_recipes_outside_the_repo_and_foreign_images_in_image_ls(bring_up, stock
         assert listed[TINY]["state"] == "foreign" and listed[TINY]["used_by"] == ["tbt-foreign/t"]
         assert "tbt-quiet" not in cli("image", "ls").stdout  # not asked for: not listed
     finally:
-        subprocess.run(["docker", "rmi", "-f", "tbt-quiet:latest"], capture_output=True)
+        base = subprocess.run(["docker", "images", "-q", "tbt-quiet-base"],  # built here too
+                              capture_output=True, text=True).stdout.split()
+        subprocess.run(["docker", "rmi", "-f", "tbt-quiet:latest", *base], capture_output=True)

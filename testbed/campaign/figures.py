@@ -131,11 +131,16 @@ def _draw(trials: pd.DataFrame, x: str, series: list[tuple[str, str]], ylabel: s
     fig.text(0.01, 0.005, f"{bars}{'; ' + caption if caption else ''}", fontsize=7,
              color="0.3", va="bottom")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    paths = []
-    for fmt in opts.formats:
-        path = stem.with_suffix(f".{fmt}")
+    return _save(fig, stem, opts)
+
+
+def _save(fig, stem: Path, opts: FigureOptions) -> list[Path]:
+    """The figure in every format asked for; closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in opts.formats]
+    for path in paths:
         fig.savefig(path, dpi=opts.dpi)
-        paths.append(path)
     plt.close(fig)
     return paths
 
@@ -213,13 +218,7 @@ def _makespan_bars(results: Path, trials: pd.DataFrame, opts: FigureOptions,
     fig.text(0.01, 0.005, f"{bars}{'; ' + caption if caption else ''}", fontsize=7,
              color="0.3", va="bottom")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    paths = []
-    for fmt in opts.formats:
-        path = results / f"makespan_measured_vs_predicted.{fmt}"
-        fig.savefig(path, dpi=opts.dpi)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, results / "makespan_measured_vs_predicted", opts)
 
 
 def plot_run(run: Path, opts: FigureOptions = FigureOptions()) -> list[Path]:
@@ -258,10 +257,4 @@ def plot_run(run: Path, opts: FigureOptions = FigureOptions()) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths = []
-    for fmt in opts.formats:
-        path = run / f"throughput_over_time.{fmt}"
-        fig.savefig(path, dpi=opts.dpi)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, run / "throughput_over_time", opts)
