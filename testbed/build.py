@@ -23,7 +23,7 @@ from testbed.errors import CapabilityError, InputError, NetworkError
 from testbed.naming import HOST_PORT_OFPORT, Names, link_ofport
 from testbed.net import cgroups, ovs, reach, shaping
 from testbed.net.controller import free_port, start_controller, wait_controller_ready
-from testbed.net.ethtool import disable_tx_checksum
+from testbed.net.ethtool import disable_segmentation, disable_tx_checksum
 from testbed.net.ledger import Ledger, known_testbeds, write_private
 from testbed.net.links import interface_indexes, link_group
 from testbed.net.probe import NODE_COST_MB, probe
@@ -138,6 +138,7 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for ifname in root_ifs:
                 disable_tx_checksum(s, ifname)
+                disable_segmentation(s, ifname)  # link shapers see frames
             for n in topo.nodes:
                 nodes.of(n.kind).tune_port(s, names.host_port(n.index))
         index = interface_indexes(ip)

@@ -277,6 +277,9 @@ def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
     if plan.kind == "requests":
         _dispatch_table(plan)
         return
+    if plan.kind == "training":
+        _training_table(plan)
+        return
     t = Table("job", "placement", "flows (path @ Mbit/s)", "predicted items/s", "bottleneck",
               title=f"{scheduler}: {len(plan.jobs)} jobs placed, {len(plan.waiting)} waiting, "
                     f"decided in {plan.decision_s * 1000:.0f} ms")
@@ -356,6 +359,9 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
             help="task processes run as user nobody with no capabilities")] = False,
         timeline: Annotated[str | None, typer.Option(
             help="changes during the run (default: the topology's timeline:)")] = None,
+        server_mode: Annotated[str | None, typer.Option(
+            help="training: split-nonpipe, splitpipe-bf or splitpipe-rw (default: the "
+                 "file's server_mode)")] = None,
         name: NameOpt = None, plugin: PluginOpt = None) -> None:
     """Run jobs on the running testbed: decide, enforce, execute, trace (results/<run>/)."""
     _load_plugins(plugin)
@@ -366,9 +372,13 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     opts = api.RunOptions(scheduler=scheduler, out_dir=run_dir, duration_s=duration, seed=seed,
                       compute=compute, window=window, rate_fps=rate_fps,
                       resolution=resolution, unprivileged=unprivileged,
-                      timeline=Path(timeline) if timeline else None)
+                      timeline=Path(timeline) if timeline else None,
+                      server_mode=server_mode)
     with err.status("running") as st:
         jobs_df = api.experiment(name, jobs, opts, progress=lambda s: st.update(s))
+    if (run_dir / "rounds.csv").exists():  # a training run: one row per round
+        _rounds_table(jobs_df, run_dir)
+        return
     if "makespan_measured_s" in jobs_df:  # a requests run: one row per period
         _periods_table(jobs_df, scheduler, run_dir)
         if (jobs_df.status != "done").any():
@@ -385,6 +395,38 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     out.print(t)
     if (jobs_df.status != "done").any():
         raise typer.Exit(1)
+
+
+def _rounds_table(rounds, run_dir) -> None:
+    import json
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    t = Table("round", "measured s", "predicted s", "ratio", "accuracy %", "loss",
+              "server peak MB", "MB sent",
+              title=f"{meta['scheduler']} ({meta['workload']['model']}): round time measured "
+                    f"vs predicted ({run_dir})")
+    for r in rounds.itertuples():
+        t.add_row(str(r.round), f"{r.round_time_measured_s:.2f}",
+                  f"{r.round_time_predicted_s:.2f}", f"{r.fidelity:.2f}", f"{r.accuracy:.1f}",
+                  f"{r.loss:.3f}", f"{r.server_peak_mem_mb:.0f}", f"{r.bytes_sent / 1e6:.1f}")
+    out.print(t)
+    if meta.get("status") != "done":
+        err.print(f"training {meta.get('status')}: {escape(meta.get('reason') or '')}")
+        raise typer.Exit(1)
+
+
+def _training_table(plan) -> None:
+    ext = plan.extension
+    t = Table("device", "blocks on the device", "bandwidth Mbit/s", "compute s", "comm s",
+              "predicted round s",
+              title=f"{plan.scheduler}: predicted round {ext.makespan_predicted_s:.3f} s "
+                    f"(server {ext.server}, {ext.blocks} blocks), decided in "
+                    f"{plan.decision_s * 1000:.1f} ms")
+    for d, cut in ext.cuts.items():
+        t.add_row(d, f"1-{cut}" + (" (all)" if cut == ext.blocks else ""),
+                  f"{ext.bandwidth_mbit[d]:.2f}", f"{ext.compute_predicted_s[d]:.3f}",
+                  f"{ext.comm_predicted_s[d]:.3f}", f"{ext.round_predicted_s[d]:.3f}")
+    out.print(t)
 
 
 def _dispatch_table(plan) -> None:

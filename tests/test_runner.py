@@ -63,7 +63,10 @@ def test_two_task_job_across_a_2_mbit_link(bring_up, tmp_path):
     (flow,) = flows.itertuples()  # one flow, installed once
     assert flow.path == "a-b" and flow.rate_mbit_line == pytest.approx(2.0, rel=1e-3)
     carried = {h.split(":")[0]: int(h.split(":")[1]) for h in flow.hop_bytes.split()}
-    assert min(carried.values()) >= job.items_done * 50_000
+    # Open vSwitch's userspace datapath adds its packet counts to the OpenFlow counters every
+    # ~0.5 s, so a flow removed at once can miss the last packets (48 items of 50 kB counted
+    # 2,396,978 bytes once in CI)
+    assert min(carried.values()) >= job.items_done * 50_000 * 0.98
     meta = (out / "run.json").read_text()
     assert '"scheduler": "otfs"' in meta and "node_speeds_gops" in meta
     assert {"links.csv", "nodes.csv", "tasks.csv"} <= {p.name for p in out.iterdir()}

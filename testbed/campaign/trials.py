@@ -31,6 +31,9 @@ METRICS = {  # (mode, workload kind) -> its columns in trials.csv
                                "makespan_measured_s", "makespan_predicted_s", "fidelity",
                                "fidelity_min", "fidelity_max", "response_s_mean",
                                "response_s_predicted_mean", "decision_ms"],
+    ("emulated", "training"): ["rounds", "rounds_done", "round_time_measured_s",
+                               "round_time_predicted_s", "fidelity", "fidelity_min",
+                               "fidelity_max", "accuracy_final", "server_peak_mem_mb", "cuts"],
 }
 
 
@@ -107,6 +110,8 @@ def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_d
         api.down(name)
     if workload_kind(trial.jobs) == "requests":
         return _partial(_requests_row(jobs, trial_dir / "run"), jobs, "periods")
+    if workload_kind(trial.jobs) == "training":
+        return _training_row(jobs, trial.jobs, trial_dir / "run")
     done = jobs[jobs.status == "done"]
     return _partial({"jobs": len(jobs), "jobs_done": len(done), "jobs_failed": int(
         (jobs.status == "failed").sum()),
@@ -146,3 +151,29 @@ def _requests_row(periods, run_dir: Path) -> dict:
             "response_s_mean": _mean(ok.response_time_measured_s),
             "response_s_predicted_mean": _mean(ok.response_time_predicted_s),
             "decision_ms": _mean(periods.decision_ms)}
+
+
+def _training_row(rounds, spec: dict, run_dir: Path) -> dict:
+    """Means over the rounds after the first (round 0 also opens the connections)."""
+    import json
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    steady = rounds[rounds["round"] > 0] if len(rounds) > 1 else rounds
+    cuts = (meta.get("decision") or {}).get("cuts", {})
+    row = {"rounds": int(spec.get("rounds", 20)), "rounds_done": len(rounds),
+           "round_time_measured_s": _mean(steady.round_time_measured_s) if len(rounds)
+           else float("nan"),
+           "round_time_predicted_s": float(rounds.round_time_predicted_s.iloc[0])
+           if len(rounds) else float("nan"),
+           "fidelity": _mean(steady.fidelity) if len(rounds) else float("nan"),
+           "fidelity_min": float(steady.fidelity.min()) if len(rounds) else float("nan"),
+           "fidelity_max": float(steady.fidelity.max()) if len(rounds) else float("nan"),
+           "accuracy_final": float(rounds.accuracy.iloc[-1]) if len(rounds) else float("nan"),
+           "server_peak_mem_mb": float(rounds.server_peak_mem_mb.max()) if len(rounds)
+           else float("nan"),
+           "cuts": " ".join(str(c) for c in cuts.values())}
+    if meta.get("status") != "done" or len(rounds) < row["rounds"]:
+        row.update(status="partial" if len(rounds) else "failed",
+                   reason=f"{len(rounds)} of {row['rounds']} rounds done: "
+                          f"{meta.get('reason') or meta.get('status')}")
+    return row

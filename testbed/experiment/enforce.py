@@ -132,7 +132,10 @@ class Enforcer:
                     **label, "path": "-".join(spec.path), "rate_mbit_line": spec.rate_mbit,
                     "sport": spec.sport, "dport": spec.dport, "installed_s": fs.installed_s,
                     "removed_s": self.clock(), "hop_bytes": " ".join(
-                        f"{h['node']}:{h['bytes']}" for h in carried.get(fid, []))})
+                        f"{h['node']}:{h['bytes']}" for h in carried.get(fid, [])),
+                    "hop_reverse_bytes": " ".join(  # the replies (dst -> src)
+                        f"{h['node']}:{h.get('reverse_bytes', 0)}"
+                        for h in carried.get(fid, []))})
         self.client.remove([fid for fs in sets for fid in fs.ids])
         for fs in sets:
             fs.ids = []

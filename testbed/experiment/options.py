@@ -27,3 +27,4 @@ class RunOptions:
     resolution: int = 224  # input size of torch models
     unprivileged: bool = False  # tasks on host/docker nodes run as nobody, no capabilities
     timeline: Path | None = None  # changes during the run (else the topology's timeline:)
+    server_mode: str | None = None  # training: overrides the file's server_mode

@@ -18,6 +18,8 @@ from testbed.experiment.options import RunOptions
 from testbed.kinds.requests import policies as _requests_policies  # noqa: F401 (registers)
 from testbed.kinds.requests.executor import Requests
 from testbed.kinds.streams.executor import Streams
+from testbed.kinds.training import decision as _training_strategies  # noqa: F401 (registers)
+from testbed.kinds.training.executor import Training
 from testbed.net.controller import ensure_controller
 from testbed.net.ledger import Ledger
 from testbed.schedulers.jobs import loads_jobs
@@ -41,7 +43,7 @@ class WorkloadKind:
 
 
 KINDS: dict[str, WorkloadKind] = {}
-PLANNED = {"training": "split federated learning rounds (EdgeSplit): issue #14"}
+PLANNED: dict[str, str] = {}
 
 
 def register(kind: WorkloadKind) -> None:
@@ -71,6 +73,20 @@ def _schedule_requests(topo: Topology, path: Path, text: str, scheduler: str, se
     from testbed.kinds.requests.spec import loads
 
     return schedule_offline(topo, loads(text, str(path), topo), scheduler, seed, gops_per_core)
+
+
+def _load_training(text: str, source: str, topo: Topology, seed: int | None) -> list:
+    from testbed.kinds.training.spec import loads
+
+    return [loads(text, source, topo)]
+
+
+def _schedule_training(topo: Topology, path: Path, text: str, scheduler: str, seed: int,
+                       gops_per_core: float | None, k_paths: int) -> Plan:
+    from testbed.kinds.training.decision import schedule_offline
+    from testbed.kinds.training.spec import loads
+
+    return schedule_offline(topo, loads(text, str(path), topo), scheduler, gops_per_core)
 
 
 def schedule(topology: str | Path, workload_file: str | Path, scheduler: str,
@@ -120,5 +136,7 @@ def run(name: str | None, workload_file: str | Path, opts: RunOptions,
 
 register(WorkloadKind("streams", "DAG jobs processing streams of items (ENTS, DCEI)",
                       _load_streams, Streams, _schedule_streams))
+register(WorkloadKind("training", "split federated learning rounds between devices and a "
+                      "server (EdgeSplit)", _load_training, Training, _schedule_training))
 register(WorkloadKind("requests", "requests dispatched to edge services each period (CoRaiS)",
                       _load_requests, Requests, _schedule_requests))

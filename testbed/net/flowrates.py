@@ -9,7 +9,7 @@ import contextlib
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import NetworkError
-from testbed.htb import FlowRate, htb_params
+from testbed.htb import FlowRate, htb_params, leaf_handle, tbf_leaf
 from testbed.net import netns
 
 ETH_P_IP = 0x0800
@@ -30,6 +30,8 @@ def apply(namespace: str, node: str, flows: list[FlowRate]) -> tuple[dict[int, i
                 ip.tc("replace-class", "htb", idx, ROOT | f.minor, parent=ROOT, rate=rate,
                       ceil=rate, burst=p.burst_bytes, cburst=p.burst_bytes,
                       quantum=p.quantum_bytes)
+                ip.tc("replace", "tbf", idx, leaf_handle(f.minor), parent=ROOT | f.minor,
+                      **tbf_leaf(p))  # paces what the class lets through (see htb.py)
                 ip.tc("add-filter", "u32", idx, parent=ROOT, prio=f.prio, protocol=ETH_P_IP,
                       target=ROOT | f.minor, keys=f.keys)
             except NetlinkError as e:

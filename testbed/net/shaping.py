@@ -15,7 +15,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import NetworkError
-from testbed.htb import htb_params
+from testbed.htb import htb_params, tbf_leaf
 from testbed.topology.model import LinkShape
 
 ROOT = 0x10000  # 1:
@@ -45,7 +45,7 @@ def apply(ipr: IPRoute, ifindex: int, shape: LinkShape, netem_ok: bool) -> None:
             else:
                 ipr.tc("replace", "netem", ifindex, LEAF_QDISC, parent=parent, **kw)
         elif parent is not None:
-            ipr.tc("replace", "pfifo", ifindex, LEAF_QDISC, parent=parent, limit=limit)
+            ipr.tc("replace", "tbf", ifindex, LEAF_QDISC, parent=parent, **tbf_leaf(p))
     except NetlinkError as e:
         raise NetworkError(f"tc on interface {ifindex}: {e.args[-1]}") from None
 
@@ -74,8 +74,8 @@ def change(ipr: IPRoute, ifindex: int, old: LinkShape, new: LinkShape, netem_ok:
             else:
                 ipr.tc("change", "netem", ifindex, LEAF_QDISC, parent=LEAF_CLASS, **kw)
         elif new.bw_mbit is not None:
-            ipr.tc("change", "pfifo", ifindex, LEAF_QDISC, parent=LEAF_CLASS,
-                   limit=htb_params(new.bw_mbit).queue_frames)
+            ipr.tc("change", "tbf", ifindex, LEAF_QDISC, parent=LEAF_CLASS,
+                   **tbf_leaf(htb_params(new.bw_mbit)))
     except NetlinkError as e:
         raise NetworkError(f"tc change on interface {ifindex}: {e.args[-1]}") from None
 

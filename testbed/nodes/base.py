@@ -23,7 +23,7 @@ from pyroute2 import IPRoute
 from testbed.htb import FlowRate
 from testbed.naming import NETNS_DIR, Names
 from testbed.net import cgroups, flowrates, netns
-from testbed.net.ethtool import disable_tx_checksum
+from testbed.net.ethtool import disable_segmentation, disable_tx_checksum
 from testbed.net.ledger import Ledger
 from testbed.topology.model import SUBNET, Node, Topology
 
@@ -136,6 +136,7 @@ class NodeKind:
             ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
         with netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
             disable_tx_checksum(s, "eth0")
+            disable_segmentation(s, "eth0")  # per-flow HTB classes shape frames
 
     def finish(self, topo: Topology, planned: dict) -> None:
         """Steps after the switches and shaping exist (e.g. a device's end of its tunnel)."""

@@ -1,0 +1,224 @@
+"""The training kind's run on a testbed: profile the model inside every taking-part node,
+decide each device's cut and bandwidth, enforce one rate-capped flow per device to the server
+(both directions), and train for real: the server and device processes of
+workloads/split_train.py exchange activations, gradients and weights over the emulated links.
+
+The shared loop sees one unit, the whole training; rounds are recorded by the processes
+(server: when each device's round began and ended, the averaged model's test accuracy;
+devices: compute and communication seconds, bytes) and become rounds.csv and devices.csv
+beside the prediction of the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from typing import Any
+
+import pandas as pd
+
+from testbed.errors import InputError, NetworkError
+from testbed.experiment.enforce import FlowSet
+from testbed.experiment.loop import Experiment
+from testbed.kinds.streams.wiring import tc_rate_mbit
+from testbed.kinds.training.decision import Decidable, TrainingDecision
+from testbed.kinds.training.problem import BlockProfile, build
+from testbed.kinds.training.spec import SERVER_MODES, Workload, digits_partition
+from testbed.routing import FlowSpec
+from testbed.schedulers.plan import Plan
+
+PROFILE_TIMEOUT_S = 600.0
+# Open vSwitch's userspace datapath adds packet counts to the OpenFlow counters about every
+# 0.5 s: flows are removed (and their bytes recorded) once the last packets are counted
+COUNTERS_SETTLE_S = 1.0
+
+
+class Training(Experiment):
+    kind = "training"
+    program = "split_train.py"
+
+    def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
+        super().__init__(ledger, units, opts, progress)
+        self.w: Workload = units[0]
+        self.ips = {n: v["ip"] for n, v in ledger.topology["nodes"].items()}
+        self.cores = {n: v.get("cpu") or 1.0 for n, v in ledger.topology["nodes"].items()}
+        self.line_bw = {frozenset(lk["between"]): lk["bw_mbit"]
+                        for lk in ledger.topology["links"]}
+        self.block_profiles: dict[str, BlockProfile] = {}
+        self.decision: TrainingDecision | None = None
+        self.fs = FlowSet("training", [])
+        self.server_mode = opts.server_mode or self.w.spec.server_mode
+        if self.server_mode not in SERVER_MODES:
+            raise InputError(f"--server-mode {self.server_mode!r}: use one of "
+                             f"{', '.join(SERVER_MODES)}")
+        self.procs: dict[str, subprocess.Popen] = {}  # label -> process
+        self.status, self.reason = "waiting", ""
+
+    def _threads(self, node: str) -> int:
+        return max(1, round(self.cores[node]))
+
+    # ---- before the clock: profiles and the problem ----------------------------------------
+    def prepare(self) -> None:
+        spec = self.w.spec
+        for node in (spec.server, *self.w.devices):
+            if node in self.profile.unable:
+                raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
+                                   f"{self.profile.unable[node]}")
+            self.progress(f"profiling {spec.model} on {node}")
+            proc = self.processes.spawn(node, f"profile.{node}", {
+                "role": "profile", "model": spec.model, "batch_size": spec.batch_size,
+                "threads": self._threads(node)}, talk=True)
+            try:
+                said, _ = proc.communicate(timeout=PROFILE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.processes.stop([proc])
+                raise NetworkError(f"profiling {spec.model} on {node} took over "
+                                   f"{PROFILE_TIMEOUT_S:.0f} s") from None
+            if proc.returncode != 0:
+                raise NetworkError(f"profiling on {node} failed: "
+                                   f"{self.processes.last_log_line(f'profile.{node}')}")
+            self.block_profiles[node] = BlockProfile.from_dict(json.loads(said))
+        memory = {n: v.memory_bytes for n, v in self.profile.view.nodes.items()}
+        problem = build(self.w.devices, self.block_profiles, spec.server, memory,
+                        spec.batches_per_round, self.w.total_mbit)
+        self.units = [Decidable(self.w, problem)]
+
+    # ---- the decision loop's hooks ---------------------------------------------------------
+    def start(self, placed: list, plan: Plan) -> None:
+        if not placed:
+            return
+        ext: TrainingDecision = plan.extension
+        self.decision, self.status = ext, "running"
+        spec = self.w.spec
+        specs, labels = [], []
+        for f in plan.flows:
+            rate = tc_rate_mbit(f.rate_mbit, max(f.volume_bytes, 1), f.path, self.line_bw)
+            specs.append(FlowSpec(src=f.src, dst=f.dst, path=f.path, dport=f.port,
+                                  rate_mbit=rate, reverse_rate_mbit=rate))
+            labels.append({"job": self.w.name, "device": f.src, "rate_mbit_planned":
+                           f.rate_mbit})
+        self.fs.labels = labels
+        failed = self.enforcer.apply([], [(self.fs, specs)])
+        if failed:
+            self.status, self.reason = "failed", failed[self.fs.owner]
+            return
+        trace = self.out / "traces"
+        data, test = digits_partition(self.w) if spec.dataset == "digits" else \
+            ([None] * len(self.w.devices), None)
+        common = {"model": spec.model, "lr": spec.lr, "rounds": spec.rounds,
+                  "batch_size": spec.batch_size, "batches_per_round": spec.batches_per_round}
+        ports = {f.src: f.port for f in plan.flows}
+        self.procs["server"] = self.processes.spawn(spec.server, "server", {
+            **common, "role": "server", "threads": self._threads(spec.server),
+            "server_mode": self.server_mode,
+            "trace": str(trace / "server.jsonl"), "test": test,
+            "devices": [{"name": d, "cut": ext.cuts[d], "port": ports[d]}
+                        for d in self.w.devices]})
+        for i, d in enumerate(self.w.devices):
+            part = data[i] or {"samples": 256, "seed": 1000 + i}
+            self.procs[f"device.{d}"] = self.processes.spawn(d, f"device.{d}", {
+                **common, **part, "role": "device", "name": d, "cut": ext.cuts[d],
+                "port": ports[d], "server_ip": self.ips[spec.server], "seed": i,
+                "threads": self._threads(d), "trace": str(trace / f"device.{d}.jsonl")})
+
+    def poll(self) -> set[str]:
+        if self.status != "running":
+            return {self.w.name} if self.status == "failed" else set()
+        codes = {label: p.poll() for label, p in self.procs.items()}
+        bad = [label for label, c in codes.items() if c not in (None, 0)]
+        if bad:
+            self.stop_unit(self.w.name, "failed", f"{bad[0]} exited with {codes[bad[0]]}: "
+                           f"{self.processes.last_log_line(bad[0])}")
+            return {self.w.name}
+        if all(c == 0 for c in codes.values()):
+            self.status = "done"
+            time.sleep(COUNTERS_SETTLE_S)
+            self.enforcer.release(self.fs)
+            return {self.w.name}
+        return set()
+
+    def running(self) -> list[str]:
+        return [self.w.name] if self.status == "running" else []
+
+    def stop_unit(self, name: str, status: str, reason: str) -> None:
+        self.processes.stop(list(self.procs.values()))
+        self.status, self.reason = status, reason
+        self.enforcer.release(self.fs)
+
+    def not_placed(self, units: list) -> None:
+        self.status, self.reason = "not placed", "the strategy placed nothing"
+
+    def flow_sets(self) -> list[FlowSet]:
+        return [self.fs]
+
+    def close(self) -> None:
+        self.processes.stop(list(self.procs.values()))
+
+    # ---- results ---------------------------------------------------------------------------
+    def _trace(self, name: str) -> list[dict]:
+        path = self.out / "traces" / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write(self) -> pd.DataFrame:
+        ext, spec = self.decision, self.w.spec
+        server = pd.DataFrame(self._trace("server.jsonl"))
+        dev = pd.DataFrame([r for d in self.w.devices for r in self._trace(f"device.{d}.jsonl")])
+        drows, rrows = [], []
+        if ext is not None and not server.empty:
+            srv = server.set_index(["device", "round"])
+            devrec = dev.set_index(["device", "round"]) if not dev.empty else None
+            for (d, rnd), s in srv.iterrows():
+                r = devrec.loc[(d, rnd)] if devrec is not None and (d, rnd) in devrec.index \
+                    else None
+                drows.append({
+                    "device": d, "round": rnd, "cut": ext.cuts[d], "blocks": ext.blocks,
+                    "bandwidth_mbit": ext.bandwidth_mbit[d],
+                    "round_time_measured_s": s.device_done - s.start,
+                    "round_time_predicted_s": ext.round_predicted_s[d],
+                    "compute_s": None if r is None else r.compute_s,
+                    "compute_predicted_s": ext.compute_predicted_s[d],
+                    "server_compute_s": s.server_compute_s,
+                    "server_compute_predicted_s": ext.server_compute_predicted_s[d],
+                    # the rest of the round: transfers (and waiting), beside eq. 4.5's C / B
+                    "comm_s": None if r is None else
+                    s.device_done - s.start - r.compute_s - s.server_compute_s,
+                    "comm_predicted_s": ext.comm_predicted_s[d],
+                    "bytes_up": None if r is None else r.bytes_up,
+                    "bytes_down": None if r is None else r.bytes_down})
+            devices = pd.DataFrame(drows)
+            t0 = float(server.start.min())
+            for rnd, g in server.groupby("round"):
+                mine = devices[devices["round"] == rnd]
+                measured = float(g.device_done.max() - g.start.min())
+                rrows.append({
+                    "round": rnd, "strategy": ext.strategy, "server_mode": self.server_mode,
+                    "model": spec.model, "devices": len(self.w.devices),
+                    "total_bandwidth_mbit": self.w.total_mbit,
+                    "round_time_measured_s": measured,
+                    "round_time_predicted_s": ext.makespan_predicted_s,
+                    "fidelity": measured / ext.makespan_predicted_s,
+                    "aggregate_s": float(g.end.max() - g.device_done.max()),
+                    "wall_s": float(g.end.max() - t0), "accuracy": float(g.accuracy.iloc[0]),
+                    "loss": float(g.loss.iloc[0]),
+                    "server_peak_mem_mb": float(g.peak_rss_mb.max()),
+                    "bytes_sent": float(mine.bytes_up.sum() + mine.bytes_down.sum())})
+        devices = pd.DataFrame(drows)
+        rounds = pd.DataFrame(rrows)
+        devices.to_csv(self.out / "devices.csv", index=False)
+        rounds.to_csv(self.out / "rounds.csv", index=False)
+        (self.out / "profiles.json").write_text(json.dumps(
+            {n: p.__dict__ for n, p in self.block_profiles.items()}, indent=1, default=list))
+        return rounds
+
+    def metadata(self) -> dict[str, Any]:
+        spec = self.w.spec
+        return {"workload": {"file": self.w.source, "model": spec.model,
+                             "server": spec.server, "devices": list(self.w.devices),
+                             "rounds": spec.rounds, "batch_size": spec.batch_size,
+                             "batches_per_round": spec.batches_per_round,
+                             "total_bandwidth_mbit": self.w.total_mbit},
+                "status": self.status, "reason": self.reason,
+                "decision": None if self.decision is None else self.decision.__dict__}

@@ -1,0 +1,198 @@
+"""The training kind (EdgeSplit): Algorithm 6 and its baselines as pure functions, the training
+file's checks, and a real split training over shaped links whose bytes on the path's switches
+match the model's activation and weight sizes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testbed import api
+from testbed.errors import InputError
+from testbed.kinds.training.problem import BlockProfile, Problem, build
+from testbed.kinds.training.strategies import (
+    adaptive_fl,
+    allocate,
+    edgesplit,
+    edgesplit_fix,
+    vanilla_fl,
+)
+from tests.conftest import ROOT, cli, needs_root
+
+TOPO = ROOT / "topologies" / "split-fl-6.yaml"
+LENET = ROOT / "workloads" / "split-fl-lenet.yaml"
+
+
+def random_problem(seed: int, m: int, n: int, tight_memory: bool = False) -> Problem:
+    rng = np.random.default_rng(seed)
+    # device time grows with the blocks it keeps, the server's share shrinks
+    a = np.cumsum(rng.uniform(0.5, 3, (m, n)), axis=1) + rng.uniform(0, 1, (m, 1))
+    c = rng.uniform(1, 80, n)
+    feasible = np.ones((m, n), bool)
+    if tight_memory:
+        feasible[:, rng.integers(1, n):] = False
+    return Problem(tuple(f"d{i}" for i in range(m)), a, c, feasible, 30.0, 10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 12), st.integers(1, 20),
+       st.floats(0.5, 200))
+def test_p2_finishes_every_device_together_within_the_total(seed, m, n, total):
+    rng = np.random.default_rng(seed)
+    a, c = rng.uniform(0, 10, m), rng.uniform(0.1, 100, m)
+    bw, t = allocate(a, c, total)
+    assert bw.sum() == pytest.approx(total, rel=1e-4)
+    assert np.allclose(a + c / bw, t, rtol=1e-4, atol=1e-4)
+    # nobody can do better: moving bandwidth to the slowest device slows another one
+    assert t <= (a + c / (total / m)).max() + 1e-6
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 10), st.integers(2, 20), st.booleans())
+def test_edgesplit_is_never_worse_than_its_baselines(seed, m, n, tight):
+    p = random_problem(seed, m, n, tight)
+    best = edgesplit(p)
+    assert all(p.feasible[i, j - 1] for i, j in enumerate(best.cuts))
+    assert best.bandwidth_mbit.sum() <= p.total_mbit * (1 + 1e-6)
+    assert np.allclose(best.round_s, p.round_times(best.cuts, best.bandwidth_mbit))
+    for baseline in (adaptive_fl, vanilla_fl, edgesplit_fix):
+        try:
+            other = baseline(p)
+        except InputError:  # the baseline's cut does not fit the memory: it cannot train
+            assert tight
+            continue
+        assert best.makespan_s <= other.makespan_s * (1 + 1e-6), baseline.__name__
+
+
+def test_the_round_model_by_hand():
+    """Two blocks, one device: eq. 4.5 with b batches, activations per batch, weights."""
+    dev = BlockProfile((0.1, 0.2), (0.2, 0.4), (1_000_000, 40), (500_000, 4_000))
+    srv = dev.scaled(0.5)
+    p = build(("d",), {"d": dev, "s": srv}, "s", {"d": 10**10}, batches=5, total_mbit=8.0)
+    # cut 1: 5 x (0.3 device + 0.3 server) s; 2 x (5 x 1 MB + 0.5 MB) = 11 MB = 88 Mbit
+    assert p.A[0, 0] == pytest.approx(5 * (0.3 + 0.3)) and p.C[0] == pytest.approx(88.0)
+    # all local: 5 x 0.9 s; only the weights travel, down and up: 2 x 504 kB
+    assert p.A[0, 1] == pytest.approx(4.5) and p.C[1] == pytest.approx(2 * 504_000 * 8 / 1e6)
+    split = edgesplit(p)
+    assert split.cuts.tolist() == [2] and split.makespan_s == pytest.approx(4.5 + 8.064 / 8)
+
+
+def test_memory_decides_what_a_device_can_train():
+    dev = BlockProfile((0.1,) * 4, (0.1,) * 4, (10**6,) * 4, (10**8,) * 4)
+    memory = {"small": dev.train_memory_bytes(2), "big": 10**12}
+    p = build(("small", "big"), {"small": dev, "big": dev, "s": dev}, "s", memory, 2, 30.0)
+    assert p.feasible[0].tolist() == [True, True, False, False] and p.feasible[1].all()
+    assert edgesplit(p).cuts[0] <= 2
+    with pytest.raises(InputError, match="device small cannot hold blocks 1-4"):
+        vanilla_fl(p)
+    memory["small"] = 1
+    p = build(("small",), {"small": dev, "s": dev}, "s", memory, 2, 30.0)
+    with pytest.raises(InputError, match="no cut of the model fits device small's memory"):
+        edgesplit(p)
+
+
+def test_schedule_prints_cuts_bandwidths_and_predicted_rounds():
+    plans = {s: json.loads(cli("schedule", str(TOPO), str(LENET), "-s", s, "--json",
+                               check=True).stdout)
+             for s in ("edgesplit", "adaptive-fl", "vanilla-fl", "edgesplit-fix")}
+    for s, plan in plans.items():
+        ext = plan["extension"]
+        assert plan["kind"] == "training" and ext["strategy"] == s
+        assert set(ext["cuts"]) == {"d1", "d2", "d3", "d4"}
+        assert sum(ext["bandwidth_mbit"].values()) == pytest.approx(20.0, rel=1e-3)
+        assert ext["makespan_predicted_s"] == pytest.approx(max(ext["round_predicted_s"]
+                                                                .values()))
+        assert [f["path"] for f in plan["flows"]][0] == ["d1", "relay", "srv"]
+    assert plans["edgesplit-fix"]["extension"]["cuts"]["d1"] == 2  # half of LeNet's 5 blocks
+    assert set(plans["vanilla-fl"]["extension"]["bandwidth_mbit"].values()) == {5.0}
+    table = cli("schedule", str(TOPO), str(LENET), "-s", "edgesplit", check=True).stdout
+    assert "predicted round" in table and "d4" in table
+
+
+@pytest.mark.parametrize("change,message", [
+    ("model: alexnet", "model"),
+    ("server: zz", "server: 'zz' is not a node"),
+    ("devices: [d1, srv]", "devices[1]: 'srv' is the server"),
+    ("total_bandwidth: 500Mbit", "more than the server's links carry (30 Mbit/s)"),
+    ("batch_size: 0", "batch_size"),
+])
+def test_bad_training_files_name_the_field(tmp_path, change, message):
+    key = change.split(":")[0]
+    lines = [ln for ln in LENET.read_text().splitlines() if not ln.startswith(key + ":")]
+    path = tmp_path / "t.yaml"
+    path.write_text("\n".join(lines) + f"\n{change}\n")
+    with pytest.raises(InputError, match=re.escape(message)) as e:
+        api.schedule(TOPO, path, "edgesplit")
+    assert str(path) in str(e.value)
+
+
+def test_a_streams_scheduler_is_refused_for_training():
+    with pytest.raises(InputError, match="plans streams workloads"):
+        api.schedule(TOPO, LENET, "otfa")
+
+
+def test_digits_partition_is_non_iid_and_disjoint():
+    from testbed.kinds.training.spec import digits_partition, loads
+    from testbed.topology import load
+
+    w = loads(LENET.read_text(), str(LENET), load(TOPO))
+    parts, test = digits_partition(w)
+    assert len(parts) == 4 and all(len(set(p["y"])) == 5 for p in parts)
+    rows = [tuple(x) for p in parts for x in p["x"]]
+    assert len(rows) + len(test["y"]) <= 1797 and len(test["y"]) == 359
+
+
+SMALL_TOPO = """
+nodes: {srv: {cpu: 0.5}, r: {cpu: 0.1}, d1: {cpu: 0.2}, d2: {cpu: 0.2}}
+links: [{between: [d1, r], bw: 10}, {between: [d2, r], bw: 10}, {between: [r, srv], bw: 20}]
+"""
+
+
+@needs_root
+@pytest.mark.emulation
+@pytest.mark.slow
+def test_split_training_moves_the_models_bytes_over_the_planned_flows(bring_up, tmp_path):
+    """EdgeSplit-Fix cuts LeNet after block 2 on both devices: every batch's activations go
+    up and their gradients come down over each device's rate-capped flow, the weights at each
+    round's end; the switches on the path count those bytes."""
+    ledger = bring_up("sfl", SMALL_TOPO)
+    wl = tmp_path / "train.yaml"
+    wl.write_text("kind: training\nserver: srv\ndevices: [d1, d2]\nmodel: lenet\n"
+                  "dataset: digits\nbatch_size: 16\nbatches_per_round: 5\nrounds: 3\n"
+                  "total_bandwidth: 8Mbit\nlr: 0.05\n")
+    out = tmp_path / "run"
+    res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "edgesplit-fix",
+              "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rounds = pd.read_csv(out / "rounds.csv")
+    devices = pd.read_csv(out / "devices.csv")
+    assert rounds["round"].tolist() == [0, 1, 2]
+    assert set(rounds.columns) >= {"round_time_measured_s", "round_time_predicted_s",
+                                   "accuracy", "loss", "server_peak_mem_mb", "bytes_sent"}
+    assert (devices.cut == 2).all() and len(devices) == 6
+    assert devices.bandwidth_mbit.sum() / 3 == pytest.approx(8.0, rel=1e-3)
+    profiles = json.loads((out / "profiles.json").read_text())["srv"]
+    act, params = profiles["activation_bytes"][1], sum(profiles["param_bytes"][:2])
+    expected = 3 * (5 * act + params)  # each way, per device over the three rounds
+    sent = devices.groupby("device")[["bytes_up", "bytes_down"]].sum()
+    flows = pd.read_csv(out / "flows.csv")
+    for d in ("d1", "d2"):
+        # the processes' own count: the model's sizes plus labels and message framing
+        for way in ("bytes_up", "bytes_down"):
+            assert expected <= sent.loc[d, way] <= expected * 1.05 + 3 * 20_000, \
+                (d, way, sent.loc[d, way], expected)
+        row = flows[flows.device == d].iloc[0]
+        assert row.path == f"{d}-r-srv"
+        up = dict(h.split(":") for h in row.hop_bytes.split())
+        down = dict(h.split(":") for h in row.hop_reverse_bytes.split())
+        for node in ("r", "srv"):  # on the wire: the messages plus TCP/IP headers
+            assert sent.loc[d, "bytes_up"] <= int(up[node]) <= sent.loc[d, "bytes_up"] * 1.1
+            assert sent.loc[d, "bytes_down"] <= int(down[node]) <= \
+                sent.loc[d, "bytes_down"] * 1.1
+    assert rounds.accuracy.notna().all() and rounds.round_time_measured_s.gt(0).all()

@@ -1,0 +1,371 @@
+"""Split federated learning on a node, one process per role (config file as the argument):
+
+- profile: per-block forward and backward seconds at the batch size, measured here (the
+  node's cgroup, container or board), with each block's activation and parameter bytes;
+- device: trains blocks 1..cut on its data partition; per batch it sends the activations at
+  the cut (and the labels) to the server and gets their gradients back; at the round's end it
+  sends its blocks' weights for FedAvg and receives the averaged ones before the next round;
+- server: runs blocks cut+1..N for every device (see Server for the three modes), on one port
+  per device; after every round it averages each block over all holders, tests the averaged
+  model and writes one trace line per round and device.
+
+Messages are length-prefixed torch.save dicts of tensors (loaded with weights_only).
+Standard library + torch only: boards and images run this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import resource
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+import torch
+from split_models import blocks
+from torch import nn
+
+
+# ---- messages ------------------------------------------------------------------------------
+def send(sock: socket.socket, obj: dict) -> int:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    sock.sendall(struct.pack("!Q", len(data)) + data)
+    return len(data) + 8
+
+
+def recv(sock: socket.socket) -> tuple[dict, int]:
+    (n,) = struct.unpack("!Q", _exact(sock, 8))
+    return torch.load(io.BytesIO(_exact(sock, n)), weights_only=True), n + 8
+
+
+def _exact(sock: socket.socket, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = sock.recv(min(n - got, 1 << 20))
+        if not chunk:
+            raise ConnectionError("peer closed the connection")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+# ---- data ----------------------------------------------------------------------------------
+def images(cfg: dict, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """The process's samples at the model's input shape: 8x8 digits scaled up, or seeded
+    synthetic images."""
+    if cfg.get("x") is not None:
+        x = torch.tensor(cfg["x"], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+        x = nn.functional.interpolate(x, size=shape[1:], mode="bilinear", align_corners=False)
+        x = x.repeat(1, shape[0], 1, 1)
+        return (x - 0.3) / 0.4, torch.tensor(cfg["y"], dtype=torch.long)
+    g = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    n = int(cfg.get("samples", 256))
+    return torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def block_state(bs: list[nn.Module], lo: int, hi: int) -> dict:
+    """Blocks lo..hi-1's weights (buffers included) keyed by block index."""
+    return {f"{k}.{name}": t.detach().clone() for k in range(lo, hi)
+            for name, t in bs[k].state_dict().items()}
+
+
+def load_state(bs: list[nn.Module], state: dict) -> None:
+    per: dict[int, dict] = {}
+    for key, t in state.items():
+        k, _, name = key.partition(".")
+        per.setdefault(int(k), {})[name] = t
+    for k, s in per.items():
+        bs[k].load_state_dict(s)
+
+
+def forward(bs: list[nn.Module], x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    for k in range(lo, hi):
+        x = bs[k](x)
+    return x
+
+
+# ---- roles ---------------------------------------------------------------------------------
+def profile(cfg: dict) -> dict:
+    """Per-block seconds of one batch as this node delivers them over time. Each block is timed
+    on its own (medians: their shares of a pass), and the passes are timed together over at
+    least `budget_s` (wall time per pass): under a CPU quota a short computation runs at full
+    speed until the quota of the period is spent and then waits, so single timings are too
+    fast and only the long run's rate counts."""
+    bs, shape = blocks(cfg["model"])
+    b = int(cfg["batch_size"])
+    x = torch.randn(b, *shape)
+    fwd = [[] for _ in bs]
+    bwd = [[] for _ in bs]
+    act, params = [], [sum(p.numel() * 4 for p in blk.parameters()) for blk in bs]
+    budget_s, rep, t_start = float(cfg.get("budget_s", 2.0)), 0, 0.0
+    while rep <= 5 or (time.perf_counter() - t_start < budget_s and rep <= 200):
+        if rep == 1:  # the first pass warms up allocators and kernels
+            t_start = time.perf_counter()
+        h = x
+        for k, blk in enumerate(bs):
+            h = h.detach().requires_grad_(k > 0)
+            t0 = time.perf_counter()
+            out = blk(h)
+            t1 = time.perf_counter()
+            out.backward(torch.ones_like(out))
+            t2 = time.perf_counter()
+            if rep:
+                fwd[k].append(t1 - t0)
+                bwd[k].append(t2 - t1)
+            if rep == 1:
+                act.append(out.numel() * 4)
+            h = out
+        rep += 1
+    per_pass = (time.perf_counter() - t_start) / (rep - 1)
+    med = [sorted(v)[len(v) // 2] for v in fwd], [sorted(v)[len(v) // 2] for v in bwd]
+    scale = per_pass / max(sum(med[0]) + sum(med[1]), 1e-12)
+    return {"forward_s": [t * scale for t in med[0]], "backward_s": [t * scale for t in med[1]],
+            "activation_bytes": act, "param_bytes": params, "pass_s": per_pass,
+            "quota_factor": scale}
+
+
+def device(cfg: dict) -> None:
+    torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
+    bs, shape = blocks(cfg["model"])
+    n, cut = len(bs), int(cfg["cut"])
+    x, y = images(cfg, shape)
+    mine = nn.ModuleList(bs[:cut])
+    opt = torch.optim.SGD(mine.parameters(), lr=cfg["lr"]) if cut else None
+    g = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+    sock = connect(cfg["server_ip"], int(cfg["port"]))
+    trace = open(cfg["trace"], "a")  # noqa: SIM115
+    for rnd in range(int(cfg["rounds"])):
+        r0 = time.time()
+        msg, down = recv(sock)  # the averaged weights of my blocks (round 0: the initial ones)
+        load_state(bs, msg["weights"])
+        compute = comm = 0.0
+        up = 0
+        for _ in range(int(cfg["batches_per_round"])):
+            idx = torch.randint(0, len(x), (int(cfg["batch_size"]),), generator=g)
+            xb, yb = x[idx], y[idx]
+            t0 = time.perf_counter()
+            if opt:
+                opt.zero_grad()
+            out = forward(bs, xb, 0, cut)
+            if cut < n:
+                t1 = time.perf_counter()
+                up += send(sock, {"act": out.detach(), "y": yb})
+                reply, got = recv(sock)
+                down += got
+                t2 = time.perf_counter()
+                if cut:
+                    out.backward(reply["grad"])
+                t3 = time.perf_counter()
+                compute += (t1 - t0) + (t3 - t2)
+                comm += t2 - t1  # includes the server's compute for this batch
+            else:
+                nn.functional.cross_entropy(out, yb).backward()
+                compute += time.perf_counter() - t0
+            if opt:
+                opt.step()
+        t0 = time.perf_counter()
+        up += send(sock, {"weights": block_state(bs, 0, cut), "samples": torch.tensor(len(x))})
+        comm += time.perf_counter() - t0
+        trace.write(json.dumps({"role": "device", "device": cfg["name"], "round": rnd,
+                                "cut": cut, "start": r0, "end": time.time(),
+                                "compute_s": compute, "comm_s": comm, "bytes_up": up,
+                                "bytes_down": down}) + "\n")
+        trace.flush()
+    recv(sock)  # the server's goodbye: every round is aggregated
+    sock.close()
+
+
+def connect(ip: str, port: int, timeout_s: float = 120.0) -> socket.socket:
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            s = socket.create_connection((ip, port), timeout=600)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return s
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
+class Server:
+    """A server-side part per device; FedAvg after every round. Server modes:
+    - split-nonpipe: each device's part in memory, its requests served by its own thread, all
+      devices at once;
+    - splitpipe-bf: one worker serves every device's requests in turn, each request's forward
+      and backward back to back so that its intermediates are freed before the next one
+      (backward first); the parts stay in memory;
+    - splitpipe-rw: the same worker, with one part in memory: a device's server-side weights
+      are read from disk for its request and written back after it.
+    """
+
+    def __init__(self, cfg: dict) -> None:
+        torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
+        self.cfg = cfg
+        self.mode = cfg.get("server_mode", "split-nonpipe")
+        self.model, self.shape = blocks(cfg["model"])
+        self.n = len(self.model)
+        self.devices = cfg["devices"]  # [{name, cut, port}]
+        self.lock = threading.Lock() if self.mode != "split-nonpipe" else None
+        if self.mode == "splitpipe-rw":
+            self.spill = tempfile.mkdtemp(prefix="splitpipe-")
+            self.shared = blocks(cfg["model"])[0]
+            self.copies = {}
+            for d in self.devices:
+                self._save(d["name"], block_state(self.model, int(d["cut"]), self.n))
+        else:
+            self.copies = {d["name"]: blocks(cfg["model"])[0] for d in self.devices}
+        self.xt, self.yt = images(cfg.get("test") or {"samples": 256, "seed": 99}, self.shape)
+        self.trace = open(cfg["trace"], "a")  # noqa: SIM115
+
+    def _save(self, name: str, state: dict) -> None:
+        torch.save(state, os.path.join(self.spill, f"{name}.pt"))
+
+    def _load(self, name: str) -> dict:
+        return torch.load(os.path.join(self.spill, f"{name}.pt"), weights_only=True)
+
+    @contextlib.contextmanager
+    def _part(self, name: str, cut: int):
+        """The device's server-side blocks, held for one request (see the modes)."""
+        if self.lock is None:
+            yield self.copies[name]
+            return
+        with self.lock:
+            if self.mode == "splitpipe-bf":
+                yield self.copies[name]
+                return
+            load_state(self.shared, self._load(name))
+            yield self.shared
+            self._save(name, block_state(self.shared, cut, self.n))
+
+    def _state(self, name: str, cut: int) -> dict:
+        return self._load(name) if self.mode == "splitpipe-rw" else \
+            block_state(self.copies[name], cut, self.n)
+
+    def serve(self) -> None:
+        listeners = {}
+        for d in self.devices:
+            ls = socket.socket()
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind(("0.0.0.0", int(d["port"])))
+            ls.listen(1)
+            listeners[d["name"]] = ls
+        print("listening", flush=True)
+        socks = {}
+        for name, ls in listeners.items():
+            s, _ = ls.accept()
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            socks[name] = s
+            ls.close()
+        for rnd in range(int(self.cfg["rounds"])):
+            r0 = time.time()
+            results: dict[str, dict] = {}
+            threads = [threading.Thread(target=self._round, args=(d, socks[d["name"]], results))
+                       for d in self.devices]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            missing = [d["name"] for d in self.devices if "weights" not in results.get(
+                d["name"], {})]
+            if missing:
+                raise RuntimeError(f"round {rnd}: no weights from {', '.join(missing)}")
+            self._average(results)
+            acc, loss = self._test()
+            end = time.time()
+            for d in self.devices:
+                r = results[d["name"]]
+                self.trace.write(json.dumps({
+                    "role": "server", "device": d["name"], "round": rnd, "start": r0,
+                    "end": end, "device_done": r["done"], "server_compute_s": r["compute_s"],
+                    "accuracy": acc, "loss": loss, "train_loss": r["loss"],
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000,
+                }) + "\n")
+            self.trace.flush()
+        for s in socks.values():
+            send(s, {"done": torch.tensor(1)})
+            s.close()
+        if self.mode == "splitpipe-rw":
+            shutil.rmtree(self.spill, ignore_errors=True)
+
+    def _round(self, d: dict, sock: socket.socket, results: dict) -> None:
+        cut = int(d["cut"])
+        send(sock, {"weights": block_state(self.model, 0, cut)})
+        compute, losses = 0.0, []
+        while True:
+            msg, _ = recv(sock)
+            if "weights" in msg:
+                results[d["name"]] = {"weights": msg["weights"], "samples": int(msg["samples"]),
+                                      "compute_s": compute, "done": time.time(),
+                                      "loss": sum(losses) / len(losses) if losses else None}
+                return
+            t0 = time.perf_counter()
+            act = msg["act"].requires_grad_(True)
+            with self._part(d["name"], cut) as bs:
+                params = [q for b in bs[cut:] for q in b.parameters()]
+                loss = nn.functional.cross_entropy(forward(bs, act, cut, self.n), msg["y"])
+                grads = torch.autograd.grad(loss, [act, *params])
+                with torch.no_grad():  # plain SGD, as on the devices
+                    for q, g in zip(params, grads[1:], strict=True):
+                        q -= self.cfg["lr"] * g
+            compute += time.perf_counter() - t0
+            losses.append(float(loss.detach()))
+            send(sock, {"grad": grads[0]})
+
+    def _average(self, results: dict) -> None:
+        """FedAvg per block over its holders: devices that train it, server copies otherwise,
+        weighted by each device's samples."""
+        total = {}
+        for d in self.devices:
+            r, cut = results[d["name"]], int(d["cut"])
+            state = {**r["weights"], **self._state(d["name"], cut)}
+            for key, t in state.items():
+                acc = total.setdefault(key, [torch.zeros_like(t, dtype=torch.float64), 0])
+                acc[0] += t.double() * r["samples"]
+                acc[1] += r["samples"]
+        avg = {}
+        for key, (s, w) in total.items():
+            ref = dict(self.model[int(key.partition(".")[0])].state_dict())[key.partition(".")[2]]
+            avg[key] = (s / w).to(ref.dtype)
+        load_state(self.model, avg)
+        for d in self.devices:
+            part = block_state(self.model, int(d["cut"]), self.n)
+            if self.mode == "splitpipe-rw":
+                self._save(d["name"], part)
+            else:
+                load_state(self.copies[d["name"]], part)
+
+    def _test(self) -> tuple[float, float]:
+        with torch.no_grad():
+            for b in self.model:
+                b.eval()
+            out = forward(self.model, self.xt, 0, self.n)
+            for b in self.model:
+                b.train()
+            loss = float(nn.functional.cross_entropy(out, self.yt))
+            return float((out.argmax(1) == self.yt).float().mean()) * 100, loss
+
+
+def main() -> None:
+    with open(sys.argv[1]) as f:
+        cfg = json.load(f)
+    if cfg["role"] == "profile":
+        torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
+        print(json.dumps(profile(cfg)))
+    elif cfg["role"] == "device":
+        device(cfg)
+    else:
+        Server(cfg).serve()
+
+
+if __name__ == "__main__":
+    main()
