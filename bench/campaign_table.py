@@ -29,11 +29,18 @@ def main() -> None:
     metrics = [m for m in ("throughput_measured_items_s", "throughput_predicted_items_s",
                            "makespan_measured_s", "makespan_predicted_s", "fidelity",
                            "fidelity_min", "fidelity_max", "response_s_mean",
-                           "response_s_predicted_mean", "decision_ms", "waiting_s") if m in df]
+                           "response_s_predicted_mean", "decision_ms", "waiting_s",
+                           "round_time_measured_s", "round_time_predicted_s", "accuracy_final",
+                           "server_peak_mem_mb") if m in df]
     done = df[df.status == "done"]
     summary = done.groupby(["scheduler", *swept])[metrics].mean().reset_index()
     rows = [[r["scheduler"], *(r[c] for c in swept), *(f"{r[m]:.3f}" for m in metrics)]
             for _, r in summary.iterrows()]
+    if "cuts" in done:  # training: the blocks each device trained (first repetition)
+        cuts = done.groupby(["scheduler", *swept])["cuts"].first().reset_index()
+        for row, (_, r) in zip(rows, cuts.iterrows(), strict=True):
+            row.append(str(r["cuts"]))
+        metrics = [*metrics, "cuts"]
     failed = df[df.status != "done"]
     body = table(["scheduler", *(c.removeprefix("param:") for c in swept), *metrics], rows)
     body += (f"\n\n{len(df)} trials, {len(failed)} failed"

@@ -107,7 +107,7 @@ def profile(cfg: dict) -> dict:
     bwd = [[] for _ in bs]
     act, params = [], [sum(p.numel() * 4 for p in blk.parameters()) for blk in bs]
     budget_s, rep, t_start = float(cfg.get("budget_s", 2.0)), 0, 0.0
-    while rep <= 5 or (time.perf_counter() - t_start < budget_s and rep <= 200):
+    while rep <= 3 or (time.perf_counter() - t_start < budget_s and rep <= 200):
         if rep == 1:  # the first pass warms up allocators and kernels
             t_start = time.perf_counter()
         h = x
