@@ -42,6 +42,11 @@ def tbf_leaf(p: HtbParams) -> dict:
             "limit": p.queue_frames * FRAME_BYTES}
 
 
+def tbf_leaf_tc(p: HtbParams) -> str:
+    """The same leaf as `tc` arguments, for devices shaped over SSH."""
+    return f"tbf rate {p.rate_bps}bit burst {p.burst_bytes} limit {p.queue_frames * FRAME_BYTES}"
+
+
 def leaf_handle(minor: int) -> int:
     """The handle of flow class 1:`minor`'s TBF leaf (major 0x8000 + minor, never 1:)."""
     return (0x8000 | (minor & 0x7FFF)) << 16

@@ -20,7 +20,7 @@ from pyroute2 import IPRoute
 
 from testbed.devices.ssh import Endpoint, Session, quote
 from testbed.errors import CapabilityError, NetworkError
-from testbed.htb import htb_params
+from testbed.htb import htb_params, leaf_handle, tbf_leaf_tc
 from testbed.naming import Names
 from testbed.topology.model import SUBNET, Node
 
@@ -170,7 +170,7 @@ def attach_script(a: Attachment) -> str:
             f"{s}tc class replace dev {dev} parent 1: classid 1:1 htb rate {p.rate_bps}bit "
             f"ceil {p.rate_bps}bit burst {p.burst_bytes} cburst {p.burst_bytes} "
             f"quantum {p.quantum_bytes}",
-            f"{s}tc qdisc replace dev {dev} parent 1:1 handle 10: pfifo limit {p.queue_frames}",
+            f"{s}tc qdisc replace dev {dev} parent 1:1 handle 10: {tbf_leaf_tc(p)}",
         ]
     lines.append(f"mkdir -p {quote([a.deploy_dir + '/workloads'])}")
     return "\n".join(lines)
@@ -235,6 +235,8 @@ def flow_rates_script(iface: str, sudo: str,
         lines += [f"{s}tc class replace dev {dev} parent 1: classid 1:{minor:x} htb rate "
                   f"{p.rate_bps}bit ceil {p.rate_bps}bit burst {p.burst_bytes} "
                   f"cburst {p.burst_bytes} quantum {p.quantum_bytes}",
+                  f"{s}tc qdisc replace dev {dev} parent 1:{minor:x} "
+                  f"handle {leaf_handle(minor) >> 16:x}: {tbf_leaf_tc(p)}",
                   f"{s}tc filter add dev {dev} parent 1: protocol ip prio {prio} u32 "
                   f"{matches} flowid 1:{minor:x}"]
     return "set -e\n" + "\n".join(lines)
