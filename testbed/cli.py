@@ -280,6 +280,9 @@ def schedule(topology: Annotated[str, typer.Argument(help="topology YAML")],
     if plan.kind == "training":
         _training_table(plan)
         return
+    if plan.kind == "video":
+        _video_plan_table(plan)
+        return
     t = Table("job", "placement", "flows (path @ Mbit/s)", "predicted items/s", "bottleneck",
               title=f"{scheduler}: {len(plan.jobs)} jobs placed, {len(plan.waiting)} waiting, "
                     f"decided in {plan.decision_s * 1000:.0f} ms")
@@ -379,6 +382,9 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
     if (run_dir / "rounds.csv").exists():  # a training run: one row per round
         _rounds_table(jobs_df, run_dir)
         return
+    if "fps_measured" in jobs_df:  # a video run: one row per camera stream
+        _streams_table(jobs_df, scheduler, run_dir)
+        return
     if "makespan_measured_s" in jobs_df:  # a requests run: one row per period
         _periods_table(jobs_df, scheduler, run_dir)
         if (jobs_df.status != "done").any():
@@ -413,6 +419,37 @@ def _rounds_table(rounds, run_dir) -> None:
     if meta.get("status") != "done":
         err.print(f"training {meta.get('status')}: {escape(meta.get('reason') or '')}")
         raise typer.Exit(1)
+
+
+def _streams_table(jobs_df, scheduler: str, run_dir) -> None:
+    t = Table("stream", "status", "detect on", "re-ID on (instance)", "measured fps",
+              "predicted fps", "ratio", "latency p50 ms", "p95 ms", "eq. 5.2 ms",
+              title=f"{scheduler}: frame rate and latency, measured vs predicted ({run_dir})")
+    for r in jobs_df.itertuples():
+        t.add_row(r.job, escape(r.status if r.status == "done" else
+                                f"{r.status}: {r.reason}"[:50]),
+                  r.detect_on or "-", f"{r.reid_on} (#{r.reid_instance})" if r.reid_on else "-",
+                  f"{r.fps_measured:.2f}", f"{r.fps_predicted:.2f}", f"{r.fidelity:.2f}",
+                  f"{r.latency_ms_p50:.0f}", f"{r.latency_ms_p95:.0f}",
+                  f"{r.latency_ms_predicted:.0f}")
+    out.print(t)
+    if (jobs_df.status != "done").any():
+        raise typer.Exit(1)
+
+
+def _video_plan_table(plan) -> None:
+    ext = plan.extension
+    t = Table("stream", "detect on", "re-ID on (instance)", "predicted fps", "eq. 5.2 ms",
+              title=f"{plan.scheduler}: {len(ext.detect)} streams mapped, "
+                    f"{len(ext.instances)} re-ID instances, decided in "
+                    f"{plan.decision_s * 1000:.2f} ms")
+    for s, d in ext.detect.items():
+        n = ext.reid[s]
+        t.add_row(s, d, f"{ext.instances[n]} (#{n})", f"{ext.fps_predicted[s]:.2f}",
+                  f"{ext.latency_predicted[s]['total_s'] * 1000:.0f}")
+    out.print(t)
+    if ext.not_placed:
+        out.print(f"not placed (no memory for their models): {', '.join(ext.not_placed)}")
 
 
 def _training_table(plan) -> None:

@@ -83,6 +83,11 @@ def load_campaign(path: str | Path) -> Campaign:
     if isinstance(topology, str):
         topology = _read(base, topology, str(path), "topology")
     jobs = _read(base, spec.jobs, str(path), "jobs")
+    if jobs.get("kind") == "video":  # trials write their own jobs file: traces go inline
+        from testbed.kinds.video.spec import inline_traces
+
+        jobs_dir = (base / spec.jobs if (base / spec.jobs).exists() else Path(spec.jobs)).parent
+        jobs = inline_traces(jobs, jobs_dir, str(path))
     total = spec.repetitions
     for key in spec.grid:
         if key not in ("scheduler", "duration") and not key.startswith(("topology.", "jobs.")):

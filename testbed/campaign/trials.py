@@ -34,6 +34,9 @@ METRICS = {  # (mode, workload kind) -> its columns in trials.csv
     ("emulated", "training"): ["rounds", "rounds_done", "round_time_measured_s",
                                "round_time_predicted_s", "fidelity", "fidelity_min",
                                "fidelity_max", "accuracy_final", "server_peak_mem_mb", "cuts"],
+    ("emulated", "video"): ["streams", "streams_placed", "fps_measured", "fps_predicted",
+                            "fidelity", "fidelity_min", "fidelity_max", "latency_ms_p50",
+                            "latency_ms_predicted", "reid_instances", "mapping"],
 }
 
 
@@ -112,6 +115,8 @@ def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_d
         return _partial(_requests_row(jobs, trial_dir / "run"), jobs, "periods")
     if workload_kind(trial.jobs) == "training":
         return _training_row(jobs, trial.jobs, trial_dir / "run")
+    if workload_kind(trial.jobs) == "video":
+        return _video_row(jobs)
     done = jobs[jobs.status == "done"]
     return _partial({"jobs": len(jobs), "jobs_done": len(done), "jobs_failed": int(
         (jobs.status == "failed").sum()),
@@ -176,4 +181,27 @@ def _training_row(rounds, spec: dict, run_dir: Path) -> dict:
         row.update(status="partial" if len(rounds) else "failed",
                    reason=f"{len(rounds)} of {row['rounds']} rounds done: "
                           f"{meta.get('reason') or meta.get('status')}")
+    return row
+
+
+def _video_row(streams) -> dict:
+    """Throughput as the thesis defines it: the mean frame rate over all streams (a stream
+    left out for memory counts as 0 fps); fidelity over the placed ones."""
+    placed = streams[streams.status != "not placed"]
+    row = {"streams": len(streams), "streams_placed": len(placed),
+           "fps_measured": float(streams.fps_measured.fillna(0).mean()),
+           "fps_predicted": float(streams.fps_predicted.fillna(0).mean()),
+           "fidelity": _mean(placed.fidelity),
+           "fidelity_min": float(placed.fidelity.min()) if len(placed) else float("nan"),
+           "fidelity_max": float(placed.fidelity.max()) if len(placed) else float("nan"),
+           "latency_ms_p50": _mean(placed.latency_ms_p50),
+           "latency_ms_predicted": _mean(placed.latency_ms_predicted),
+           "reid_instances": int(placed.reid_on.astype(str).str.cat(
+               placed.reid_instance.astype(str)).nunique()) if len(placed) else 0,
+           "mapping": " ".join(f"{r.job}:{r.detect_on}>{r.reid_on}"
+                               for r in placed.itertuples())}
+    bad = placed[placed.status != "done"]
+    if len(bad):
+        row.update(status="partial", reason=f"{len(bad)} of {len(placed)} streams not done: "
+                   f"{bad.reason.iloc[0]}")
     return row

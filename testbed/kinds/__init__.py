@@ -20,6 +20,8 @@ from testbed.kinds.requests.executor import Requests
 from testbed.kinds.streams.executor import Streams
 from testbed.kinds.training import decision as _training_strategies  # noqa: F401 (registers)
 from testbed.kinds.training.executor import Training
+from testbed.kinds.video import decision as _video_strategies  # noqa: F401 (registers)
+from testbed.kinds.video.executor import Video
 from testbed.net.controller import ensure_controller
 from testbed.net.ledger import Ledger
 from testbed.schedulers.jobs import loads_jobs
@@ -89,6 +91,20 @@ def _schedule_training(topo: Topology, path: Path, text: str, scheduler: str, se
     return schedule_offline(topo, loads(text, str(path), topo), scheduler, gops_per_core)
 
 
+def _load_video(text: str, source: str, topo: Topology, seed: int | None) -> list:
+    from testbed.kinds.video.spec import loads
+
+    return [loads(text, source, topo)]
+
+
+def _schedule_video(topo: Topology, path: Path, text: str, scheduler: str, seed: int,
+                    gops_per_core: float | None, k_paths: int) -> Plan:
+    from testbed.kinds.video.decision import schedule_offline
+    from testbed.kinds.video.spec import loads
+
+    return schedule_offline(topo, loads(text, str(path), topo), scheduler, gops_per_core, seed)
+
+
 def schedule(topology: str | Path, workload_file: str | Path, scheduler: str,
              k_paths: int = 3, gops_per_core: float | None = None, seed: int = 0) -> Plan:
     """`testbed schedule`: one decision of `scheduler` on the workload file, no network."""
@@ -140,3 +156,5 @@ register(WorkloadKind("training", "split federated learning rounds between devic
                       "server (EdgeSplit)", _load_training, Training, _schedule_training))
 register(WorkloadKind("requests", "requests dispatched to edge services each period (CoRaiS)",
                       _load_requests, Requests, _schedule_requests))
+register(WorkloadKind("video", "camera streams mapped to edge devices, detection and shared "
+                      "re-identification models (DCEI)", _load_video, Video, _schedule_video))

@@ -1,0 +1,1 @@
+"""DCEI video analytics: camera streams, detection, shared re-identification."""

@@ -1,0 +1,275 @@
+"""The video kind's run on a testbed (DCEI): profile both models inside every edge device,
+map the camera streams and place the re-ID instances, enforce the routes of frames and crops,
+and run the pipeline for real: cameras send JPEG frames over the emulated links, detectors
+decode and run SSDLite on them, crops go to (possibly shared, possibly remote) re-ID
+instances that batch them (workloads/video_pipeline.py).
+
+Tables: jobs.csv (per stream: frame rate and latency measured beside predicted, eq. 5.2's
+terms measured and predicted, the re-ID instance used), frames.csv (one row per processed
+frame), reid.csv (one row per re-ID batch, with the streams it served).
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import subprocess
+import time
+from typing import Any
+
+import pandas as pd
+
+from testbed.errors import NetworkError
+from testbed.experiment.enforce import FlowSet
+from testbed.experiment.loop import Experiment
+from testbed.kinds.video.decision import (
+    FRAME_PORT_BASE,
+    REID_PORT_BASE,
+    WARMUP_S,
+    Decidable,
+    VideoDecision,
+    build,
+    frame_key,
+    profile_config,
+)
+from testbed.kinds.video.spec import Workload
+from testbed.routing import FlowSpec
+from testbed.schedulers.plan import Plan
+
+PROFILE_TIMEOUT_S = 300.0
+COUNTERS_SETTLE_S = 1.0  # see the training kind: OVS adds counts every ~0.5 s
+READY_TIMEOUT_S = 180.0  # loading torch and two models under a small CPU quota
+
+
+class Video(Experiment):
+    kind = "video"
+    program = "video_pipeline.py"
+
+    def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
+        super().__init__(ledger, units, opts, progress)
+        self.w: Workload = units[0]
+        self.ips = {n: v["ip"] for n, v in ledger.topology["nodes"].items()}
+        self.cores = {n: v.get("cpu") or 1.0 for n, v in ledger.topology["nodes"].items()}
+        self.duration = opts.duration_s or self.w.spec.duration
+        self.profiles: dict[str, dict] = {}
+        self.decision: VideoDecision | None = None
+        self.fs = FlowSet("video", [])
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.status, self.reason = "waiting", ""
+
+    def _threads(self, node: str) -> int:
+        return max(1, round(self.cores[node]))
+
+    # ---- before the clock: profiles and the problem ----------------------------------------
+    def prepare(self) -> None:
+        cfg = profile_config(self.w)
+        for node in self.w.devices:
+            if node in self.profile.unable:
+                raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
+                                   f"{self.profile.unable[node]}")
+        # all devices at once: their CPU quotas are theirs, as during the run
+        self.progress(f"profiling detection and re-ID on {len(self.w.devices)} devices")
+        procs = {node: self.processes.spawn(node, f"profile.{node}", {
+            **cfg, "role": "profile", "threads": self._threads(node)}, talk=True)
+            for node in self.w.devices}
+        try:
+            for node, proc in procs.items():
+                said, _ = proc.communicate(timeout=PROFILE_TIMEOUT_S)
+                if proc.returncode != 0:
+                    raise NetworkError(f"profiling on {node} failed: "
+                                       f"{self.processes.last_log_line(f'profile.{node}')}")
+                self.profiles[node] = json.loads(said)
+        except subprocess.TimeoutExpired:
+            raise NetworkError(f"profiling took over {PROFILE_TIMEOUT_S:.0f} s") from None
+        finally:
+            self.processes.stop(list(procs.values()))
+        first = self.profiles[self.w.devices[0]]
+        problem = build(self.w, self.profile.view,
+                        {d: p["detect_s"] for d, p in self.profiles.items()},
+                        {d: p["reid_s"] for d, p in self.profiles.items()},
+                        {c.name: first["frame_bytes"][frame_key(c)] for c in self.w.cameras},
+                        self.duration, {d: p["crop_s"] for d, p in self.profiles.items()})
+        seed = self.opts.seed if self.opts.seed is not None else self.w.spec.seed
+        self.units = [Decidable(self.w, problem, seed, self.duration)]
+
+    # ---- the decision loop's hooks ---------------------------------------------------------
+    def start(self, placed: list, plan: Plan) -> None:
+        if not placed:
+            return
+        ext: VideoDecision = plan.extension
+        self.decision, self.status = ext, "running"
+        specs = [FlowSpec(src=f.src, dst=f.dst, path=f.path, dport=f.port) for f in plan.flows]
+        self.fs.labels = [{"job": f.job, "src_task": f.src_task, "dst_task": f.dst_task,
+                           "src": f.src, "dst": f.dst} for f in plan.flows]
+        failed = self.enforcer.apply([], [(self.fs, specs)])
+        if failed:
+            self.status, self.reason = "failed", failed[self.fs.owner]
+            return
+        trace = self.out / "traces"
+        cams = {c.name: (k, c) for k, c in enumerate(self.w.cameras)}
+        serves = {n: [s for s, m in ext.reid.items() if m == n] for n in range(len(ext.instances))}
+        for n, device in enumerate(ext.instances):
+            self.procs[f"reid.{n}"] = self.processes.spawn(device, f"reid.{n}", {
+                "role": "reid", "port": REID_PORT_BASE + n, "clients": len(serves[n]),
+                "threads": self._threads(device), "trace": str(trace / f"reid.{n}.jsonl")})
+        for name, device in ext.detect.items():
+            k, c = cams[name]
+            n = ext.reid[name]
+            self.procs[f"detect.{name}"] = self.processes.spawn(device, f"detect.{name}", {
+                "role": "detect", "stream": name, "port": FRAME_PORT_BASE + k,
+                "input": c.spec.tasks.detect.input, "reid_ip": self.ips[ext.instances[n]],
+                "reid_port": REID_PORT_BASE + n, "every": c.spec.tasks.reid.every,
+                "crop_bytes": c.spec.tasks.reid.crop_bytes, "threads": self._threads(device),
+                "trace": str(trace / f"detect.{name}.jsonl")}, talk=True)
+        if not self._ready([f"detect.{name}" for name in ext.detect]):
+            return
+        start_at = time.time() + 1.0
+        for name, device in ext.detect.items():
+            k, c = cams[name]
+            self.procs[f"camera.{name}"] = self.processes.spawn(c.spec.source, f"camera.{name}", {
+                "role": "camera", "dst_ip": self.ips[device], "port": FRAME_PORT_BASE + k,
+                "fps": c.spec.frames.fps, "size": list(c.spec.frames.size),
+                "quality": c.spec.frames.quality, "duration_s": self.duration,
+                "pedestrians": [list(p) for p in c.pedestrians.points], "seed": k,
+                "start_at": start_at,
+                "trace": str(trace / f"camera.{name}.jsonl")})
+
+    def _ready(self, labels: list[str]) -> bool:
+        """Wait until every detector says it is ready (its model loaded, its re-ID instance
+        reached); a process that dies or stays silent fails the run with its log's last line."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for label in labels:
+            proc = self.procs[label]
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)
+                while not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    if time.monotonic() >= deadline:
+                        break
+                line = proc.stdout.readline() if proc.poll() is None else ""
+            if line.strip() != "ready":
+                self.stop_unit(self.w.name, "failed", f"{label} did not get ready: "
+                               f"{self.processes.last_log_line(label)}")
+                return False
+        return True
+
+    def poll(self) -> set[str]:
+        if self.status != "running":
+            return {self.w.name} if self.status == "failed" else set()
+        codes = {label: p.poll() for label, p in self.procs.items()}
+        bad = [label for label, c in codes.items() if c not in (None, 0)]
+        if bad:
+            self.stop_unit(self.w.name, "failed", f"{bad[0]} exited with {codes[bad[0]]}: "
+                           f"{self.processes.last_log_line(bad[0])}")
+            return {self.w.name}
+        if all(c == 0 for c in codes.values()):
+            self.status = "done"
+            time.sleep(COUNTERS_SETTLE_S)
+            self.enforcer.release(self.fs)
+            return {self.w.name}
+        return set()
+
+    def running(self) -> list[str]:
+        return [self.w.name] if self.status == "running" else []
+
+    def stop_unit(self, name: str, status: str, reason: str) -> None:
+        self.processes.stop(list(self.procs.values()))
+        self.status, self.reason = status, reason
+        self.enforcer.release(self.fs)
+
+    def not_placed(self, units: list) -> None:
+        self.status, self.reason = "not placed", "the strategy placed no stream"
+
+    def flow_sets(self) -> list[FlowSet]:
+        return [self.fs]
+
+    def close(self) -> None:
+        self.processes.stop(list(self.procs.values()))
+
+    # ---- results ---------------------------------------------------------------------------
+    def _trace(self, name: str) -> list[dict]:
+        path = self.out / "traces" / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write(self) -> pd.DataFrame:
+        ext = self.decision
+        frames = pd.DataFrame([r for c in self.w.cameras
+                               for r in self._trace(f"detect.{c.name}.jsonl")])
+        if not frames.empty:
+            done = frames["t_reid_done"] if "t_reid_done" in frames else float("nan")
+            frames["t_done"] = frames["t_detect_end"].where(frames["crops"] == 0, done)
+            t_first = frames.groupby("stream")["t_capture"].transform("min")
+            frames["t_s"] = frames["t_capture"] - t_first
+            frames["done_s"] = frames["t_done"] - t_first  # on the camera's clock
+            frames["latency_ms"] = (frames["t_done"] - frames["t_capture"]) * 1000
+            frames["transfer_ms"] = (frames["t_recv"] - frames["t_capture"]) * 1000
+            frames["wait_ms"] = (frames["t_detect_start"] - frames["t_recv"]) * 1000
+            frames["detect_ms"] = (frames["t_detect_end"] - frames["t_detect_start"]) * 1000
+            frames["reid_ms"] = (frames["t_done"] - frames["t_detect_end"]).where(
+                frames["crops"] > 0) * 1000
+        rows = []
+        for c in self.w.cameras:
+            sent = self._trace(f"camera.{c.name}.jsonl")
+            mine = frames[frames["stream"] == c.name] if not frames.empty else frames
+            warm = min(WARMUP_S, self.duration / 2)  # the window the prediction covers
+            steady = mine[(mine["t_s"] >= warm) & (mine["t_s"] < self.duration)] \
+                if len(mine) else mine
+            span = self.duration - warm
+            placed = ext is not None and c.name in ext.detect
+            pred = ext.latency_predicted.get(c.name, {}) if ext else {}
+            fps_pred = ext.fps_predicted.get(c.name, float("nan")) if ext else float("nan")
+            # throughput: frames whose processing (re-ID included) ended in the window; frames
+            # captured in it but finished after it would add up to the re-ID backlog
+            ended = mine[(mine["done_s"] >= warm) & (mine["done_s"] < self.duration)] \
+                if len(mine) else mine
+            fps = len(ended) / span if placed and span > 0 else float("nan")
+            with_crops = steady[steady["crops"] > 0] if len(steady) else steady
+            rows.append({
+                "job": c.name, "scheduler": self.opts.scheduler,
+                "status": self.status if placed else "not placed",
+                "reason": self.reason if placed else "no memory for its models",
+                "source": c.spec.source, "detect_on": ext.detect.get(c.name, "") if ext else "",
+                "reid_instance": ext.reid.get(c.name, -1) if placed else -1,
+                "reid_on": ext.instances[ext.reid[c.name]] if placed else "",
+                "camera_fps": c.spec.frames.fps,
+                "fps_measured": fps, "fps_predicted": fps_pred,
+                "fidelity": fps / fps_pred if fps_pred else float("nan"),
+                "latency_ms_p50": _q(steady, "latency_ms", 0.5),
+                "latency_ms_p95": _q(steady, "latency_ms", 0.95),
+                "latency_ms_predicted": pred.get("total_s", float("nan")) * 1000,
+                "transfer_ms_p50": _q(steady, "transfer_ms", 0.5),
+                "transfer_ms_predicted": pred.get("transfer_s", float("nan")) * 1000,
+                "wait_ms_p50": _q(steady, "wait_ms", 0.5),
+                "detect_ms_p50": _q(steady, "detect_ms", 0.5),
+                "detect_ms_predicted": pred.get("detect_s", float("nan")) * 1000,
+                "reid_ms_p50": _q(with_crops, "reid_ms", 0.5),
+                "reid_offload_ms_predicted": (pred.get("reid_s", float("nan"))
+                                              + pred.get("offload_s", float("nan"))) * 1000,
+                "frames_sent": len(sent), "frames_processed": len(mine),
+                "frames_skipped": int(mine["skipped_before"].max()) if len(mine) else 0,
+                "crops_sent": int(mine["crops"].sum()) if len(mine) else 0,
+                "crops_unanswered": int(((mine["crops"] > 0) & mine["t_done"].isna()).sum())
+                if len(mine) else 0})
+        jobs = pd.DataFrame(rows)
+        jobs.to_csv(self.out / "jobs.csv", index=False)
+        frames.to_csv(self.out / "frames.csv", index=False)
+        batches = [{"instance": n, "device": d, **b, "streams": " ".join(b["streams"])}
+                   for n, d in enumerate(ext.instances if ext else [])
+                   for b in self._trace(f"reid.{n}.jsonl")]
+        pd.DataFrame(batches).to_csv(self.out / "reid.csv", index=False)
+        (self.out / "profiles.json").write_text(json.dumps(self.profiles, indent=1))
+        return jobs
+
+    def metadata(self) -> dict[str, Any]:
+        return {"workload": {"file": self.w.source, "devices": list(self.w.devices),
+                             "cameras": [c.name for c in self.w.cameras],
+                             "duration_s": self.duration},
+                "status": self.status, "reason": self.reason,
+                "decision": None if self.decision is None else self.decision.__dict__}
+
+
+def _q(df: pd.DataFrame, col: str, q: float) -> float:
+    if not len(df) or col not in df or df[col].dropna().empty:
+        return float("nan")
+    return float(df[col].dropna().quantile(q))

@@ -1,0 +1,272 @@
+"""The video kind (DCEI): JSTSH and its baselines as pure functions (memory limits, shared
+re-ID instances, mapping), the frame-rate model, the video file's checks, and a real run: two
+cameras whose streams share one re-ID instance, with a pedestrian trace driving the crops."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testbed.errors import InputError
+from testbed.kinds.video.problem import Mapping, Problem, Stream, latency_s, predict_fps
+from testbed.kinds.video.spec import loads
+from testbed.kinds.video.strategies import STRATEGIES, decide
+from testbed.schedulers.network import NetworkView
+from testbed.topology.loader import build as build_topology
+from testbed.topology.loader import read_yaml
+from testbed.topology.schema import TopologyFile
+from tests.conftest import cli, needs_root
+
+MB = 1_000_000
+
+
+def star(devices: int, cameras: int, bw: list[float] | None = None) -> NetworkView:
+    """Cameras and devices around one switch node `r`."""
+    links = {}
+    names = [f"e{i}" for i in range(devices)] + [f"cam{k}" for k in range(cameras)]
+    for n, name in enumerate(names):
+        links[tuple(sorted((name, "r")))] = (bw[n % len(bw)] if bw else 10.0)
+    from testbed.schedulers.network import NodeView
+
+    nodes = {n: NodeView(n, 10.0, 1000 * MB, 1.0) for n in [*names, "r"]}
+    return NetworkView(nodes, links, 3, tuple(nodes))
+
+
+def problem(seed: int, devices: int, cameras: int, memory_mb: list[int],
+            shared: bool = True) -> Problem:
+    rng = random.Random(seed)
+    view = star(devices, cameras, [rng.uniform(3, 30) for _ in range(devices + cameras)])
+    streams = tuple(Stream(f"s{k}", f"cam{k}", rng.choice([2.0, 5.0, 10.0]),
+                           rng.randint(10_000, 80_000), rng.uniform(0, 3), 20_000,
+                           200 * MB, 300 * MB, shared) for k in range(cameras))
+    devs = tuple(f"e{i}" for i in range(devices))
+    return Problem(streams, devs, {d: rng.uniform(0.05, 0.3) for d in devs},
+                   {d: rng.uniform(0.02, 0.1) for d in devs},
+                   {d: memory_mb[i % len(memory_mb)] * MB for i, d in enumerate(devs)}, view)
+
+
+def memory_used(p: Problem, m: Mapping) -> dict[str, int]:
+    by = {s.name: s for s in p.streams}
+    used = {d: 0 for d in p.devices}
+    for name, d in m.detect.items():
+        used[d] += by[name].detect_memory
+    for n, d in enumerate(m.instances):
+        used[d] += max(by[s].reid_memory for s, k in m.reid.items() if k == n)
+    return used
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 7), st.integers(1, 8),
+       st.sampled_from([[2000], [800, 1600], [500], [200, 300]]), st.booleans(),
+       st.sampled_from(sorted(STRATEGIES)))
+def test_every_strategy_keeps_memory_limits_and_serves_every_placed_stream(
+        seed, devices, cameras, memory, shared, name):
+    p = problem(seed, devices, cameras, memory, shared)
+    m = decide(name, p, seed)
+    assert set(m.detect) == set(m.reid) and set(m.detect) | set(m.not_placed) == \
+        {s.name for s in p.streams}
+    used = memory_used(p, m)
+    assert all(used[d] <= p.memory[d] for d in p.devices), used
+    served = {n: [s for s, k in m.reid.items() if k == n] for n in range(len(m.instances))}
+    assert all(served.values())  # no idle instance is deployed
+    if not shared:
+        assert all(len(v) == 1 for v in served.values())
+    if name in ("nmno", "wmno"):  # no offloading: re-ID beside detection
+        assert all(m.instances[m.reid[s]] == d for s, d in m.detect.items())
+    if shared and devices * 2000 >= cameras * 500 and memory == [2000] and \
+            name in ("jstsh", "nmwo"):
+        assert not m.not_placed  # room for a detector and a re-ID model per stream
+
+
+def test_short_memory_makes_two_streams_share_one_reid_instance():
+    """Room for two detectors and one re-ID model in all: JSTSH deploys one instance and
+    reuses it (eq. 5.9); a stream that may not share is left out instead."""
+    view = star(2, 2)
+    streams = tuple(Stream(f"s{k}", f"cam{k}", 5.0, 30_000, 1.0, 20_000, 200 * MB, 300 * MB,
+                           True) for k in range(2))
+    p = Problem(streams, ("e0", "e1"), {"e0": 0.1, "e1": 0.1}, {"e0": 0.05, "e1": 0.05},
+                {"e0": 500 * MB, "e1": 200 * MB}, view)
+    m = decide("jstsh", p)
+    assert not m.not_placed and len(m.instances) == 1 and set(m.reid.values()) == {0}
+    assert sorted(m.detect.values()) == ["e0", "e1"]
+    alone = Problem(tuple(Stream(**{**s.__dict__, "shared": False}) for s in streams),
+                    p.devices, p.detect_s, p.reid_s, p.memory, view)
+    m2 = decide("jstsh", alone)
+    assert len(m2.not_placed) == 1 and len(m2.instances) == 1
+
+
+def test_jstsh_maps_by_transfer_plus_detection_and_offloads_to_idle_devices():
+    """A fast device behind a slow link loses to a slower one behind a fast link when frames
+    are big; with two streams the second goes where the first has not already loaded the CPU;
+    re-ID goes to an idle device when that is quicker than sharing the detector's CPU."""
+    view = star(3, 2, bw=[1.0, 50.0, 50.0, 50.0, 50.0])  # e0 slow link; e1, e2 fast
+    streams = tuple(Stream(f"s{k}", f"cam{k}", 5.0, 100_000, 2.0, 5_000, 100 * MB, 100 * MB,
+                           True) for k in range(2))
+    p = Problem(streams, ("e0", "e1", "e2"), {"e0": 0.05, "e1": 0.15, "e2": 0.15},
+                {"e0": 0.02, "e1": 0.05, "e2": 0.05}, {d: 2000 * MB for d in ("e0", "e1", "e2")},
+                view)
+    m = decide("jstsh", p)
+    assert sorted(m.detect.values()) == ["e1", "e2"]  # 0.8 s over e0's link vs 0.03 s
+    assert all(m.instances[m.reid[s]] != d for s, d in m.detect.items()) or \
+        "e0" in m.instances  # the idle fast CPU (e0) takes re-ID when crops are small
+    assert "e0" in m.instances
+    nearest = decide("wmno", p)
+    assert all(m_ == "e1" or m_ == "e2" for m_ in nearest.detect.values())
+
+
+def test_predicted_frame_rates_share_an_overloaded_device():
+    view = star(1, 2)
+    streams = tuple(Stream(f"s{k}", f"cam{k}", 10.0, 10_000, 0.0, 20_000, MB, MB, True)
+                    for k in range(2))
+    p = Problem(streams, ("e0",), {"e0": 0.1}, {"e0": 0.05}, {"e0": 100 * MB}, view)
+    m = Mapping({"s0": "e0", "s1": "e0"}, {"s0": 0, "s1": 0}, ("e0",))
+    fps = predict_fps(p, m)  # demand 2 x 10 fps x 0.1 s = 2 CPU-s/s on one: 5 fps each
+    assert fps == pytest.approx({"s0": 5.0, "s1": 5.0})
+    # a link too slow for the frames caps the rate: 10 fps x 10 kB = 0.8 Mbit/s over 0.4
+    slow = Problem(streams[:1], ("e0",), {"e0": 0.01}, {"e0": 0.01}, {"e0": 100 * MB},
+                   star(1, 1, bw=[10.0, 0.4]))
+    got = predict_fps(slow, Mapping({"s0": "e0"}, {"s0": 0}, ("e0",)))["s0"]
+    assert got == pytest.approx(5.0)
+    lat = latency_s(slow, Mapping({"s0": "e0"}, {"s0": 0}, ("e0",)))["s0"]
+    # the bottleneck carries the frame, the other hop adds one packet (store and forward)
+    assert lat["transfer_s"] == pytest.approx(10_000 * 8 / 0.4e6 + 1514 * 8 / 10e6)
+    assert lat["offload_s"] == 0
+
+
+def test_baselines_differ_from_jstsh_only_where_the_thesis_says():
+    """NMNO/NMWO map at random (seeded: same seed, same mapping); WMNO maps by transfer."""
+    p = problem(3, 5, 5, [1600, 800])
+    a, b = decide("nmno", p, 7), decide("nmno", p, 7)
+    assert a == b
+    assert decide("nmwo", p, 7).detect == a.detect  # the same random stage 1
+
+
+TOPO = """
+name: vid
+nodes:
+  cam1: {cpu: 0.1}
+  cam2: {cpu: 0.1}
+  e1: {cpu: 0.3, memory: 500MB}
+  e2: {cpu: 0.3, memory: 500MB}
+links:
+  - {between: [cam1, e1], bw: 10}
+  - {between: [cam2, e2], bw: 10}
+  - {between: [e1, e2], bw: 10}
+"""
+
+
+def topo():
+    return build_topology(TopologyFile.model_validate(read_yaml(TOPO, "t.yaml")), "t.yaml")
+
+
+def test_video_file_errors_name_the_field_and_the_fix(tmp_path):
+    base = "kind: video\njobs:\n  - name: c1\n    source: cam1\n"
+    loads(base, str(tmp_path / "v.yaml"), topo())  # the minimal file is fine
+    cases = [
+        (base.replace("cam1", "nope"), "source: 'nope' is not a node"),
+        (base + "    pedestrians: {trace: missing.csv}\n", "does not exist"),
+        (base + "    tasks: {reid: {after: {detect: 20kB}}}\n", "per_pedestrian(SIZE)"),
+        (base + "    frames: {resolution: huge}\n", "is not a resolution"),
+        (base + "devices: [cam1]\n", "is a camera"),
+    ]
+    for text, want in cases:
+        with pytest.raises(InputError, match=want.replace("(", r"\(").replace(")", r"\)")):
+            loads(text, str(tmp_path / "v.yaml"), topo())
+    (tmp_path / "bad.csv").write_text("t,n\n0,1\n")
+    with pytest.raises(InputError, match="bad.csv: needs the columns t_s,count"):
+        loads(base + "    pedestrians: {trace: bad.csv}\n", str(tmp_path / "v.yaml"), topo())
+    (tmp_path / "ok.csv").write_text("t_s,count\n0,0\n5,3\n")
+    w = loads(base + "    pedestrians: {trace: ok.csv}\n", str(tmp_path / "v.yaml"), topo())
+    assert w.cameras[0].pedestrians.mean(0, 10) == pytest.approx(1.5)
+    assert w.devices == ("cam2", "e1", "e2")  # "*": every node that is not a camera
+
+
+def test_schedule_offline_prints_the_mapping(tmp_path):
+    (tmp_path / "t.yaml").write_text(TOPO)
+    (tmp_path / "v.yaml").write_text(
+        "kind: video\ndevices: [e1, e2]\njobs:\n"
+        "  - {name: c1, source: cam1, frames: {fps: 2, resolution: 320x180}}\n"
+        "  - {name: c2, source: cam2, frames: {fps: 2, resolution: 320x180}}\n")
+    res = cli("schedule", str(tmp_path / "t.yaml"), str(tmp_path / "v.yaml"),
+              "--scheduler", "jstsh", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    ext = plan["extension"]
+    # each camera's own device: fewer hops, no one else's load
+    assert ext["detect"] == {"c1": "e1", "c2": "e2"} and ext["instances"]
+    assert all(0 < ext["fps_predicted"][c] <= 2.0 for c in ("c1", "c2"))
+    terms = ext["latency_predicted"]["c1"]
+    assert terms["total_s"] == pytest.approx(sum(v for k, v in terms.items() if k != "total_s"))
+    shown = cli("schedule", str(tmp_path / "t.yaml"), str(tmp_path / "v.yaml"), "-s", "nmno")
+    assert shown.returncode == 0 and "re-ID on" in shown.stdout
+
+
+SHARED_TOPO = """
+nodes:
+  cam1: {cpu: 0.1}
+  cam2: {cpu: 0.1}
+  e1: {cpu: 0.3, memory: 450MB}
+  e2: {cpu: 0.3, memory: 450MB}
+  e3: {cpu: 0.2, memory: 600MB}
+links:
+  - {between: [cam1, e1], bw: 10}
+  - {between: [cam2, e2], bw: 10}
+  - {between: [e1, e3], bw: 10}
+  - {between: [e2, e3], bw: 10}
+"""
+
+
+@needs_root
+@pytest.mark.emulation
+@pytest.mark.slow
+def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace(
+        bring_up, tmp_path):
+    """Room for one detector on e1 and on e2 and one re-ID model on e3 (slower, farther):
+    JSTSH maps the cameras to e1 and e2 and both streams' crops to the one instance on e3,
+    which serves both. cam1 sees nobody until 5 s, then three people: its crops follow the
+    trace. The frames' bytes cross the switches of the planned route; measured frame rates
+    stand beside the model's."""
+    ledger = bring_up("vid", SHARED_TOPO)
+    (tmp_path / "cam1.csv").write_text("t_s,count\n0,0\n5,3\n")
+    wl = tmp_path / "video.yaml"
+    wl.write_text(
+        "kind: video\ndevices: [e1, e2, e3]\nduration: 12s\njobs:\n"
+        "  - {name: c1, source: cam1, frames: {fps: 3, resolution: 320x180},"
+        " pedestrians: {trace: cam1.csv}, tasks: &t {detect: {memory: 350MB},"
+        " reid: {memory: 500MB, every: 1, after: {detect: per_pedestrian(20kB)}}}}\n"
+        "  - {name: c2, source: cam2, frames: {fps: 3, resolution: 320x180},"
+        " pedestrians: 2, tasks: *t}\n")
+    out = tmp_path / "run"
+    res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "jstsh", "--out", str(out),
+              timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    jobs = pd.read_csv(out / "jobs.csv").set_index("job")
+    assert jobs.status.tolist() == ["done", "done"]
+    # which camera goes to e1 and which to e2 depends on their profiled speeds (a few %)
+    assert sorted(jobs.detect_on) == ["e1", "e2"]
+    assert jobs.reid_on.tolist() == ["e3", "e3"] and jobs.reid_instance.tolist() == [0, 0]
+    assert (jobs.crops_unanswered == 0).all() and (jobs.crops_sent > 0).all()
+    reid = pd.read_csv(out / "reid.csv")
+    assert set(reid.instance) == {0}
+    assert {"c1", "c2"} <= {s for row in reid.streams for s in row.split()}
+    frames = pd.read_csv(out / "frames.csv")
+    c1 = frames[frames.stream == "c1"]
+    assert (c1[c1.t_s < 4.5].crops == 0).all() and (c1[c1.t_s > 5.5].crops == 3).all()
+    assert (frames[frames.stream == "c2"].crops == 2).all()
+    for job in ("c1", "c2"):  # the model's frame rate beside the measured one
+        assert 0.75 <= jobs.fidelity[job] <= 1.25, jobs.loc[job].to_dict()
+        assert jobs.latency_ms_p50[job] > jobs.detect_ms_p50[job] > 0
+    flows = pd.read_csv(out / "flows.csv")
+    sent = {c: sum(r["bytes"] for r in map(json.loads, (out / "traces" / f"camera.{c}.jsonl")
+                                             .read_text().splitlines())) for c in ("c1", "c2")}
+    for c, src, dst in (("c1", "cam1", "e1"), ("c2", "cam2", "e2")):
+        row = flows[(flows.src == src) & (flows.dst == dst)].iloc[0]
+        hops = dict(h.split(":") for h in row.hop_bytes.split())
+        assert sent[c] <= int(hops[dst]) <= sent[c] * 1.1, (c, hops, sent[c])
+    crops = flows[flows.dst == "e3"]
+    assert set(crops.src) == {"e1", "e2"}
