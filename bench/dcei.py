@@ -27,6 +27,7 @@ from testbed.kinds.video.decision import (  # noqa: E402
     frame_key,
     profile_config,
     profile_here,
+    scaled,
 )
 from testbed.kinds.video.problem import Problem, Stream, predict_fps  # noqa: E402
 from testbed.kinds.video.spec import loads  # noqa: E402
@@ -84,10 +85,9 @@ def laptop_problem(devices: list[str], bw_scale: float = 1.0) -> Problem:
     view = replace(view, links={k: v * bw_scale for k, v in view.links.items()})
     here = profile_here(json.dumps(profile_config(w), sort_keys=True))
     cores = {n.name: n.cpu or 1.0 for n in topo.nodes}
-    return build(w, view, {d: here["detect_s"] / cores[d] for d in devices},
-                 {d: here["reid_s"] / cores[d] for d in devices},
+    return build(w, view, {d: scaled(here, 1 / cores[d]) for d in devices},
                  {c.name: here["frame_bytes"][frame_key(c)] for c in w.cameras},
-                 w.spec.duration, {d: here["crop_s"] / cores[d] for d in devices})
+                 w.spec.duration)
 
 
 def mean_fps(p: Problem, name: str, seeds: int) -> float:

@@ -264,7 +264,8 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     flows = pd.read_csv(out / "flows.csv")
     sent = {c: sum(r["bytes"] for r in map(json.loads, (out / "traces" / f"camera.{c}.jsonl")
                                              .read_text().splitlines())) for c in ("c1", "c2")}
-    for c, src, dst in (("c1", "cam1", "e1"), ("c2", "cam2", "e2")):
+    for c, src in (("c1", "cam1"), ("c2", "cam2")):
+        dst = jobs.detect_on[c]
         row = flows[(flows.src == src) & (flows.dst == dst)].iloc[0]
         hops = dict(h.split(":") for h in row.hop_bytes.split())
         assert sent[c] <= int(hops[dst]) <= sent[c] * 1.1, (c, hops, sent[c])

@@ -5,13 +5,15 @@
   time (under a CPU quota only a long run's rate counts), and the encoded size of frames;
 - camera: renders a seeded synthetic scene (pedestrians from the count trace walk across a
   textured background), encodes each frame as JPEG and sends it at the camera's rate;
-- detect: keeps only the newest frame it has received (a late detector skips frames, as live
-  video analytics does), detects on it, cuts the pedestrians' crops and sends them to its
-  re-ID instance; at most `window` frames wait for re-ID at once;
-- reid: one instance serves every stream that connects; crops from all of them are batched.
+- edge: every model one device hosts, in one process: per stream mapped here a detector that
+  keeps only the newest frame received (a late detector skips frames, as live video
+  analytics does), detects on it, cuts the pedestrians' crops and sends them to the stream's
+  re-ID instance (at most `window` frames wait for re-ID at once); per re-ID instance placed
+  here a server that batches crops from every stream it serves. One worker takes turns.
 
 Messages: 4-byte length, a JSON header, then header["n"] payload bytes. Every frame becomes
-one trace line at its detector (capture, receive, detection and re-ID times).
+one trace line at its detector (capture, receive, detection and re-ID times), every re-ID
+batch one line too.
 Standard library + numpy + Pillow + torch: boards and images run this file.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import bisect
 import io
 import json
-import queue
+import os
 import socket
 import struct
 import sys
@@ -28,9 +30,18 @@ import threading
 import time
 
 import numpy as np
-import torch
 from PIL import Image
-from video_models import build
+
+torch = None  # imported on first use: a camera never loads it (seconds at a small CPU quota)
+
+
+def _torch():
+    global torch
+    if torch is None:
+        import torch as loaded
+
+        torch = loaded
+    return torch
 
 CROP_SIZE = (64, 128)  # width, height of a crop as the detector cuts it
 REID_INPUT = (256, 128)  # height, width the re-ID model takes
@@ -134,6 +145,9 @@ def count_at(points: list[list[float]], t: float) -> int:
 # ---- the two models' paths -----------------------------------------------------------------
 class Detector:
     def __init__(self, side: int) -> None:
+        from video_models import build
+
+        _torch()
         self.model, self.side = build("ssdlite_mobilenet"), side
 
     def __call__(self, jpeg: bytes) -> Image.Image:
@@ -160,9 +174,12 @@ def crops(img: Image.Image, boxes: list[list[int]], n: int, quality: int,
 
 class Reid:
     def __init__(self) -> None:
+        from video_models import build
+
+        _torch()
         self.model = build("osnet_like")
 
-    def __call__(self, jpegs: list[bytes]) -> torch.Tensor:
+    def __call__(self, jpegs: list[bytes]):
         xs = [torch.from_numpy(np.asarray(Image.open(io.BytesIO(j)).convert("RGB").resize(
             (REID_INPUT[1], REID_INPUT[0])), dtype=np.float32)).permute(2, 0, 1) for j in jpegs]
         with torch.no_grad():
@@ -197,9 +214,10 @@ def profile(cfg: dict) -> dict:
     reid = Reid()
     return {"detect_s": _rate(lambda: det(jpeg), budget),
             "crop_s": _rate(lambda: crops(img, boxes, 1, 80, 20_000), budget / 4),
-            # per crop in a full batch: the rate an instance reaches when re-ID is the
-            # bottleneck (single crops cost ~25% more each)
-            "reid_s": _rate(lambda: reid(batch), budget) / BATCH_MAX, "frame_bytes": frames}
+            # a call of 1 crop and of BATCH_MAX: a fixed cost per call plus one per crop
+            "reid1_s": _rate(lambda: reid(batch[:1]), budget / 2),
+            "reid_batch_s": _rate(lambda: reid(batch), budget), "batch": BATCH_MAX,
+            "frame_bytes": frames}
 
 
 def camera(cfg: dict) -> None:
@@ -209,6 +227,8 @@ def camera(cfg: dict) -> None:
     # every camera starts at the same moment, once every detector is ready (the runner's
     # start time), so streams compete from their first frame as in steady state
     time.sleep(max(0.0, float(cfg.get("start_at", 0)) - time.time()))
+    if time.time() > float(cfg.get("start_at", 0)) + 1.0:
+        print(f"started {time.time() - float(cfg['start_at']):.1f} s late", flush=True)
     records, t_start = [], time.time()
     frame = 0
     while True:
@@ -229,121 +249,124 @@ def camera(cfg: dict) -> None:
     _write(cfg["trace"], records)
 
 
-class Latest:
-    """The newest frame received; older ones not yet taken are skipped (and counted)."""
+class StreamHost:
+    """A stream's detector on this device: the newest frame the camera sent (older ones not
+    yet taken are skipped, as live analytics does), its crops' connection to its re-ID
+    instance, and a record per processed frame."""
 
-    def __init__(self) -> None:
-        self.cond, self.item, self.ended, self.skipped = threading.Condition(), None, False, 0
+    def __init__(self, cfg: dict, work: threading.Condition) -> None:
+        self.cfg, self.work, self.name = cfg, work, cfg["stream"]
+        self.detector = Detector(int(cfg["input"]))  # one loaded model per stream (eq. 5.4)
+        self.srv = listen(int(cfg["port"]))
+        self.latest, self.ended, self.skipped = None, False, 0
+        self.outstanding, self.window = 0, int(cfg.get("window", 2))
+        self.every, self.due = max(1, int(cfg.get("every", 1))), 0.0
+        self.records: dict[int, dict] = {}
+        self.reid: socket.socket | None = None
+        self.closed = False
 
-    def put(self, item) -> None:
-        with self.cond:
-            if self.item is not None:
-                self.skipped += 1
-            self.item = item
-            self.cond.notify()
+    def start(self) -> None:
+        self.reid = connect(self.cfg["reid_ip"], int(self.cfg["reid_port"]), timeout_s=120)
+        send(self.reid, {"hello": self.name})
+        threading.Thread(target=self._receive, daemon=True).start()
+        threading.Thread(target=self._replies, daemon=True).start()
 
-    def end(self) -> None:
-        with self.cond:
-            self.ended = True
-            self.cond.notify()
-
-    def take(self):
-        with self.cond:
-            while self.item is None and not self.ended:
-                self.cond.wait()
-            item, self.item = self.item, None
-            return item
-
-
-def detect(cfg: dict) -> None:
-    torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
-    det = Detector(int(cfg["input"]))
-    srv = listen(int(cfg["port"]))
-    reid = connect(cfg["reid_ip"], int(cfg["reid_port"]), timeout_s=120)
-    send(reid, {"hello": cfg["stream"]})
-    latest, window = Latest(), threading.Semaphore(int(cfg.get("window", 2)))
-    records: dict[int, dict] = {}
-    lock = threading.Lock()
-
-    def receive() -> None:
-        conn, _ = srv.accept()
+    def _receive(self) -> None:
+        conn, _ = self.srv.accept()
         while (msg := recv(conn)) is not None and not msg[0].get("end"):
             msg[0]["t_recv"] = time.time()
-            latest.put(msg)
-        latest.end()
+            with self.work:
+                if self.latest is not None:
+                    self.skipped += 1
+                self.latest = msg
+                self.work.notify()
+        with self.work:
+            self.ended = True
+            self.work.notify()
 
-    def replies() -> None:
-        while (msg := recv(reid)) is not None:
-            with lock:
-                records[msg[0]["frame"]]["t_reid_done"] = time.time()
-            window.release()
+    def _replies(self) -> None:
+        while (msg := recv(self.reid)) is not None:
+            with self.work:
+                self.records[msg[0]["frame"]]["t_reid_done"] = time.time()
+                self.outstanding -= 1
+                self.work.notify()
 
-    threading.Thread(target=receive, daemon=True).start()
-    threading.Thread(target=replies, daemon=True).start()
-    print("ready", flush=True)  # model loaded, listening, connected to its re-ID instance
-    every, due = max(1, int(cfg.get("every", 1))), 0.0
-    while (msg := latest.take()) is not None:
-        head, jpeg = msg
+    def ready(self) -> bool:
+        """A frame waits and its crops would have room in the re-ID window (under the lock)."""
+        return self.latest is not None and self.outstanding < self.window
+
+    def step(self) -> None:
+        with self.work:
+            (head, jpeg), self.latest = self.latest, None
+            skipped = self.skipped
         t0 = time.time()
-        img = det(jpeg)
+        img = self.detector(jpeg)
         t1 = time.time()
-        due += head["count"] / every
-        n = int(due)
-        due -= n
-        rec = {"stream": cfg["stream"], "frame": head["frame"], "t_capture": head["t_capture"],
-               "t_recv": head["t_recv"], "t_detect_start": t0, "t_detect_end": t1,
-               "pedestrians": head["count"], "crops": n, "frame_bytes": len(jpeg),
-               "skipped_before": latest.skipped}
-        with lock:
-            records[head["frame"]] = rec
+        self.due += head["count"] / self.every
+        n = int(self.due)
+        self.due -= n
+        with self.work:
+            self.records[head["frame"]] = {
+                "type": "frame", "stream": self.name, "frame": head["frame"],
+                "t_capture": head["t_capture"], "t_recv": head["t_recv"], "t_detect_start": t0,
+                "t_detect_end": t1, "pedestrians": head["count"], "crops": n,
+                "frame_bytes": len(jpeg), "skipped_before": skipped}
+            if n:
+                self.outstanding += 1
         if n:
-            window.acquire()
-            payload = crops(img, head["boxes"], n, 80, int(cfg["crop_bytes"]))
-            send(reid, {"stream": cfg["stream"], "frame": head["frame"],
-                        "sizes": [len(c) for c in payload]}, b"".join(payload))
-    send(reid, {"end": True})
-    deadline = time.time() + float(cfg.get("drain_s", 20))
-    while time.time() < deadline:
-        with lock:
-            if all("t_reid_done" in r for r in records.values() if r["crops"]):
-                break
-        time.sleep(0.05)
-    with lock:
-        _write(cfg["trace"], sorted(records.values(), key=lambda r: r["frame"]))
+            payload = crops(img, head["boxes"], n, 80, int(self.cfg["crop_bytes"]))
+            send(self.reid, {"stream": self.name, "frame": head["frame"],
+                             "sizes": [len(c) for c in payload]}, b"".join(payload))
+
+    def drained(self) -> bool:
+        """The camera ended and every frame is through; tells the re-ID instance once."""
+        if not self.ended or self.latest is not None:
+            return False
+        if not self.closed:
+            send(self.reid, {"end": True})
+            self.closed = True
+        return self.outstanding == 0
 
 
-def reid_instance(cfg: dict) -> None:
-    torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
-    model, srv = Reid(), listen(int(cfg["port"]))
-    inbox: queue.Queue = queue.Queue()
-    expected, batch_max = int(cfg["clients"]), int(cfg.get("batch_max", BATCH_MAX))
+class ReidHost:
+    """A re-ID instance on this device, serving every stream that connects: crops from all of
+    them are batched (up to BATCH_MAX, or one frame's crops if more)."""
 
-    def serve(conn: socket.socket) -> None:
+    def __init__(self, cfg: dict, work: threading.Condition) -> None:
+        self.id, self.work = int(cfg["id"]), work
+        self.model, self.srv = Reid(), listen(int(cfg["port"]))
+        self.expected, self.closed = int(cfg["clients"]), 0
+        self.inbox: list = []
+        self.batches: list[dict] = []
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        for _ in range(self.expected):
+            conn, _ = self.srv.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
         while (msg := recv(conn)) is not None and not msg[0].get("end"):
             if "hello" not in msg[0]:
-                inbox.put((conn, *msg))
-        inbox.put(None)
+                with self.work:
+                    self.inbox.append((conn, *msg))
+                    self.work.notify()
+        with self.work:
+            self.closed += 1
+            self.work.notify()
 
-    def accept() -> None:
-        for _ in range(expected):
-            conn, _ = srv.accept()
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+    def ready(self) -> bool:
+        return bool(self.inbox)
 
-    threading.Thread(target=accept, daemon=True).start()
-    closed, batches = 0, []
-    while closed < expected:
-        item = inbox.get()
-        got = [item]
-        while sum(len(g[1]["sizes"]) for g in got if g) < batch_max:
-            try:
-                got.append(inbox.get_nowait())
-            except queue.Empty:
-                break
-        closed += sum(1 for g in got if g is None)
-        work = [g for g in got if g is not None]
-        if not work:
-            continue
+    def step(self) -> None:
+        with self.work:
+            work, n = [], 0
+            while self.inbox and (not work or n + len(self.inbox[0][1]["sizes"]) <= BATCH_MAX):
+                work.append(self.inbox.pop(0))
+                n += len(work[-1][1]["sizes"])
         jpegs = []
         for _, head, payload in work:
             at = 0
@@ -351,13 +374,53 @@ def reid_instance(cfg: dict) -> None:
                 jpegs.append(payload[at:at + size])
                 at += size
         t0 = time.time()
-        model(jpegs)
+        self.model(jpegs)
         t1 = time.time()
         for conn, head, _ in work:
             send(conn, {"frame": head["frame"], "t_done": t1})
-        batches.append({"t_start": t0, "t_end": t1, "crops": len(jpegs),
-                        "streams": sorted({h["stream"] for _, h, _ in work})})
-    _write(cfg["trace"], batches)
+        self.batches.append({"type": "batch", "instance": self.id, "t_start": t0, "t_end": t1,
+                             "crops": len(jpegs),
+                             "streams": sorted({h["stream"] for _, h, _ in work})})
+
+    def drained(self) -> bool:
+        return self.closed >= self.expected and not self.inbox
+
+
+def edge(cfg: dict) -> None:
+    """Every model this device hosts, in one process with one worker that takes turns: a frame
+    of each stream whose detector has one, then a batch of each re-ID instance with crops
+    waiting. (Several processes splitting one CPU quota lose about a quarter of it to their
+    contention, measured: one worker keeps the device's work what its profile says.)"""
+    _torch().set_num_threads(max(1, int(cfg.get("threads", 1))))
+    work = threading.Condition()
+    instances = [ReidHost(c, work) for c in cfg["instances"]]
+    for r in instances:
+        r.start()
+    streams = [StreamHost(c, work) for c in cfg["streams"]]
+    for st in streams:
+        st.start()
+    print("ready", flush=True)  # models loaded, listening, connected to the re-ID instances
+    hosts: list = [*streams, *instances]
+    deadline = None
+    while True:
+        did = False
+        for h in hosts:
+            with work:
+                go = h.ready()
+            if go:
+                h.step()
+                did = True
+        with work:
+            if not did:
+                if all(st.drained() for st in streams) and all(r.drained() for r in instances):
+                    break
+                if streams and all(st.ended for st in streams) and deadline is None:
+                    deadline = time.time() + float(cfg.get("drain_s", 30))
+                if deadline is not None and time.time() > deadline:
+                    break  # replies that never came: the records say so
+                work.wait(0.05)
+    rows = [r for st in streams for r in sorted(st.records.values(), key=lambda r: r["frame"])]
+    _write(cfg["trace"], rows + [b for r in instances for b in r.batches])
 
 
 def _write(path: str, rows: list[dict]) -> None:
@@ -371,14 +434,17 @@ def main() -> None:
         cfg = json.load(f)
     role = cfg["role"]
     if role == "profile":
-        torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
+        _torch().set_num_threads(max(1, int(cfg.get("threads", 1))))
         print(json.dumps(profile(cfg)))
     elif role == "camera":
         camera(cfg)
-    elif role == "detect":
-        detect(cfg)
     else:
-        reid_instance(cfg)
+        edge(cfg)
+        # leave without the interpreter's teardown: with daemon threads still blocked in
+        # sockets, torch's shutdown can abort ("terminate called without an active
+        # exception", exit -6) after the trace is written
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -124,10 +124,16 @@ for _name, (_fn, _summary) in STRATEGIES.items():
     register(_name, _strategy(_name), _summary, kind="video")
 
 
-def build(w: Workload, view: NetworkView, detect_s: dict[str, float],
-          reid_s: dict[str, float], frame_bytes: dict[str, float], horizon_s: float,
-          crop_s: dict[str, float] | None = None) -> Problem:
-    """The problem of a workload: `frame_bytes` by camera name, times by device."""
+def reid_costs(profile: dict) -> tuple[float, float]:
+    """(seconds per crop, seconds per call) from a profile's calls of 1 and of `batch` crops."""
+    per_crop = max(0.0, (profile["reid_batch_s"] - profile["reid1_s"]) / (profile["batch"] - 1))
+    return per_crop, max(0.0, profile["reid1_s"] - per_crop)
+
+
+def build(w: Workload, view: NetworkView, profiles: dict[str, dict],
+          frame_bytes: dict[str, float], horizon_s: float) -> Problem:
+    """The problem of a workload: `frame_bytes` by camera name, `profiles` by device (what
+    the program's profile role reports)."""
     streams = []
     for c in w.cameras:
         r = c.spec.tasks.reid
@@ -136,8 +142,11 @@ def build(w: Workload, view: NetworkView, detect_s: dict[str, float],
             c.pedestrians.mean(0.0, horizon_s) / r.every, r.crop_bytes,
             c.spec.tasks.detect.memory * 1_000_000, r.memory * 1_000_000, r.shared))
     memory = {d: view.nodes[d].memory_bytes for d in w.devices}
-    return Problem(tuple(streams), w.devices, dict(detect_s), dict(reid_s), memory, view,
-                   dict(crop_s or {}))
+    reid = {d: reid_costs(profiles[d]) for d in w.devices}
+    return Problem(tuple(streams), w.devices, {d: profiles[d]["detect_s"] for d in w.devices},
+                   {d: reid[d][0] for d in w.devices}, memory, view,
+                   {d: profiles[d]["crop_s"] for d in w.devices},
+                   {d: reid[d][1] for d in w.devices})
 
 
 def frame_key(c) -> str:
@@ -169,6 +178,11 @@ def profile_here(cfg_json: str) -> dict:
         torch.set_num_threads(threads)
 
 
+def scaled(profile: dict, factor: float) -> dict:
+    """A profile's times multiplied by `factor` (a node `factor` times slower)."""
+    return {k: v * factor if k.endswith("_s") else v for k, v in profile.items()}
+
+
 def schedule_offline(topo: Topology, w: Workload, strategy: str,
                      gops_per_core: float | None = None, seed: int = 0) -> Plan:
     from testbed.schedulers.network import DEFAULT_GOPS_PER_CORE
@@ -176,11 +190,10 @@ def schedule_offline(topo: Topology, w: Workload, strategy: str,
     gops = gops_per_core or DEFAULT_GOPS_PER_CORE
     view = NetworkView.from_topology(topo, gops_per_core=gops)
     here = profile_here(json.dumps(profile_config(w), sort_keys=True))
-    scale = {d: gops / view.nodes[d].speed_gops for d in w.devices}
-    problem = build(w, view, {d: here["detect_s"] * scale[d] for d in w.devices},
-                    {d: here["reid_s"] * scale[d] for d in w.devices},
+    problem = build(w, view, {d: scaled(here, gops / view.nodes[d].speed_gops)
+                              for d in w.devices},
                     {c.name: here["frame_bytes"][frame_key(c)] for c in w.cameras},
-                    w.spec.duration, {d: here["crop_s"] * scale[d] for d in w.devices})
+                    w.spec.duration)
     unit = Decidable(w, problem, seed or w.spec.seed, w.spec.duration)
     t0 = time.perf_counter()
     m = decide(strategy, problem, unit.seed)

@@ -38,6 +38,7 @@ from testbed.schedulers.plan import Plan
 
 PROFILE_TIMEOUT_S = 300.0
 COUNTERS_SETTLE_S = 1.0  # see the training kind: OVS adds counts every ~0.5 s
+CAMERA_START_S = 3.0  # cameras (Python, numpy, Pillow at 0.1 core) start together after this
 READY_TIMEOUT_S = 180.0  # loading torch and two models under a small CPU quota
 
 
@@ -84,11 +85,9 @@ class Video(Experiment):
         finally:
             self.processes.stop(list(procs.values()))
         first = self.profiles[self.w.devices[0]]
-        problem = build(self.w, self.profile.view,
-                        {d: p["detect_s"] for d, p in self.profiles.items()},
-                        {d: p["reid_s"] for d, p in self.profiles.items()},
+        problem = build(self.w, self.profile.view, self.profiles,
                         {c.name: first["frame_bytes"][frame_key(c)] for c in self.w.cameras},
-                        self.duration, {d: p["crop_s"] for d, p in self.profiles.items()})
+                        self.duration)
         seed = self.opts.seed if self.opts.seed is not None else self.w.spec.seed
         self.units = [Decidable(self.w, problem, seed, self.duration)]
 
@@ -108,22 +107,26 @@ class Video(Experiment):
         trace = self.out / "traces"
         cams = {c.name: (k, c) for k, c in enumerate(self.w.cameras)}
         serves = {n: [s for s, m in ext.reid.items() if m == n] for n in range(len(ext.instances))}
-        for n, device in enumerate(ext.instances):
-            self.procs[f"reid.{n}"] = self.processes.spawn(device, f"reid.{n}", {
-                "role": "reid", "port": REID_PORT_BASE + n, "clients": len(serves[n]),
-                "threads": self._threads(device), "trace": str(trace / f"reid.{n}.jsonl")})
-        for name, device in ext.detect.items():
-            k, c = cams[name]
-            n = ext.reid[name]
-            self.procs[f"detect.{name}"] = self.processes.spawn(device, f"detect.{name}", {
-                "role": "detect", "stream": name, "port": FRAME_PORT_BASE + k,
-                "input": c.spec.tasks.detect.input, "reid_ip": self.ips[ext.instances[n]],
-                "reid_port": REID_PORT_BASE + n, "every": c.spec.tasks.reid.every,
-                "crop_bytes": c.spec.tasks.reid.crop_bytes, "threads": self._threads(device),
-                "trace": str(trace / f"detect.{name}.jsonl")}, talk=True)
-        if not self._ready([f"detect.{name}" for name in ext.detect]):
+        hosts = sorted({*ext.detect.values(), *ext.instances})
+        for device in hosts:  # one process per device: every model it hosts (see the program)
+            streams = []
+            for name in (s for s, d in ext.detect.items() if d == device):
+                k, c = cams[name]
+                n = ext.reid[name]
+                streams.append({
+                    "stream": name, "port": FRAME_PORT_BASE + k,
+                    "input": c.spec.tasks.detect.input, "reid_ip": self.ips[ext.instances[n]],
+                    "reid_port": REID_PORT_BASE + n, "every": c.spec.tasks.reid.every,
+                    "crop_bytes": c.spec.tasks.reid.crop_bytes})
+            instances = [{"id": n, "port": REID_PORT_BASE + n, "clients": len(serves[n])}
+                         for n, d in enumerate(ext.instances) if d == device]
+            self.procs[f"edge.{device}"] = self.processes.spawn(device, f"edge.{device}", {
+                "role": "edge", "threads": self._threads(device), "streams": streams,
+                "instances": instances, "trace": str(trace / f"edge.{device}.jsonl")},
+                talk=True)
+        if not self._ready([f"edge.{d}" for d in hosts]):
             return
-        start_at = time.time() + 1.0
+        start_at = time.time() + CAMERA_START_S
         for name, device in ext.detect.items():
             k, c = cams[name]
             self.procs[f"camera.{name}"] = self.processes.spawn(c.spec.source, f"camera.{name}", {
@@ -135,8 +138,9 @@ class Video(Experiment):
                 "trace": str(trace / f"camera.{name}.jsonl")})
 
     def _ready(self, labels: list[str]) -> bool:
-        """Wait until every detector says it is ready (its model loaded, its re-ID instance
-        reached); a process that dies or stays silent fails the run with its log's last line."""
+        """Wait until every device process says it is ready (its models loaded, its streams'
+        re-ID instances reached); one that dies or stays silent fails the run with its log's
+        last line."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         for label in labels:
             proc = self.procs[label]
@@ -194,8 +198,9 @@ class Video(Experiment):
 
     def write(self) -> pd.DataFrame:
         ext = self.decision
-        frames = pd.DataFrame([r for c in self.w.cameras
-                               for r in self._trace(f"detect.{c.name}.jsonl")])
+        hosted = [r for d in self.w.devices for r in self._trace(f"edge.{d}.jsonl")]
+        frames = pd.DataFrame([{k: v for k, v in r.items() if k != "type"} for r in hosted
+                               if r.get("type") == "frame"])
         if not frames.empty:
             done = frames["t_reid_done"] if "t_reid_done" in frames else float("nan")
             frames["t_done"] = frames["t_detect_end"].where(frames["crops"] == 0, done)
@@ -254,9 +259,9 @@ class Video(Experiment):
         jobs = pd.DataFrame(rows)
         jobs.to_csv(self.out / "jobs.csv", index=False)
         frames.to_csv(self.out / "frames.csv", index=False)
-        batches = [{"instance": n, "device": d, **b, "streams": " ".join(b["streams"])}
-                   for n, d in enumerate(ext.instances if ext else [])
-                   for b in self._trace(f"reid.{n}.jsonl")]
+        batches = [{**b, "device": ext.instances[b["instance"]],
+                    "streams": " ".join(b["streams"])} for b in hosted
+                   if b.get("type") == "batch"]
         pd.DataFrame(batches).to_csv(self.out / "reid.csv", index=False)
         (self.out / "profiles.json").write_text(json.dumps(self.profiles, indent=1))
         return jobs

@@ -42,6 +42,13 @@ class Problem:
     memory: dict[str, int]  # bytes
     view: NetworkView = field(repr=False)
     crop_s: dict[str, float] = field(default_factory=dict)  # cutting one crop at the detector
+    reid_call_s: dict[str, float] = field(default_factory=dict)  # per re-ID call, beyond crops
+
+    def reid_frame_s(self, s: Stream, j: str) -> float:
+        """CPU seconds of one frame's re-ID on j: its crops, and one call per frame that has
+        any (a frame with c < 1 crops on average has them in a fraction c of frames)."""
+        c = s.crops_per_frame
+        return self.reid_s[j] * c + self.reid_call_s.get(j, 0.0) * min(1.0, c)
 
     def detect_frame_s(self, s: Stream, i: str) -> float:
         """CPU seconds of one frame at its detector: detection and cutting its crops."""
@@ -83,7 +90,7 @@ def frame_terms(p: Problem, s: Stream, i: str, j: str) -> dict[str, float]:
     """Eq. 5.2's four terms (seconds) for one frame of `s`, detected on i, re-identified on j."""
     return {"transfer_s": p.transfer_s(s.frame_bytes, s.source, i),
             "detect_s": p.detect_frame_s(s, i),
-            "reid_s": s.crops_per_frame * p.reid_s[j],
+            "reid_s": p.reid_frame_s(s, j),
             "offload_s": p.transfer_s(s.crops_per_frame * s.crop_bytes, i, j)}
 
 
@@ -97,7 +104,7 @@ def predict_fps(p: Problem, m: Mapping) -> dict[str, float]:
     for n in names:
         s, i, j = by[n], m.detect[n], m.instances[m.reid[n]]
         u = {("cpu", i): s.fps * p.detect_frame_s(s, i)}
-        u[("cpu", j)] = u.get(("cpu", j), 0.0) + s.fps * s.crops_per_frame * p.reid_s[j]
+        u[("cpu", j)] = u.get(("cpu", j), 0.0) + s.fps * p.reid_frame_s(s, j)
         for a, b, nbytes in ((s.source, i, s.frame_bytes), (i, j, s.crops_per_frame *
                                                               s.crop_bytes)):
             if a != b and nbytes > 0:

@@ -83,7 +83,7 @@ def _map_fastest(st: _State, s: Stream, rng: random.Random) -> str | None:
 def _reid_cost(st: _State, s: Stream, i: str, j: str) -> float:
     crops = s.crops_per_frame
     return (st.shared_transfer_s(crops * s.crop_bytes, i, j)
-            + st.stretched(j, crops * st.p.reid_s[j], s.fps * crops * st.p.reid_s[j]))
+            + st.stretched(j, st.p.reid_frame_s(s, j), s.fps * st.p.reid_frame_s(s, j)))
 
 
 def _reid_local(st: _State, s: Stream, i: str) -> int | None:
@@ -144,7 +144,7 @@ def _two_stages(map_fn: MapFn, reid_fn: ReidFn) -> Callable[[Problem, int], Mapp
             if len(st.instances) > before:
                 st.memory[j] -= s.reid_memory
             st.reid[s.name] = n
-            st.cpu[j] += s.fps * s.crops_per_frame * p.reid_s[j]
+            st.cpu[j] += s.fps * p.reid_frame_s(s, j)
             st.carry(i, j)
         used = sorted(set(st.reid.values()))
         renumber = {old: new for new, old in enumerate(used)}
