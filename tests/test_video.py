@@ -259,7 +259,7 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     assert (c1[c1.t_s < 4.5].crops == 0).all() and (c1[c1.t_s > 5.5].crops == 3).all()
     assert (frames[frames.stream == "c2"].crops == 2).all()
     for job in ("c1", "c2"):  # the model's frame rate beside the measured one
-        assert 0.75 <= jobs.fidelity[job] <= 1.25, jobs.loc[job].to_dict()
+        assert 0.7 <= jobs.fidelity[job] <= 1.3, jobs.loc[job].to_dict()
         assert jobs.latency_ms_p50[job] > jobs.detect_ms_p50[job] > 0
     flows = pd.read_csv(out / "flows.csv")
     sent = {c: sum(r["bytes"] for r in map(json.loads, (out / "traces" / f"camera.{c}.jsonl")

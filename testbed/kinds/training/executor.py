@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from typing import Any
 
 import pandas as pd
 
 from testbed.errors import InputError, NetworkError
-from testbed.experiment.enforce import FlowSet
-from testbed.experiment.loop import Experiment
+from testbed.experiment.single import SingleUnit
 from testbed.kinds.streams.wiring import tc_rate_mbit
 from testbed.kinds.training.decision import Decidable, TrainingDecision
 from testbed.kinds.training.problem import BlockProfile, build
@@ -29,13 +27,11 @@ from testbed.routing import FlowSpec
 from testbed.schedulers.plan import Plan
 
 PROFILE_TIMEOUT_S = 600.0
-# Open vSwitch's userspace datapath adds packet counts to the OpenFlow counters about every
-# 0.5 s: flows are removed (and their bytes recorded) once the last packets are counted
-COUNTERS_SETTLE_S = 1.0
 
 
-class Training(Experiment):
+class Training(SingleUnit):
     kind = "training"
+    unit_name = "training"
     program = "split_train.py"
 
     def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
@@ -47,13 +43,10 @@ class Training(Experiment):
                         for lk in ledger.topology["links"]}
         self.block_profiles: dict[str, BlockProfile] = {}
         self.decision: TrainingDecision | None = None
-        self.fs = FlowSet("training", [])
         self.server_mode = opts.server_mode or self.w.spec.server_mode
         if self.server_mode not in SERVER_MODES:
             raise InputError(f"--server-mode {self.server_mode!r}: use one of "
                              f"{', '.join(SERVER_MODES)}")
-        self.procs: dict[str, subprocess.Popen] = {}  # label -> process
-        self.status, self.reason = "waiting", ""
 
     def _threads(self, node: str) -> int:
         return max(1, round(self.cores[node]))
@@ -122,50 +115,12 @@ class Training(Experiment):
                 "port": ports[d], "server_ip": self.ips[spec.server], "seed": i,
                 "threads": self._threads(d), "trace": str(trace / f"device.{d}.jsonl")})
 
-    def poll(self) -> set[str]:
-        if self.status != "running":
-            return {self.w.name} if self.status == "failed" else set()
-        codes = {label: p.poll() for label, p in self.procs.items()}
-        bad = [label for label, c in codes.items() if c not in (None, 0)]
-        if bad:
-            self.stop_unit(self.w.name, "failed", f"{bad[0]} exited with {codes[bad[0]]}: "
-                           f"{self.processes.last_log_line(bad[0])}")
-            return {self.w.name}
-        if all(c == 0 for c in codes.values()):
-            self.status = "done"
-            time.sleep(COUNTERS_SETTLE_S)
-            self.enforcer.release(self.fs)
-            return {self.w.name}
-        return set()
-
-    def running(self) -> list[str]:
-        return [self.w.name] if self.status == "running" else []
-
-    def stop_unit(self, name: str, status: str, reason: str) -> None:
-        self.processes.stop(list(self.procs.values()))
-        self.status, self.reason = status, reason
-        self.enforcer.release(self.fs)
-
-    def not_placed(self, units: list) -> None:
-        self.status, self.reason = "not placed", "the strategy placed nothing"
-
-    def flow_sets(self) -> list[FlowSet]:
-        return [self.fs]
-
-    def close(self) -> None:
-        self.processes.stop(list(self.procs.values()))
-
     # ---- results ---------------------------------------------------------------------------
-    def _trace(self, name: str) -> list[dict]:
-        path = self.out / "traces" / name
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
     def write(self) -> pd.DataFrame:
         ext, spec = self.decision, self.w.spec
-        server = pd.DataFrame(self._trace("server.jsonl"))
-        dev = pd.DataFrame([r for d in self.w.devices for r in self._trace(f"device.{d}.jsonl")])
+        server = pd.DataFrame(self.read_trace("server.jsonl"))
+        dev = pd.DataFrame([r for d in self.w.devices
+                            for r in self.read_trace(f"device.{d}.jsonl")])
         drows, rrows = [], []
         if ext is not None and not server.empty:
             srv = server.set_index(["device", "round"])

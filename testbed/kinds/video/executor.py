@@ -20,8 +20,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.errors import NetworkError
-from testbed.experiment.enforce import FlowSet
-from testbed.experiment.loop import Experiment
+from testbed.experiment.single import SingleUnit
 from testbed.kinds.video.decision import (
     FRAME_PORT_BASE,
     REID_PORT_BASE,
@@ -37,13 +36,14 @@ from testbed.routing import FlowSpec
 from testbed.schedulers.plan import Plan
 
 PROFILE_TIMEOUT_S = 300.0
-COUNTERS_SETTLE_S = 1.0  # see the training kind: OVS adds counts every ~0.5 s
 CAMERA_START_S = 3.0  # cameras (Python, numpy, Pillow at 0.1 core) start together after this
 READY_TIMEOUT_S = 180.0  # loading torch and two models under a small CPU quota
 
 
-class Video(Experiment):
+class Video(SingleUnit):
     kind = "video"
+    unit_name = "video"
+    not_placed_reason = "the strategy placed no stream"
     program = "video_pipeline.py"
 
     def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
@@ -54,9 +54,6 @@ class Video(Experiment):
         self.duration = opts.duration_s or self.w.spec.duration
         self.profiles: dict[str, dict] = {}
         self.decision: VideoDecision | None = None
-        self.fs = FlowSet("video", [])
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.status, self.reason = "waiting", ""
 
     def _threads(self, node: str) -> int:
         return max(1, round(self.cores[node]))
@@ -156,49 +153,10 @@ class Video(Experiment):
                 return False
         return True
 
-    def poll(self) -> set[str]:
-        if self.status != "running":
-            return {self.w.name} if self.status == "failed" else set()
-        codes = {label: p.poll() for label, p in self.procs.items()}
-        bad = [label for label, c in codes.items() if c not in (None, 0)]
-        if bad:
-            self.stop_unit(self.w.name, "failed", f"{bad[0]} exited with {codes[bad[0]]}: "
-                           f"{self.processes.last_log_line(bad[0])}")
-            return {self.w.name}
-        if all(c == 0 for c in codes.values()):
-            self.status = "done"
-            time.sleep(COUNTERS_SETTLE_S)
-            self.enforcer.release(self.fs)
-            return {self.w.name}
-        return set()
-
-    def running(self) -> list[str]:
-        return [self.w.name] if self.status == "running" else []
-
-    def stop_unit(self, name: str, status: str, reason: str) -> None:
-        self.processes.stop(list(self.procs.values()))
-        self.status, self.reason = status, reason
-        self.enforcer.release(self.fs)
-
-    def not_placed(self, units: list) -> None:
-        self.status, self.reason = "not placed", "the strategy placed no stream"
-
-    def flow_sets(self) -> list[FlowSet]:
-        return [self.fs]
-
-    def close(self) -> None:
-        self.processes.stop(list(self.procs.values()))
-
     # ---- results ---------------------------------------------------------------------------
-    def _trace(self, name: str) -> list[dict]:
-        path = self.out / "traces" / name
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
     def write(self) -> pd.DataFrame:
         ext = self.decision
-        hosted = [r for d in self.w.devices for r in self._trace(f"edge.{d}.jsonl")]
+        hosted = [r for d in self.w.devices for r in self.read_trace(f"edge.{d}.jsonl")]
         frames = pd.DataFrame([{k: v for k, v in r.items() if k != "type"} for r in hosted
                                if r.get("type") == "frame"])
         if not frames.empty:
@@ -215,7 +173,7 @@ class Video(Experiment):
                 frames["crops"] > 0) * 1000
         rows = []
         for c in self.w.cameras:
-            sent = self._trace(f"camera.{c.name}.jsonl")
+            sent = self.read_trace(f"camera.{c.name}.jsonl")
             mine = frames[frames["stream"] == c.name] if not frames.empty else frames
             warm = min(WARMUP_S, self.duration / 2)  # the window the prediction covers
             steady = mine[(mine["t_s"] >= warm) & (mine["t_s"] < self.duration)] \

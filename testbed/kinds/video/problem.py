@@ -4,8 +4,9 @@ seconds per frame (detection) and per crop (re-identification) and its memory, p
 nodes the goodput of the route between them.
 
 Costs follow eq. 5.2 for one frame of stream k detected on device i and re-identified on j:
-    T_ik (frame transfer) + CL1/PS_i (detection) + CL2/PS_j (re-ID of the frame's crops)
-    + D12/R_ij (crops to j, when j != i).
+    T_ik (frame transfer) + CL1/PS_i (detection, cutting the crops) + CL2/PS_j (one re-ID
+    call on the frame's crops) + D12/R_ij (crops to j, when j != i),
+with CL/PS as seconds profiled on each device at its CPU quota.
 Throughput (frames per second per stream) is predicted by max-min fair filling: every stream's
 frame rate rises in proportion to its camera's until a device's CPU or a link is full; the
 streams using it stop there and the others go on (how CFS and TCP share when all are busy).
