@@ -171,10 +171,11 @@ def test_a_workload_file_names_its_kind_and_unknown_or_unbuilt_kinds_are_refused
     assert kind_of("w.yaml", "kind: streams\n" + JOBS).executor.kind == "streams"
     assert kind_of("w.yaml", "kind: requests\n").executor.kind == "requests"
     assert kind_of("w.yaml", "kind: training\n").executor.kind == "training"
+    assert kind_of("w.yaml", "kind: video\n").executor.kind == "video"
     with pytest.raises(InputError, match="kind: 'nonsense' is not a workload kind.*fix: use one "
                                          "of streams, training, requests"):
         kind_of("w.yaml", "kind: nonsense\n")
-    assert set(KINDS) == {"streams", "requests", "training"}
+    assert set(KINDS) == {"streams", "requests", "training", "video"}
     topo = loads(TOPO)  # the streams model accepts its own kind line
     assert len(loads_jobs("kind: streams\n" + JOBS, "w.yaml", topo).jobs) == 1
 
@@ -183,7 +184,7 @@ def test_a_scheduler_of_another_workload_kind_is_refused():
     from testbed.errors import InputError
     from testbed.schedulers import REGISTRY
 
-    assert {e.kind for e in REGISTRY.values()} == {"streams", "requests", "training"}
+    assert {e.kind for e in REGISTRY.values()} == {"streams", "requests", "training", "video"}
     assert get("otfa", "streams") is REGISTRY["otfa"].fn
     assert get("ilp:50ms", "requests") is REGISTRY["ilp"].fn  # the argument is the policy's
     with pytest.raises(InputError, match="takes no argument"):
