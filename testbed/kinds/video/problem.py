@@ -58,12 +58,6 @@ class Problem:
     def route(self, a: str, b: str) -> tuple[str, ...]:
         return self.view.shortest_path(a, b)
 
-    def goodput_mbit(self, a: str, b: str) -> float:
-        """Bottleneck goodput of the route a -> b (inf on the same node)."""
-        if a == b:
-            return float("inf")
-        return min(self.view.links[lk] for lk in path_links(self.route(a, b)))
-
     def transfer_s(self, nbytes: float, a: str, b: str, share: dict | None = None) -> float:
         """Store-and-forward pipelined: the bytes at the bottleneck's rate plus one frame per
         other hop. `share` (link -> streams already on it) divides each link's rate."""

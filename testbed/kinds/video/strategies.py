@@ -36,7 +36,6 @@ class _State:
     detect: dict[str, str] = field(default_factory=dict)
     reid: dict[str, int] = field(default_factory=dict)
     instances: list[str] = field(default_factory=list)
-    reid_model: dict[int, str] = field(default_factory=dict)
 
     def shared_transfer_s(self, nbytes: float, a: str, b: str) -> float:
         return self.p.transfer_s(nbytes, a, b, self.flows)
