@@ -86,7 +86,11 @@ def hops_toward(adjacency: dict[str, list[str]], order: dict[str, int], dst: str
 def shortest_path(adjacency: dict[str, list[str]], order: dict[str, int], src: str, dst: str,
                   ) -> tuple[str, ...]:
     """The shortest path from src to dst as the controller routes it by default."""
-    hops = hops_toward(adjacency, order, dst)
+    return follow(hops_toward(adjacency, order, dst), src, dst)
+
+
+def follow(hops: dict[str, str], src: str, dst: str) -> tuple[str, ...]:
+    """The path from src along `hops` (a tree toward dst, from hops_toward)."""
     path = [src]
     while path[-1] != dst:
         path.append(hops[path[-1]])

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import networkx as nx
+import numpy as np
 
+from testbed.routing import follow, hops_toward
 from testbed.routing import shortest_path as routed_path
 from testbed.topology.model import Topology
 
@@ -84,8 +86,57 @@ class NetworkView:
             self._paths[key] = [first, *others]
         return self._paths[key]
 
+    @cached_property
+    def _toward(self) -> dict[str, dict[str, str]]:
+        return {}
+
     def shortest_path(self, src: str, dst: str) -> tuple[str, ...]:
-        return self.paths(src, dst)[0]
+        """The controller's default route (the first of `paths`), without the search for
+        alternatives: one tree toward each destination, kept."""
+        if dst not in self._toward:
+            self._toward[dst] = hops_toward(*self._adjacency, dst)
+        return follow(self._toward[dst], src, dst)
+
+    @cached_property
+    def link_number(self) -> dict[tuple[str, str], int]:
+        """Each link's position in `links`: lets schedulers keep per-link arrays."""
+        return {lk: n for n, lk in enumerate(self.links)}
+
+    @cached_property
+    def _link_routes(self) -> dict:
+        return {}
+
+    def link_routes(self, dst: str) -> dict[str, tuple[int, ...]]:
+        """For every node that reaches dst: the link numbers of its shortest path there (the
+        same path as shortest_path), all found in one walk of the tree toward dst."""
+        if dst not in self._link_routes:
+            self.shortest_path(dst, dst)
+            hops, num = self._toward[dst], self.link_number
+            out: dict[str, tuple[int, ...]] = {dst: ()}
+
+            def walk(n: str) -> tuple[int, ...]:
+                if n not in out:
+                    nxt = hops[n]
+                    out[n] = (num[link_key(n, nxt)], *walk(nxt))
+                return out[n]
+
+            for n in hops:
+                walk(n)
+            self._link_routes[dst] = out
+        return self._link_routes[dst]
+
+    def route_matrix(self, src: str, dsts: tuple[str, ...]) -> np.ndarray:
+        """Link numbers of the routes from src to each of dsts, one column each (hop n in row
+        n), padded with len(links) (a link that is not there): per-link arrays then price all
+        routes at once."""
+        key = (src, dsts)
+        if key not in self._link_routes:
+            rows = [self.link_routes(d)[src] for d in dsts]
+            width = max(1, *(len(r) for r in rows))
+            pad = len(self.links)
+            self._link_routes[key] = np.array([(*r, *(pad,) * (width - len(r)))
+                                               for r in rows]).T.copy()
+        return self._link_routes[key]
 
     @cached_property
     def mean_bw_mbit(self) -> float:

@@ -15,6 +15,7 @@ streams using it stop there and the others go on (how CFS and TCP share when all
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from testbed.schedulers.network import NetworkView, path_links
 
@@ -44,6 +45,11 @@ class Problem:
     view: NetworkView = field(repr=False)
     crop_s: dict[str, float] = field(default_factory=dict)  # cutting one crop at the detector
     reid_call_s: dict[str, float] = field(default_factory=dict)  # per re-ID call, beyond crops
+
+    @cached_property
+    def device_index(self) -> dict[str, int]:
+        """Each device's position in `devices`."""
+        return {d: n for n, d in enumerate(self.devices)}
 
     def reid_frame_s(self, s: Stream, j: str) -> float:
         """CPU seconds of one frame's re-ID on j: its crops, and one call per frame that has

@@ -21,35 +21,80 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from testbed.kinds.video.problem import Mapping, Problem, Stream
-from testbed.schedulers.network import path_links
+import numpy as np
+
+from testbed.kinds.video.problem import FRAME_BITS, Mapping, Problem, Stream
 
 KNEE = 0.95  # processor-sharing stretch 1 / (1 - load) up to here, then its tangent
 
 
 @dataclass
 class _State:
+    """What is assigned so far, as arrays over the devices (in `p.devices` order) so that a
+    stream's cost on every device is a few array operations: 100 streams on 50 devices are
+    decided in milliseconds."""
+
     p: Problem
-    memory: dict[str, int]
-    cpu: dict[str, float]  # CPU-seconds per second assigned to each device
-    flows: dict[tuple[str, str], int] = field(default_factory=dict)  # streams per link
+    memory: np.ndarray  # bytes left per device
+    cpu: np.ndarray  # CPU-seconds per second assigned to each device
+    det_s: np.ndarray  # per device: one frame's detection
+    crop_s: np.ndarray
+    reid_s: np.ndarray  # one crop's re-ID
+    call_s: np.ndarray  # one re-ID call beyond its crops
+    cap: np.ndarray  # Mbit/s per link
+    slow: np.ndarray  # seconds per Mbit on each link's share left (streams on it + 1), 0 at
+    #                   the end (the padding of route matrices)
+    on_link: np.ndarray  # streams already on each link
     detect: dict[str, str] = field(default_factory=dict)
     reid: dict[str, int] = field(default_factory=dict)
     instances: list[str] = field(default_factory=list)
+    instance_at: list[int] = field(default_factory=list)  # their devices' positions
 
-    def shared_transfer_s(self, nbytes: float, a: str, b: str) -> float:
-        return self.p.transfer_s(nbytes, a, b, self.flows)
+    @classmethod
+    def start(cls, p: Problem) -> _State:
+        devs = p.devices
+        links = list(p.view.links)
+        return cls(p, np.array([p.memory[d] for d in devs], dtype=float), np.zeros(len(devs)),
+                   np.array([p.detect_s[d] for d in devs]),
+                   np.array([p.crop_s.get(d, 0.0) for d in devs]),
+                   np.array([p.reid_s[d] for d in devs]),
+                   np.array([p.reid_call_s.get(d, 0.0) for d in devs]),
+                   np.array([p.view.links[lk] for lk in links]),
+                   np.array([1 / p.view.links[lk] for lk in links] + [0.0]),
+                   np.zeros(len(links)))
 
-    def stretched(self, device: str, seconds: float, demand: float) -> float:
-        load = self.cpu[device] + demand
-        if load < KNEE:
+    def index(self, device: str) -> int:
+        return self.p.device_index[device]
+
+    def transfer_all(self, nbytes: float, a: str) -> np.ndarray:
+        """Problem.transfer_s from a to every device, each link's rate divided among the
+        streams already on it."""
+        if nbytes <= 0:
+            return np.zeros(len(self.p.devices))
+        per_mbit = self.slow[self.p.view.route_matrix(a, self.p.devices)]
+        # the bytes at the slowest link's rate, one Ethernet frame at each other link's
+        return ((nbytes * 8 - FRAME_BITS) / 1e6 * np.maximum.reduce(per_mbit)
+                + FRAME_BITS / 1e6 * np.add.reduce(per_mbit))
+
+    def detect_frame_all(self, s: Stream) -> np.ndarray:
+        return self.det_s + s.crops_per_frame * self.crop_s
+
+    def reid_frame_all(self, s: Stream) -> np.ndarray:
+        c = s.crops_per_frame
+        return self.reid_s * c + self.call_s * min(1.0, c)
+
+    def stretched(self, seconds: np.ndarray, demand: np.ndarray) -> np.ndarray:
+        load = self.cpu + demand
+        if load.max() < KNEE:
             return seconds / (1 - load)
-        return seconds * (1 / (1 - KNEE) + (load - KNEE) / (1 - KNEE) ** 2)
+        below = seconds / np.maximum(1 - load, 1 - KNEE)
+        past = seconds * (1 / (1 - KNEE) + (load - KNEE) / (1 - KNEE) ** 2)
+        return np.where(load < KNEE, below, past)
 
     def carry(self, a: str, b: str) -> None:
-        if a != b:
-            for lk in path_links(self.p.route(a, b)):
-                self.flows[lk] = self.flows.get(lk, 0) + 1
+        for n in self.p.view.link_routes(b)[a]:
+            self.on_link[n] += 1
+            self.slow[n] = (1 + self.on_link[n]) / self.cap[n]
 
 
 def _heaviest_first(p: Problem) -> list[Stream]:
@@ -58,35 +103,40 @@ def _heaviest_first(p: Problem) -> list[Stream]:
     return sorted(p.streams, key=lambda s: (-s.fps * (det + s.crops_per_frame * reid), s.name))
 
 
+def _best(cost: np.ndarray, fits: np.ndarray, p: Problem) -> str | None:
+    """The device with the least cost among those that fit (the first one on ties)."""
+    if not fits.any():
+        return None
+    return p.devices[int(np.argmin(np.where(fits, cost, np.inf)))]
+
+
 # ---- stage 1: where a stream's frames go ------------------------------------------------------
 def _map_random(st: _State, s: Stream, rng: random.Random) -> str | None:
-    fits = [d for d in st.p.devices if st.memory[d] >= s.detect_memory]
+    fits = [d for d, m in zip(st.p.devices, st.memory, strict=True) if m >= s.detect_memory]
     return rng.choice(fits) if fits else None
 
 
 def _map_nearest(st: _State, s: Stream, rng: random.Random) -> str | None:
-    fits = [d for d in st.p.devices if st.memory[d] >= s.detect_memory]
-    return min(fits, key=lambda d: st.shared_transfer_s(s.frame_bytes, s.source, d),
-               default=None)
+    return _best(st.transfer_all(s.frame_bytes, s.source), st.memory >= s.detect_memory, st.p)
 
 
 def _map_fastest(st: _State, s: Stream, rng: random.Random) -> str | None:
     """Algorithm 7, stage 1: least frame transfer + detection time."""
-    fits = [d for d in st.p.devices if st.memory[d] >= s.detect_memory]
-    return min(fits, key=lambda d: st.shared_transfer_s(s.frame_bytes, s.source, d)
-               + st.stretched(d, st.p.detect_frame_s(s, d), s.fps * st.p.detect_frame_s(s, d)),
-               default=None)
+    det = st.detect_frame_all(s)
+    cost = st.transfer_all(s.frame_bytes, s.source) + st.stretched(det, s.fps * det)
+    return _best(cost, st.memory >= s.detect_memory, st.p)
 
 
 # ---- stage 2: which re-ID instance serves it --------------------------------------------------
-def _reid_cost(st: _State, s: Stream, i: str, j: str) -> float:
-    crops = s.crops_per_frame
-    return (st.shared_transfer_s(crops * s.crop_bytes, i, j)
-            + st.stretched(j, st.p.reid_frame_s(s, j), s.fps * st.p.reid_frame_s(s, j)))
+def _reid_cost(st: _State, s: Stream, i: str) -> np.ndarray:
+    """Per device j: the frame's crops from i to j and their re-ID there (eq. 5.9)."""
+    reid = st.reid_frame_all(s)
+    return (st.transfer_all(s.crops_per_frame * s.crop_bytes, i)
+            + st.stretched(reid, s.fps * reid))
 
 
 def _reid_local(st: _State, s: Stream, i: str) -> int | None:
-    if st.memory[i] >= s.reid_memory:
+    if st.memory[st.index(i)] >= s.reid_memory:
         return _deploy(st, i)
     if s.shared:
         mine = [n for n, d in enumerate(st.instances) if d == i]
@@ -97,17 +147,18 @@ def _reid_local(st: _State, s: Stream, i: str) -> int | None:
 def _reid_offload(st: _State, s: Stream, i: str) -> int | None:
     """Algorithm 7, stage 2: a new instance on the device with the least crop transfer +
     re-ID time; when no device has memory for one, reuse a deployed instance (eq. 5.9)."""
-    fits = [d for d in st.p.devices if st.memory[d] >= s.reid_memory]
-    if fits:
-        return _deploy(st, min(fits, key=lambda j: _reid_cost(st, s, i, j)))
+    cost = _reid_cost(st, s, i)
+    j = _best(cost, st.memory >= s.reid_memory, st.p)
+    if j is not None:
+        return _deploy(st, j)
     if s.shared and st.instances:
-        return min(range(len(st.instances)),
-                   key=lambda n: _reid_cost(st, s, i, st.instances[n]))
+        return int(np.argmin(cost[st.instance_at]))
     return None
 
 
 def _deploy(st: _State, device: str) -> int:
     st.instances.append(device)
+    st.instance_at.append(st.index(device))
     return len(st.instances) - 1
 
 
@@ -118,16 +169,15 @@ ReidFn = Callable[[_State, Stream, str], "int | None"]
 def _two_stages(map_fn: MapFn, reid_fn: ReidFn) -> Callable[[Problem, int], Mapping]:
     def strategy(p: Problem, seed: int = 0) -> Mapping:
         rng = random.Random(seed)
-        st = _State(p, dict(p.memory), {d: 0.0 for d in p.devices})
-        order = _heaviest_first(p)
+        st = _State.start(p)
         mapped = []
-        for s in order:  # stage 1
+        for s in _heaviest_first(p):  # stage 1
             i = map_fn(st, s, rng)
             if i is None:
                 continue
             st.detect[s.name] = i
-            st.memory[i] -= s.detect_memory
-            st.cpu[i] += s.fps * p.detect_frame_s(s, i)
+            st.memory[st.index(i)] -= s.detect_memory
+            st.cpu[st.index(i)] += s.fps * p.detect_frame_s(s, i)
             st.carry(s.source, i)
             mapped.append(s)
         for s in mapped:  # stage 2
@@ -136,14 +186,14 @@ def _two_stages(map_fn: MapFn, reid_fn: ReidFn) -> Callable[[Problem, int], Mapp
             n = reid_fn(st, s, i)
             if n is None:  # no re-ID anywhere: the stream cannot run; give back its detector
                 del st.detect[s.name]
-                st.memory[i] += s.detect_memory
-                st.cpu[i] -= s.fps * p.detect_frame_s(s, i)
+                st.memory[st.index(i)] += s.detect_memory
+                st.cpu[st.index(i)] -= s.fps * p.detect_frame_s(s, i)
                 continue
             j = st.instances[n]
             if len(st.instances) > before:
-                st.memory[j] -= s.reid_memory
+                st.memory[st.index(j)] -= s.reid_memory
             st.reid[s.name] = n
-            st.cpu[j] += s.fps * p.reid_frame_s(s, j)
+            st.cpu[st.index(j)] += s.fps * p.reid_frame_s(s, j)
             st.carry(i, j)
         used = sorted(set(st.reid.values()))
         renumber = {old: new for new, old in enumerate(used)}
