@@ -507,7 +507,11 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
              plugin: PluginOpt = None,
              allow_changes: Annotated[bool, typer.Option(
                  help="resume a changed campaign: run the trials it now defines beside the "
-                      "recorded rows")] = False) -> None:
+                      "recorded rows")] = False,
+             cluster: Annotated[str | None, typer.Option(
+                 help="run the trials on a Ray cluster: HEAD:6379, or auto for the one "
+                      "started on this machine (README, 'Campaigns on a cluster')")] = None,
+             ) -> None:
     """Run a sweep: grid x repetitions, one row per trial in OUT/<name>/trials.csv.
     Exit code 1 when any trial failed or was partial."""
     from pathlib import Path
@@ -538,7 +542,7 @@ def campaign(file: Annotated[str, typer.Argument(help="campaign YAML")],
 
         trials = api.campaign(file, resume=resume, jobs=jobs, progress=progress,
                               allow_changes=allow_changes, root=Path(out_root),
-                              retry_failed=retry_failed)
+                              retry_failed=retry_failed, cluster=cluster)
     failed = sum(b.startswith("failed") for b in bad)
     out.print(f"{len(trials)} trials run: {len(trials) - len(bad)} done, "
               f"{len(bad) - failed} partial, {failed} failed"

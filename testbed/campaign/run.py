@@ -45,11 +45,12 @@ def changes(before: dict, now: dict) -> list[str]:
 
 def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run: bool = False,
                  root: Path = Path("results"), allow_changes: bool = False,
-                 retry_failed: bool = False,
+                 retry_failed: bool = False, cluster: str | None = None,
                  progress: Progress = lambda done, total, trial, row: None) -> list[Trial]:
     """Runs the campaign's pending trials; returns them (with --dry-run: only lists them).
     `retry_failed` (implies resume) runs failed trials again; their old rows move to
-    failed_attempts.csv."""
+    failed_attempts.csv. `cluster` (a Ray address, or `auto`) runs the trials on that cluster's
+    hosts (testbed/campaign/cluster.py)."""
     campaign = load_campaign(path)
     out = results_dir(campaign, Path(root))
     table = out / "trials.csv"
@@ -76,41 +77,57 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
     pending = [t for t in campaign.trials if t.id not in done]
     if dry_run:
         return pending
+    mode, compute = campaign.spec.mode, campaign.spec.compute
+    if cluster:
+        from testbed.campaign import cluster as on_ray
+
+        on_ray.connect(cluster)
+        on_ray.check_hosts(mode, campaign.spec.host)
     out.mkdir(parents=True, exist_ok=True)
     history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "resume": resume, "pending": len(pending), "settings": now})
+                    "resume": resume, "pending": len(pending), "cluster": cluster,
+                    "settings": now})
     (out / "campaign.json").write_text(json.dumps({
         "spec": campaign.spec.model_dump(), "source": str(campaign.source),
         "trials": [{k: v for k, v in asdict(t).items() if not k.startswith("base_")}
                    for t in campaign.trials],
         "history": history}, indent=1, default=str))
-    _finish_interrupted(out)
-    mode, compute = campaign.spec.mode, campaign.spec.compute
+    _finish_interrupted(out, cluster)
     plugins = [str((campaign.source.parent / p).resolve()) if p.endswith(".py") or "/" in p
                else p for p in campaign.spec.plugins]
     cols = columns(list(campaign.spec.grid), mode,
                    workload_kind(campaign.trials[0].jobs) if campaign.trials else "streams")
-    total = len(pending)
+    total, done_now = len(pending), [0]
     progress(0, total, None, None)
-    if mode == "simulated" and jobs > 1:
+
+    def finished(trial: Trial, row: dict) -> None:
+        records.append(table, row, cols)
+        done_now[0] += 1
+        progress(done_now[0], total, trial, row)
+
+    if cluster:
+        on_ray.run_trials(pending, mode, out, compute, plugins, campaign.spec.k_paths,
+                          campaign.spec.host,
+                          names=lambda t: testbed_name(t) if mode == "emulated" else None,
+                          in_flight=lambda entries: _running(out, entries, cluster),
+                          finished=finished)
+    elif mode == "simulated" and jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(run_trial, t, mode, out / "trials" / t.id, compute, None,
                                    plugins, campaign.spec.k_paths): t
                        for t in pending}
-            for n, fut in enumerate(as_completed(futures), start=1):
-                row = fut.result()
-                records.append(table, row, cols)
-                progress(n, total, futures[fut], row)
+            for fut in as_completed(futures):
+                finished(futures[fut], fut.result())
     else:
-        for n, trial in enumerate(pending, start=1):
-            progress(n - 1, total, trial, None)
+        for trial in pending:
+            progress(done_now[0], total, trial, None)
             name = testbed_name(trial)
-            _running(out, trial.id, name if mode == "emulated" else None)
+            if mode == "emulated":
+                _running(out, [{"trial": trial.id, "testbed": name}], None)
             row = run_trial(trial, mode, out / "trials" / trial.id, compute, name, plugins,
                             campaign.spec.k_paths)
-            records.append(table, row, cols)
-            _running(out, trial.id, None)
-            progress(n, total, trial, row)
+            finished(trial, row)
+            _running(out, [], None)
     return pending
 
 
@@ -121,29 +138,43 @@ def _history(out: Path) -> list[dict]:
         return []
 
 
-def _running(out: Path, trial_id: str, testbed: str | None) -> None:
-    """Announce (or, with None, strike off) the trial whose testbed is being used now."""
+def _running(out: Path, entries: list[dict], cluster: str | None) -> None:
+    """Announce the trials whose testbeds are up now (an empty list strikes them off)."""
     path = out / "running.json"
-    if testbed is None:
+    if not entries:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return
-    write_private(path, json.dumps({"trial": trial_id, "testbed": testbed}))
+    write_private(path, json.dumps({"cluster": cluster, "trials": entries}))
 
 
-def _finish_interrupted(out: Path) -> None:
-    """Remove the testbed of a trial a killed campaign left running (its row was never
-    written, so the trial runs again)."""
+def _finish_interrupted(out: Path, cluster: str | None) -> None:
+    """Remove the testbeds of trials a killed campaign left running (their rows were never
+    written, so those trials run again): here, or on the cluster's hosts."""
     path = out / "running.json"
     try:
         entry = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    from testbed import lifecycle as api
-    from testbed.net.ledger import known_testbeds
+    entries = entry.get("trials", [entry])  # one local trial, as written before clusters
+    names = [e["testbed"] for e in entries if e.get("testbed")]
+    if entry.get("cluster"):
+        if not cluster:
+            raise InputError(
+                f"{path}: the last run of this campaign was on the Ray cluster "
+                f"{entry['cluster']} and was stopped with testbeds up there ("
+                + ", ".join(names) + "): resume with --cluster ADDRESS so that they are "
+                "removed first, or remove them on their hosts (testbed down --name NAME) "
+                "and delete this file")
+        from testbed.campaign.cluster import remove_testbeds
 
-    name = entry.get("testbed")
-    if name in known_testbeds():
-        with contextlib.suppress(TestbedError):
-            api.down(name)
+        remove_testbeds(names)
+    else:
+        from testbed import lifecycle as api
+        from testbed.net.ledger import known_testbeds
+
+        for name in names:
+            if name in known_testbeds():
+                with contextlib.suppress(TestbedError):
+                    api.down(name)
     path.unlink()

@@ -10,6 +10,7 @@ its own recorded seed and a stable id, so a resumed campaign knows what it alrea
       topology.generate.random_mesh.bw_mean: [1, 5, 10]
     repetitions: 3
     duration: 120s
+    host: jetson-lab          # with --cluster: only on the host labelled so (optional)
 
 Grid keys: `scheduler`, `duration`, and dotted paths into the topology (`topology.…`) or the
 jobs file (`jobs.…`). A repetition's seed (seed + repetition) goes to a random mesh's `seed`
@@ -51,6 +52,9 @@ class CampaignFile(Strict):
     compute: Literal["synthetic", "torch"] = "synthetic"
     plugins: list[str] = []  # scheduler plug-ins: module names or .py files beside this file
     k_paths: int = Field(3, ge=1, le=20, description="candidate paths per flow")
+    host: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$",
+                             description="with --cluster: run every trial on the host whose "
+                                         "Ray node has the label testbed-host=HOST")
 
 
 @dataclass(frozen=True)

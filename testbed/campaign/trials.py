@@ -5,6 +5,7 @@ with units in the column names; a failure is a row too, with its reason."""
 from __future__ import annotations
 
 import secrets
+import socket
 import statistics
 import time
 import traceback
@@ -47,7 +48,7 @@ def workload_kind(jobs: dict) -> str:
 def columns(grid_keys: list[str], mode: str, kind: str = "streams") -> list[str]:
     """trials.csv's columns, fixed for a campaign so that every row is one appended line."""
     return ["trial", *(f"param:{k}" for k in grid_keys), "scheduler", "repetition", "seed",
-            "mode", "status", "reason", *METRICS[(mode, kind)], "trial_s"]
+            "mode", "status", "reason", *METRICS[(mode, kind)], "trial_s", "host"]
 
 
 def testbed_name(trial: Trial) -> str:
@@ -69,9 +70,7 @@ def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "syntheti
     name = name or testbed_name(trial)
     topo_path.write_text(yaml.safe_dump({**trial.topology, "name": name}))
     jobs_path.write_text(yaml.safe_dump(trial.jobs))
-    row = {"trial": trial.id, **{f"param:{k}": v for k, v in trial.params.items()},
-           "scheduler": trial.scheduler, "repetition": trial.repetition, "seed": trial.seed,
-           "mode": mode, "status": "done", "reason": ""}
+    row = _row(trial, mode)
     t0 = time.monotonic()
     try:
         if mode == "simulated":
@@ -86,6 +85,17 @@ def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "syntheti
         (trial_dir / "error.txt").write_text(traceback.format_exc())
     row["trial_s"] = round(time.monotonic() - t0, 3)
     return row
+
+
+def _row(trial: Trial, mode: str) -> dict:
+    return {"trial": trial.id, **{f"param:{k}": v for k, v in trial.params.items()},
+            "scheduler": trial.scheduler, "repetition": trial.repetition, "seed": trial.seed,
+            "mode": mode, "status": "done", "reason": "", "host": socket.gethostname()}
+
+
+def failed_row(trial: Trial, mode: str, reason: str) -> dict:
+    """The row of a trial that could not report one itself (its worker died)."""
+    return {**_row(trial, mode), "status": "failed", "reason": reason, "host": ""}
 
 
 def _simulated(trial: Trial, topo_path: Path, jobs_path: Path, k_paths: int = 3) -> dict:

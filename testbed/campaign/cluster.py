@@ -1,0 +1,220 @@
+"""Campaign trials on a Ray cluster (`testbed campaign FILE --cluster ADDRESS`).
+
+Ray places each trial by resources: an emulated trial takes the one unit of `testbed_host` an
+emulation host advertises (a whole machine: root, OVS, Docker), so a host runs one emulated
+trial at a time; a simulated trial takes a CPU and trials are spread over the nodes. The
+worker runs the trial exactly as the local path does, into a scratch directory, and returns
+the row with the directory packed; the driver unpacks it under results/<name>/trials/<id>/ and
+appends the row to the one trials.csv as each trial ends.
+
+A trial has side effects (a testbed up on some host), so Ray never retries one
+(max_retries=0): a worker or host that dies gives a failed row with the reason, and the driver
+then removes that trial's testbed wherever it is. Testbeds of trials in flight are listed in
+running.json, so a driver that was killed has them removed by the next run (--resume).
+Hosts whose project differs from the driver's (source files and installed pinned
+dependencies) are refused before anything runs, naming the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import socket
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+import testbed
+from testbed.campaign.sweep import Trial
+from testbed.errors import InputError
+
+RESOURCE = "testbed_host"  # one per emulation host: `ray start ... --resources`
+LABEL = "testbed-host"  # a host's name for `host:` in campaign files: `ray start ... --labels`
+DIST = "edge-testbed"
+
+Finished = Callable[[Trial, dict], None]
+
+
+def fingerprint() -> str:
+    """This machine's project: the package's and workloads' source, and the installed version
+    of every pinned dependency. Two hosts with equal fingerprints run a trial the same way."""
+    h = hashlib.sha256()
+    pkg = Path(testbed.__file__).resolve().parent
+    for root in (pkg, pkg.parent / "workloads"):
+        for f in sorted(root.rglob("*.py")) if root.is_dir() else []:
+            h.update(str(f.relative_to(pkg.parent)).encode() + b"\0" + f.read_bytes())
+    try:
+        for req in sorted(metadata.requires(DIST) or []):
+            name = req.split(";")[0].split("==")[0].split("[")[0].strip()
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                h.update(f"{name}=={metadata.version(name)}".encode())
+    except metadata.PackageNotFoundError:
+        h.update(b"not installed")
+    return h.hexdigest()[:16]
+
+
+def host_name() -> str:
+    """The name rows record: the host's `testbed-host` label, else its hostname."""
+    labels = ray.get_runtime_context().get_node_labels() if ray.is_initialized() else {}
+    return labels.get(LABEL) or socket.gethostname()
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _identity() -> tuple[str, str]:
+    return host_name(), fingerprint()
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _remove(names: list[str]) -> list[str]:
+    """Remove those of `names` that are testbeds on this host; returns the ones removed."""
+    from testbed import lifecycle
+    from testbed.net.ledger import known_testbeds
+
+    here = [n for n in names if n in known_testbeds()]
+    for n in here:
+        lifecycle.down(n)
+    return here
+
+
+@ray.remote(max_retries=0)
+def _trial(trial: Trial, mode: str, compute: str, name: str | None, plugins: list[str],
+           k_paths: int) -> tuple[dict, bytes]:
+    from testbed.campaign.trials import run_trial
+
+    with tempfile.TemporaryDirectory(prefix="testbed-trial-") as scratch:
+        where = Path(scratch) / trial.id
+        row = run_trial(trial, mode, where, compute, name, plugins, k_paths)
+        blob = io.BytesIO()
+        with tarfile.open(fileobj=blob, mode="w:gz") as tar:
+            tar.add(where, arcname=".")
+    row["host"] = host_name()
+    return row, blob.getvalue()
+
+
+def _unpack(blob: bytes, dest: Path) -> None:
+    """A trial's files, packed by its worker, into dest (regular files and directories only,
+    none outside dest)."""
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        members = [m for m in tar.getmembers() if (m.isfile() or m.isdir())
+                   and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts]
+        tar.extractall(dest, members=members)
+
+
+def connect(address: str) -> None:
+    """Join the cluster at `address` (`auto`: the one started on this machine)."""
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise InputError(f"--cluster {address}: no Ray cluster answers there ({e}). Start one "
+                         "with `ray start --head` and pass its address (HEAD:6379), or `auto` "
+                         "on the head itself") from None
+
+
+def _alive() -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _on(node: dict) -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+
+
+def check_hosts(mode: str, host: str | None) -> None:
+    """Refuse a cluster with a host that runs another version of the project, or none that
+    can run these trials."""
+    mine = fingerprint()
+    nodes = _alive()
+    refs = [_identity.options(scheduling_strategy=_on(n)).remote() for n in nodes]
+    bad = []
+    for node, ref in zip(nodes, refs, strict=True):
+        where = node.get("NodeManagerAddress", "?")
+        try:
+            name, theirs = ray.get(ref, timeout=120)
+        except Exception as e:  # noqa: BLE001 - a host that cannot even import us
+            bad.append(f"{where} (cannot run the testbed: {type(e).__name__})")
+            continue
+        if theirs != mine:
+            bad.append(f"{name} at {where} (version {theirs}, here {mine})")
+    if bad:
+        raise InputError("hosts running another version of the testbed: " + "; ".join(bad)
+                         + ". Bring each to the driver's commit (git pull && make setup) and "
+                         "restart its Ray node, or stop it")
+    usable = [n for n in nodes if (mode != "emulated" or n["Resources"].get(RESOURCE))
+              and (host is None or n.get("Labels", {}).get(LABEL) == host)]
+    if not usable:
+        need = [f"the resource {RESOURCE}"] if mode == "emulated" else []
+        need += [f"the label {LABEL}={host}"] if host else []
+        raise InputError(
+            f"no node of the cluster has {' and '.join(need) or 'room'}: start one as root "
+            f"with `ray start --address HEAD:6379 --resources '{{\"{RESOURCE}\": 1}}'"
+            + (f" --labels {LABEL}={host}" if host else "") + "`")
+
+
+def remove_testbeds(names: Iterable[str]) -> list[str]:
+    """Remove these testbeds on whichever hosts have them; returns those removed."""
+    names = list(names)
+    if not names:
+        return []
+    nodes = [n for n in _alive() if n["Resources"].get(RESOURCE)]
+    refs = [_remove.options(scheduling_strategy=_on(n)).remote(names) for n in nodes]
+    gone: list[str] = []
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            gone += ray.get(ref, timeout=300)
+    return gone
+
+
+def run_trials(pending: list[Trial], mode: str, out: Path, compute: str, plugins: list[str],
+               k_paths: int, host: str | None, names: Callable[[Trial], str | None],
+               in_flight: Callable[[list[dict]], None], finished: Finished) -> None:
+    """Submit every pending trial and hand each row to `finished` as its trial ends;
+    `in_flight` is told the trials (and testbeds) submitted and not yet ended."""
+    from testbed.campaign.trials import failed_row
+
+    options: dict = {"max_retries": 0}
+    if mode == "emulated":
+        options.update(num_cpus=0, resources={RESOURCE: 1})
+    else:
+        options.update(num_cpus=1, scheduling_strategy="SPREAD")
+    if host:
+        options["label_selector"] = {LABEL: host}
+    refs: dict = {}
+    for t in pending:
+        name = names(t)
+        refs[_trial.options(**options).remote(t, mode, compute, name, plugins, k_paths)] = (
+            t, name)
+    flight = lambda: in_flight([{"trial": t.id, "testbed": n} for t, n in refs.values()])  # noqa: E731
+    flight()
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                trial, name = refs.pop(ref)
+                try:
+                    row, blob = ray.get(ref)
+                    dest = out / "trials" / trial.id
+                    dest.mkdir(parents=True, exist_ok=True)
+                    _unpack(blob, dest)
+                except ray.exceptions.RayError as e:
+                    row = failed_row(trial, mode, f"the Ray worker running it was lost "
+                                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+                    if name:
+                        remove_testbeds([name])
+                finished(trial, row)
+                flight()
+    except BaseException:  # Ctrl-C or a driver fault: nothing keeps running, nothing stays up
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        with contextlib.suppress(Exception):  # their workers gone before their testbeds go
+            ray.wait(list(refs), num_returns=len(refs), timeout=30)
+        remove_testbeds(n for _, n in refs.values() if n)
+        raise

@@ -1,0 +1,137 @@
+"""Campaigns on a Ray cluster (`testbed campaign --cluster`): a real local Ray cluster made with
+Ray's own testing utility (a head with no CPUs and two worker nodes, each advertising one
+`testbed_host` and labelled w1/w2), the real `testbed` command as the driver."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testbed.campaign.sweep import load_campaign
+from testbed.net.ledger import known_testbeds
+from tests.conftest import ROOT, TESTBED, needs_root, small_emulated_campaign, wait_for
+from tests.test_campaign import campaign_file
+
+pytestmark = [needs_root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    from ray.cluster_utils import Cluster
+
+    temp = tempfile.mkdtemp(prefix="tbray-")  # short: Ray's sockets live under it
+    (Path(temp) / "ray").mkdir()
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp  # Ray's files go there, the drivers' (children) too
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        for w in ("w1", "w2"):
+            cluster.add_node(num_cpus=1, resources={"testbed_host": 1},
+                             labels={"testbed-host": w})
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+
+
+def _campaign(path: Path, address: str, *more: str) -> subprocess.Popen:
+    return subprocess.Popen([*TESTBED, "campaign", str(path), "--out", str(path.parent / "r"),
+                             "--cluster", address, *more], cwd=path.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_host_with_another_version_is_refused_naming_it(ray_cluster, tmp_path):
+    cluster = ray_cluster
+    other = tmp_path / "other"  # another checkout: the same package with one line changed
+    shutil.copytree(ROOT / "testbed", other / "testbed",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "workloads", other / "workloads",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "testbed" / "units.py", "a") as f:
+        f.write("\n# changed on this host\n")
+    stranger = cluster.add_node(num_cpus=1, labels={"testbed-host": "w3"},
+                                env_vars={"PYTHONPATH": str(other)})
+    cluster.wait_for_nodes()
+    try:
+        path = campaign_file(tmp_path, "  scheduler: [otfa]", reps=1)
+        res = _campaign(path, cluster.address)
+        text = res.communicate(timeout=180)[0]
+        assert res.returncode != 0, text
+        assert "another version" in text and "w3" in text and "w1" not in text, text
+        assert not (tmp_path / "r" / "c" / "trials.csv").exists()
+    finally:
+        cluster.remove_node(stranger)
+
+
+def test_simulated_trials_spread_over_the_hosts_and_resume_after_the_driver_is_killed(
+        ray_cluster, tmp_path):
+    cluster = ray_cluster
+    path = campaign_file(tmp_path, "  scheduler: [otfa, otfs, tp, lr, br]", reps=4)
+    table = tmp_path / "r" / "c" / "trials.csv"
+    total = len(load_campaign(path).trials)
+    driver = _campaign(path, cluster.address)
+    wait_for(lambda: table.exists() and len(pd.read_csv(table)) >= 2 or driver.poll() is not None,
+             180, "two trials recorded")
+    driver.send_signal(signal.SIGKILL)  # the driver only: the cluster stays
+    driver.wait()
+    partial = pd.read_csv(table)
+    assert 2 <= len(partial) < total, partial  # noqa: SIM300
+    again = _campaign(path, cluster.address, "--resume")
+    text = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, text
+    final = pd.read_csv(table)
+    assert len(final) == total and final.trial.is_unique, final.trial.tolist()
+    assert (final.status == "done").all(), final.reason.tolist()
+    assert list(final.trial[:len(partial)]) == list(partial.trial)
+    assert set(final.host) == {"w1", "w2"}  # spread over both hosts
+    for t in final.trial:  # every trial's files came back to the driver
+        assert (tmp_path / "r" / "c" / "trials" / t / "jobs.yaml").exists()
+
+
+def _trial_workers(cluster) -> list[int]:
+    """Process ids of Ray workers running a trial in our cluster (children of its raylets)."""
+    raylets = {p.process.pid for node in cluster.list_all_nodes()
+               for p in node.all_processes.get("raylet", [])}
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines()[1:]:
+        pid, ppid, args = line.split(None, 2)
+        if int(ppid) in raylets and args.startswith("ray::_trial"):
+            found.append(int(pid))
+    return found
+
+
+def test_emulated_trials_run_at_once_on_two_hosts_and_a_lost_worker_is_a_failed_row(
+        ray_cluster, tmp_path):
+    cluster = ray_cluster
+    before = set(known_testbeds())
+    path = small_emulated_campaign(tmp_path, "emu", ["otfa", "lr"])
+    driver = _campaign(path, cluster.address)
+    ours = lambda: set(known_testbeds()) - before  # noqa: E731
+    wait_for(lambda: len(ours()) == 2 or driver.poll() is not None, 120,
+             "both trials' testbeds up at once")
+    assert len(ours()) == 2, driver.communicate()[0]
+    wait_for(lambda: len(_trial_workers(cluster)) == 2, 30, "two trial workers")
+    victim = _trial_workers(cluster)[0]
+    time.sleep(2)  # mid-trial: testbed up, run started
+    os.kill(victim, signal.SIGKILL)
+    text = driver.communicate(timeout=300)[0]
+    assert driver.returncode == 1, text  # a failed trial fails the command
+    rows = pd.read_csv(tmp_path / "r" / "emu" / "trials.csv")
+    assert sorted(rows.status) == ["done", "failed"], rows.reason.tolist()
+    lost = rows[rows.status == "failed"].iloc[0]
+    assert "Ray worker" in lost.reason
+    assert rows[rows.status == "done"].iloc[0].host in ("w1", "w2")
+    assert ours() == set(), "the lost trial's testbed was not removed"
+    assert not (tmp_path / "r" / "emu" / "running.json").exists()
