@@ -29,6 +29,41 @@ def cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.Com
     return res
 
 
+_BATCH = """
+import contextlib, io, json, sys, traceback
+from testbed.cli import main
+done = []
+for argv in json.load(sys.stdin):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = ["testbed", *argv]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    done.append([code, out.getvalue(), err.getvalue()])
+json.dump(done, sys.__stdout__)
+"""
+
+
+def cli_batch(*argvs: list[str], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Run several `testbed` commands in one fresh process, one after the other, each
+    through the CLI's own entry point (exit code, stdout and stderr as the command gives
+    them): for tests of many inputs that each fail before anything is built, without paying
+    the interpreter's start-up for every one."""
+    import json
+
+    res = subprocess.run([sys.executable, "-c", _BATCH], input=json.dumps(argvs),
+                         capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if res.returncode != 0:
+        raise AssertionError(f"the batch of commands crashed: {res.stderr[-3000:]}")
+    return [subprocess.CompletedProcess(["testbed", *a], code, out, err)
+            for a, (code, out, err) in zip(argvs, json.loads(res.stdout), strict=True)]
+
+
 def wait_for(cond, timeout_s: float, what: str) -> None:
     """Poll `cond` until it holds (tests wait on conditions, not on guessed durations)."""
     deadline = time.monotonic() + timeout_s

@@ -3,7 +3,7 @@ and nothing is built."""
 
 import pytest
 
-from tests.conftest import cli, needs_root, snapshot
+from tests.conftest import cli, cli_batch, needs_root, snapshot
 
 TWO = "nodes: {e1: {}, e2: {}}\n"
 CASES = {
@@ -48,32 +48,26 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_topology_is_a_clear_error(tmp_path, case):
-    text, expected = CASES[case]
-    path = tmp_path / f"{case}.yaml"
-    path.write_text(text)
-    res = cli("up", str(path), "--name", "tbt-bad")
-    assert res.returncode == 2, res.stderr
-    message = " ".join(res.stderr.split())
-    assert message.startswith(f"error: {path}: "), message
-    assert expected in message
-    assert "Traceback" not in res.stderr
+@needs_root
+def test_bad_topologies_are_clear_errors_and_build_nothing(tmp_path):
+    before = snapshot()
+    paths = {}
+    for case, (text, _) in sorted(CASES.items()):
+        paths[case] = tmp_path / f"{case}.yaml"
+        paths[case].write_text(text)
+    results = cli_batch(*(["up", str(p), "--name", "tbt-bad"] for p in paths.values()))
+    for (case, path), res in zip(paths.items(), results, strict=True):
+        assert res.returncode == 2, (case, res.stderr)
+        message = " ".join(res.stderr.split())
+        assert message.startswith(f"error: {path}: "), (case, message)
+        assert CASES[case][1] in message, (case, message)
+        assert "Traceback" not in res.stderr, case
+    assert snapshot() == before
 
 
 def test_missing_file_is_exit_2():
     res = cli("up", "/nonexistent/topo.yaml")
     assert res.returncode == 2 and "cannot read the file" in res.stderr
-
-
-@needs_root
-def test_bad_input_builds_nothing(tmp_path):
-    before = snapshot()
-    for case, (text, _) in CASES.items():
-        path = tmp_path / f"{case}.yaml"
-        path.write_text(text)
-        assert cli("up", str(path), "--name", "tbt-bad").returncode == 2
-    assert snapshot() == before
 
 
 @needs_root

@@ -14,7 +14,7 @@ from testbed.campaign.sweep import load_campaign
 from testbed.errors import InputError
 from testbed.schedulers.jobs import loads_jobs
 from testbed.topology.loader import loads
-from tests.conftest import cli, needs_root, snapshot
+from tests.conftest import cli, cli_batch, needs_root, snapshot
 
 TOPOLOGY = """\
 name: fuzz
@@ -176,16 +176,19 @@ BINARY = {"utf16": "nodes: {}".encode("utf-16"), "nul": b"nodes: {a: {}}\x00",
 def test_listed_hostile_topologies_are_exit_2_and_build_nothing(tmp_path):
     before = snapshot()
     cases = {**{k: v.encode() for k, v in BOUNDED.items()}, **BINARY}
+    paths = {}
     for case, raw in cases.items():
-        path = tmp_path / f"{case}.yaml"
-        path.write_bytes(raw)
-        res = cli("up", str(path), "--name", "tbt-fuzz", timeout=60)
+        paths[case] = tmp_path / f"{case}.yaml"
+        paths[case].write_bytes(raw)
+    results = cli_batch(*(["up", str(p), "--name", "tbt-fuzz"] for p in paths.values()),
+                        *(["up", special, "--name", "tbt-fuzz"]
+                          for special in ("/dev/zero", str(tmp_path))))
+    for (case, path), res in zip(paths.items(), results, strict=False):
         msg = " ".join(res.stderr.split())
         assert res.returncode == 2, (case, res.stderr[-2000:])
         assert msg.startswith(f"error: {path}"), (case, msg)
         assert "Traceback" not in res.stderr, case
-    for special in ("/dev/zero", str(tmp_path)):
-        res = cli("up", special, "--name", "tbt-fuzz", timeout=60)
+    for res in results[len(paths):]:
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert snapshot() == before
 
@@ -201,9 +204,11 @@ def test_listed_hostile_job_and_campaign_files_are_clear_errors(tmp_path):
         "neg_arrival": JOBS.replace("arrival: 0s", "arrival: -3"),
     }
     for case, text in jobs_cases.items():
+        (tmp_path / f"{case}.yaml").write_text(text)
+    results = cli_batch(*(["schedule", str(topo), str(tmp_path / f"{case}.yaml"), "-s", "otfa"]
+                          for case in jobs_cases))
+    for case, res in zip(jobs_cases, results, strict=True):
         path = tmp_path / f"{case}.yaml"
-        path.write_text(text)
-        res = cli("schedule", str(topo), str(path), "-s", "otfa")
         assert res.returncode == 2 and f"error: {path}" in res.stderr, (case, res.stderr)
     (tmp_path / "jobs.yaml").write_text(JOBS)
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
@@ -216,9 +221,10 @@ def test_listed_hostile_job_and_campaign_files_are_clear_errors(tmp_path):
         "jobs_is_binary": CAMPAIGN.replace("jobs: jobs.yaml", "jobs: /dev/zero"),
     }
     for case, text in camp_cases.items():
-        path = tmp_path / f"{case}.yaml"
-        path.write_text(text)
-        res = cli("campaign", str(path), "--dry-run", timeout=120)
+        (tmp_path / f"{case}.yaml").write_text(text)
+    results = cli_batch(*(["campaign", str(tmp_path / f"{case}.yaml"), "--dry-run"]
+                          for case in camp_cases))
+    for case, res in zip(camp_cases, results, strict=True):
         assert res.returncode == 2 and "Traceback" not in res.stderr, (case, res.stderr[-800:])
         assert "error: " in res.stderr, case
 

@@ -311,15 +311,15 @@ def test_a_killed_emulated_campaign_resumes_to_completion(tmp_path):
 
     def mid_trial() -> bool:
         try:
-            entry = json.loads(running.read_text())
-        except (OSError, ValueError):
+            entry = json.loads(running.read_text())["trials"][0]
+        except (OSError, ValueError, KeyError, IndexError):
             return False
         decisions = results / "killed" / "trials" / entry["trial"] / "run" / "decisions"
         return entry["testbed"] in known_testbeds() and decisions.exists() and any(
             decisions.iterdir())
 
     wait_for(mid_trial, 120, "a trial to be running")
-    left = json.loads(running.read_text())["testbed"]
+    left = json.loads(running.read_text())["trials"][0]["testbed"]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert left in known_testbeds()  # the killed trial's testbed is still up, tasks and all

@@ -271,3 +271,9 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
         assert sent[c] <= int(hops[dst]) <= sent[c] * 1.1, (c, hops, sent[c])
     crops = flows[flows.dst == "e3"]
     assert set(crops.src) == {"e1", "e2"}
+    over = pd.read_csv(out / "fps_over_time.csv")  # per 5-s bin, measured beside predicted
+    c1o = over[over.job == "c1"].set_index("t_s")
+    assert list(c1o.index) == [0, 5, 10] and c1o.pedestrians.tolist() == [0, 3, 3]
+    assert c1o.fps_predicted[0] >= c1o.fps_predicted[5] > 0  # more people, more re-ID work
+    steady = over[over.t_s == 5]  # both streams together: a bin holds only a few frames each
+    assert 0.6 <= steady.fps_measured.sum() / steady.fps_predicted.sum() <= 1.4, steady

@@ -15,7 +15,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from testbed.kinds.video.problem import Mapping, Problem, Stream, latency_s, predict_fps
 from testbed.kinds.video.spec import Workload
@@ -28,6 +28,7 @@ from testbed.topology.model import Topology
 WARMUP_S = 2.0  # frames captured in a run's first seconds (models warming up) are not counted
 FRAME_PORT_BASE = 7600  # stream k's frames reach its detector on FRAME_PORT_BASE + k
 REID_PORT_BASE = 7800  # re-ID instance n listens on REID_PORT_BASE + n
+BIN_S = 5.0  # frame rates over time (fps_over_time.csv) in bins of this many seconds
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class VideoDecision:
     not_placed: list[str]
     fps_predicted: dict[str, float]
     latency_predicted: dict[str, dict[str, float]]  # eq. 5.2's terms and total, seconds
+    fps_bins: dict[str, list[float]] = field(default_factory=dict)  # per BIN_S from t = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoDecision:
@@ -103,8 +105,11 @@ def to_plan(strategy: str, unit: Decidable, m: Mapping, decision_s: float) -> Pl
         volume = int(sum(s.crops_per_frame * s.crop_bytes for s in streams))
         flows.append(Flow(streams[0].name, "detect", f"reid#{n}", i, j, volume, p.route(i, j),
                           0.0, REID_PORT_BASE + n))
+    starts = [k * BIN_S for k in range(int(-(-unit.horizon_s // BIN_S)))]
+    bins = [fps_over_time(p, m, w, a, min(a + BIN_S, unit.horizon_s)) for a in starts]
     ext = VideoDecision(strategy, dict(m.detect), dict(m.reid), list(m.instances),
-                        list(m.not_placed), fps, lat)
+                        list(m.not_placed), fps, lat,
+                        {name: [b[name] for b in bins] for name in fps})
     return Plan(strategy, tuple(placements), tuple(flows), predicted, tuple(m.not_placed),
                 decision_s, kind="video", extension=ext)
 

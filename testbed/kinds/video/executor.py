@@ -22,6 +22,7 @@ import pandas as pd
 from testbed.errors import NetworkError
 from testbed.experiment.single import SingleUnit
 from testbed.kinds.video.decision import (
+    BIN_S,
     FRAME_PORT_BASE,
     REID_PORT_BASE,
     WARMUP_S,
@@ -216,6 +217,7 @@ class Video(SingleUnit):
                 if len(mine) else 0})
         jobs = pd.DataFrame(rows)
         jobs.to_csv(self.out / "jobs.csv", index=False)
+        self._over_time(frames).to_csv(self.out / "fps_over_time.csv", index=False)
         frames.to_csv(self.out / "frames.csv", index=False)
         batches = [{**b, "device": ext.instances[b["instance"]],
                     "streams": " ".join(b["streams"])} for b in hosted
@@ -223,6 +225,26 @@ class Video(SingleUnit):
         pd.DataFrame(batches).to_csv(self.out / "reid.csv", index=False)
         (self.out / "profiles.json").write_text(json.dumps(self.profiles, indent=1))
         return jobs
+
+    def _over_time(self, frames: pd.DataFrame) -> pd.DataFrame:
+        """Each placed stream's frame rate per BIN_S bin, measured (frames whose processing
+        ended in the bin, on the camera's clock) beside predicted (the model on the bin's
+        pedestrian counts), and the stream's pedestrians at the bin's start. The first bin
+        holds the models' warm-up, which the prediction leaves out."""
+        ext, rows = self.decision, []
+        for c in self.w.cameras:
+            if ext is None or c.name not in ext.fps_bins:
+                continue
+            done = frames.loc[frames["stream"] == c.name, "done_s"].dropna() \
+                if not frames.empty else pd.Series(dtype=float)
+            for k, predicted in enumerate(ext.fps_bins[c.name]):
+                a, b = k * BIN_S, min((k + 1) * BIN_S, self.duration)
+                ended = int(((done >= a) & (done < b)).sum())
+                rows.append({"job": c.name, "t_s": a, "pedestrians": c.pedestrians.at(a),
+                             "fps_measured": ended / (b - a) if b > a else float("nan"),
+                             "fps_predicted": predicted})
+        return pd.DataFrame(rows, columns=["job", "t_s", "pedestrians", "fps_measured",
+                                           "fps_predicted"])
 
     def metadata(self) -> dict[str, Any]:
         return {"workload": {"file": self.w.source, "devices": list(self.w.devices),
