@@ -135,3 +135,18 @@ def test_emulated_trials_run_at_once_on_two_hosts_and_a_lost_worker_is_a_failed_
     assert rows[rows.status == "done"].iloc[0].host in ("w1", "w2")
     assert ours() == set(), "the lost trial's testbed was not removed"
     assert not (tmp_path / "r" / "emu" / "running.json").exists()
+
+
+def test_host_pins_every_trial_to_the_labelled_host(ray_cluster, tmp_path):
+    path = campaign_file(tmp_path, "  scheduler: [otfa, lr]", reps=2)
+    path.write_text(path.read_text() + "host: w2\n")
+    res = _campaign(path, ray_cluster.address)
+    text = res.communicate(timeout=180)[0]
+    assert res.returncode == 0, text
+    rows = pd.read_csv(tmp_path / "r" / "c" / "trials.csv")
+    assert len(rows) == 4 and set(rows.host) == {"w2"}, rows.host.tolist()
+    path.write_text(path.read_text().replace("host: w2", "host: jetson-lab"))
+    (tmp_path / "r").rename(tmp_path / "r-first")
+    res = _campaign(path, ray_cluster.address)
+    text = " ".join(res.communicate(timeout=180)[0].split())
+    assert res.returncode == 2 and "testbed-host=jetson-lab" in text, text

@@ -229,7 +229,7 @@ def test_listed_hostile_job_and_campaign_files_are_clear_errors(tmp_path):
         assert "error: " in res.stderr, case
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(_mutations(TOPOLOGY), _mutations(JOBS))
 def test_cli_on_mutated_files_exits_0_or_2(tmp_path_factory, topo_raw, jobs_raw):
     d = Path(tmp_path_factory.mktemp("cli"))

@@ -235,7 +235,7 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     (tmp_path / "cam1.csv").write_text("t_s,count\n0,0\n5,3\n")
     wl = tmp_path / "video.yaml"
     wl.write_text(
-        "kind: video\ndevices: [e1, e2, e3]\nduration: 12s\njobs:\n"
+        "kind: video\ndevices: [e1, e2, e3]\nduration: 15s\njobs:\n"
         "  - {name: c1, source: cam1, frames: {fps: 3, resolution: 320x180},"
         " pedestrians: {trace: cam1.csv}, tasks: &t {detect: {memory: 350MB},"
         " reid: {memory: 500MB, every: 1, after: {detect: per_pedestrian(20kB)}}}}\n"
@@ -258,8 +258,12 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     c1 = frames[frames.stream == "c1"]
     assert (c1[c1.t_s < 4.5].crops == 0).all() and (c1[c1.t_s > 5.5].crops == 3).all()
     assert (frames[frames.stream == "c2"].crops == 2).all()
-    for job in ("c1", "c2"):  # the model's frame rate beside the measured one
-        assert 0.7 <= jobs.fidelity[job] <= 1.3, jobs.loc[job].to_dict()
+    # the model's frame rate beside the measured one: about 7 frames per stream finish in the
+    # 13-s window, so one frame more or less is 15% of a stream's rate; both together tighter
+    both = jobs.fps_measured.sum() / jobs.fps_predicted.sum()
+    assert 0.75 <= both <= 1.3, jobs[["fps_measured", "fps_predicted"]].to_dict()
+    for job in ("c1", "c2"):
+        assert 0.6 <= jobs.fidelity[job] <= 1.45, jobs.loc[job].to_dict()
         assert jobs.latency_ms_p50[job] > jobs.detect_ms_p50[job] > 0
     flows = pd.read_csv(out / "flows.csv")
     sent = {c: sum(r["bytes"] for r in map(json.loads, (out / "traces" / f"camera.{c}.jsonl")
