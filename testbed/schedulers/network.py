@@ -14,7 +14,6 @@ import networkx as nx
 import numpy as np
 
 from testbed.routing import follow, hops_toward
-from testbed.routing import shortest_path as routed_path
 from testbed.topology.model import Topology
 
 DEFAULT_GOPS_PER_CORE = 20.0  # giga-operations/s of one core, when nothing was measured
@@ -80,7 +79,7 @@ class NetworkView:
         (testbed.routing.shortest_path), the others the next shortest simple paths."""
         key = (src, dst)
         if key not in self._paths:
-            first = routed_path(*self._adjacency, src, dst)
+            first = self.shortest_path(src, dst)
             rest = (tuple(p) for p in nx.shortest_simple_paths(self.graph, src, dst))
             others = itertools.islice((p for p in rest if p != first), self.k_paths - 1)
             self._paths[key] = [first, *others]
@@ -90,12 +89,16 @@ class NetworkView:
     def _toward(self) -> dict[str, dict[str, str]]:
         return {}
 
-    def shortest_path(self, src: str, dst: str) -> tuple[str, ...]:
-        """The controller's default route (the first of `paths`), without the search for
-        alternatives: one tree toward each destination, kept."""
+    def _tree(self, dst: str) -> dict[str, str]:
+        """Every node's next hop toward dst on the controller's default route, kept."""
         if dst not in self._toward:
             self._toward[dst] = hops_toward(*self._adjacency, dst)
-        return follow(self._toward[dst], src, dst)
+        return self._toward[dst]
+
+    def shortest_path(self, src: str, dst: str) -> tuple[str, ...]:
+        """The controller's default route (the first of `paths`), without the search for
+        alternatives."""
+        return follow(self._tree(dst), src, dst)
 
     @cached_property
     def link_number(self) -> dict[tuple[str, str], int]:
@@ -103,25 +106,25 @@ class NetworkView:
         return {lk: n for n, lk in enumerate(self.links)}
 
     @cached_property
-    def _link_routes(self) -> dict:
+    def _link_routes(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        return {}
+
+    @cached_property
+    def _route_matrices(self) -> dict[tuple[str, tuple[str, ...]], np.ndarray]:
         return {}
 
     def link_routes(self, dst: str) -> dict[str, tuple[int, ...]]:
         """For every node that reaches dst: the link numbers of its shortest path there (the
-        same path as shortest_path), all found in one walk of the tree toward dst."""
+        same path as shortest_path), found in one pass over the tree toward dst."""
         if dst not in self._link_routes:
-            self.shortest_path(dst, dst)
-            hops, num = self._toward[dst], self.link_number
+            hops, num = self._tree(dst), self.link_number
             out: dict[str, tuple[int, ...]] = {dst: ()}
-
-            def walk(n: str) -> tuple[int, ...]:
-                if n not in out:
-                    nxt = hops[n]
-                    out[n] = (num[link_key(n, nxt)], *walk(nxt))
-                return out[n]
-
-            for n in hops:
-                walk(n)
+            for start in hops:
+                path = [start]  # up the tree to a node whose route is known, then back down
+                while path[-1] not in out:
+                    path.append(hops[path[-1]])
+                for n, nxt in zip(reversed(path[:-1]), reversed(path[1:]), strict=True):
+                    out[n] = (num[link_key(n, nxt)], *out[nxt])
             self._link_routes[dst] = out
         return self._link_routes[dst]
 
@@ -130,13 +133,13 @@ class NetworkView:
         n), padded with len(links) (a link that is not there): per-link arrays then price all
         routes at once."""
         key = (src, dsts)
-        if key not in self._link_routes:
+        if key not in self._route_matrices:
             rows = [self.link_routes(d)[src] for d in dsts]
             width = max(1, *(len(r) for r in rows))
             pad = len(self.links)
-            self._link_routes[key] = np.array([(*r, *(pad,) * (width - len(r)))
-                                               for r in rows]).T.copy()
-        return self._link_routes[key]
+            self._route_matrices[key] = np.array([(*r, *(pad,) * (width - len(r)))
+                                                  for r in rows]).T.copy()
+        return self._route_matrices[key]
 
     @cached_property
     def mean_bw_mbit(self) -> float:
