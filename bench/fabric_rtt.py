@@ -74,9 +74,10 @@ print(json.dumps(out))
 """
 
 
-def mesh(n: int) -> str:
-    return (f"name: rtt-{n}\ngenerate: {{random_mesh: {{nodes: {n}, degree: 3, bw_mean: 10, "
-            "bw_var: 0, seed: 1}}\n")
+def mesh(n: int, per_daemon: int | None = None) -> str:
+    fabric = "" if per_daemon is None else f"fabric: {{switches_per_daemon: {per_daemon}}}\n"
+    return (f"name: rtt-{n}\n{fabric}generate: {{random_mesh: {{nodes: {n}, degree: 3, "
+            "bw_mean: 10, bw_var: 0, seed: 1}}\n")
 
 
 def ping_ms(name: str, a: str, b_ip: str) -> float | None:
@@ -85,21 +86,33 @@ def ping_ms(name: str, a: str, b_ip: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def vswitchd_cpu_pct(seconds: float = 5.0) -> float:
-    pid = int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text())
+def vswitchd_pids(state_dir: Path) -> list[int]:
+    """The host's ovs-vswitchd and every switch daemon of the testbed."""
+    files = [Path("/var/run/openvswitch/ovs-vswitchd.pid"),
+             *state_dir.glob("ovs*/ovs-vswitchd.pid")]
+    return [int(f.read_text()) for f in files]
+
+
+def vswitchd_cpu_and_rss(state_dir: Path, seconds: float = 5.0) -> tuple[float, float]:
+    """Idle CPU % (100 = one core) and resident MB of all the testbed's ovs-vswitchd."""
+    pids = vswitchd_pids(state_dir)
 
     def ticks() -> int:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(f[11]) + int(f[12])
+        total = 0
+        for pid in pids:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        return total
 
     t0 = ticks()
     time.sleep(seconds)
-    return (ticks() - t0) / 100 / seconds * 100
+    rss = sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) for p in pids) * 4096 / 1e6
+    return (ticks() - t0) / 100 / seconds * 100, rss
 
 
-def ours(n: int) -> dict:
+def ours(n: int, per_daemon: int | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(mesh(n))
+        f.write(mesh(n, per_daemon))
     t0 = time.monotonic()
     ledger = api.up(f.name)
     up_s = time.monotonic() - t0
@@ -108,11 +121,12 @@ def ours(n: int) -> dict:
         ips = {k: v["ip"] for k, v in ledger.topology["nodes"].items()}
         a, far = fab["longest_path"]
         lk = ledger.topology["links"][0]["between"]
-        cpu = vswitchd_cpu_pct()
+        cpu, rss = vswitchd_cpu_and_rss(ledger.names.state_dir)
         one = ping_ms(ledger.name, lk[0], ips[lk[1]])
         longest = ping_ms(ledger.name, a, ips[far])
         return {"up_s": up_s, "one": one, "longest": longest, "hops": fab["longest_path_hops"],
-                "probes": [list(lk), [a, far]], "cpu": cpu, "datapath": fab["datapath"]}
+                "probes": [list(lk), [a, far]], "cpu": cpu, "rss_mb": rss,
+                "daemons": ledger.extra.get("switch_daemons", 1), "datapath": fab["datapath"]}
     finally:
         api.down(ledger.name)
 
@@ -146,25 +160,35 @@ def fmt(v: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10,50,100,300")
+    ap.add_argument("--one-daemon-up-to", type=int, default=100,
+                    help="also run ours with every switch in one daemon up to this size")
     args = ap.parse_args()
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:
         o = ours(n)
+        single = ours(n, per_daemon=0) if n <= args.one_daemon_up_to else {}
         m = mininet(n, o["probes"])
         per = o["longest"] / o["hops"] if o["longest"] else None
+        s_per = single["longest"] / single["hops"] if single.get("longest") else None
         m_per = m.get("longest") / o["hops"] if m.get("longest") else None
-        rows.append([n, o["datapath"], f"{o['up_s']:.1f}", fmt(o["one"]), fmt(o["longest"]),
-                     o["hops"], fmt(per), fmt(m.get("one")), fmt(m.get("longest")), fmt(m_per),
-                     f"{o['cpu']:.0f}"])
+        rows.append([n, o["datapath"], o["daemons"], f"{o['up_s']:.1f}", fmt(o["one"]),
+                     fmt(o["longest"]), o["hops"], fmt(per), fmt(s_per), fmt(m.get("one")),
+                     fmt(m.get("longest")), fmt(m_per), f"{o['cpu']:.0f}",
+                     f"{o['rss_mb']:.0f}"])
         print(rows[-1], m.get("error", ""), flush=True)
-    body = table(["nodes", "datapath", "ours up s", "ours 1 hop ms", "ours longest ms", "hops",
-                  "ours per hop ms", "Mininet 1 hop ms", "Mininet longest ms",
-                  "Mininet per hop ms", "ovs-vswitchd idle CPU %"], rows)
+    body = table(["nodes", "datapath", "switch daemons", "ours up s", "ours 1 hop ms",
+                  "ours longest ms", "hops", "ours per hop ms", "ours, one daemon, per hop ms",
+                  "Mininet 1 hop ms", "Mininet longest ms", "Mininet per hop ms",
+                  "ovs-vswitchd idle CPU %", "ovs-vswitchd MB"], rows)
     body += ("\n\nRTT: `ping -c 20 -i 0.05`, mean, idle network (no other traffic), the same "
-             "pair of nodes for both tools. Mininet runs the same hosts, switches and TCLinks "
-             "(bw 10) on the userspace datapath with the same shortest-path rules installed "
-             "statically (no controller). ovs-vswitchd idle CPU: our testbed up, nothing "
-             "running, 5 s average (100% = one core).")
+             "pair of nodes for both tools. Ours spreads the switches over ovs-vswitchd "
+             "processes of at most 8 switches each (testbed/net/shards.py); 'one daemon' is "
+             "the same mesh with `fabric: {switches_per_daemon: 0}` (every switch in the "
+             "host's Open vSwitch, the layout before). Mininet runs the same hosts, switches "
+             "and TCLinks (bw 10) in one userspace ovs-vswitchd with the same shortest-path "
+             "rules installed statically (no controller). ovs-vswitchd idle CPU and memory: "
+             "all daemons of our testbed (the host's included), nothing running, 5 s average "
+             "(100% = one core).")
     write_section("fabric_rtt", "Idle RTT per hop vs node count, ours vs Mininet", body)
 
 

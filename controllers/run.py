@@ -4,8 +4,11 @@
 
 OpenFlow listens on 127.0.0.1:OF_PORT and accepts a connection only when the process at the
 other end runs as root (the testbed's own ovs-vswitchd): any other local user is cut off
-before it can claim a switch's datapath id. The flow API is HTTP over the Unix socket
-STATE_DIR/api.sock (mode 0600 in a 0700 directory: root only). See docs/flow-api.md.
+before it can claim a switch's datapath id. It also listens on the Unix socket
+STATE_DIR/of.sock (root only, like the API) for the switch daemons that run in namespaces of
+their own (testbed/net/shards.py): a socket path reaches across network namespaces. The flow
+API is HTTP over the Unix socket STATE_DIR/api.sock (mode 0600 in a 0700 directory: root
+only). See docs/flow-api.md.
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ def only_root_peers(of_port: int) -> None:
     log = logging.getLogger("testbed.controller")
 
     def guarded(sock, address):
+        if str(address[0]).startswith("/"):  # of.sock: mode 0600 in a 0700 directory
+            return inner(sock, address)
         uid = loopback_peer_uid(of_port, address[1]) if address[0] == "127.0.0.1" else None
         if uid != 0:
             log.warning("refused an OpenFlow connection from %s (uid %s): only the testbed's "
@@ -139,6 +144,47 @@ def only_root_peers(of_port: int) -> None:
         return inner(sock, address)
 
     controller.datapath_connection_factory = guarded
+
+
+class _UnixStream:
+    """A Unix stream socket as os-ken's Datapath uses a TCP one: TCP options are ignored."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+
+    def setsockopt(self, level, *args):
+        import socket
+
+        if level != socket.IPPROTO_TCP:
+            return self._sock.setsockopt(level, *args)
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def serve_openflow_unix(path: Path) -> None:
+    """Accept switches on a Unix socket and hand each to os-ken like a TCP connection."""
+    import socket
+
+    import eventlet
+    from os_ken.controller import controller
+    from os_ken.lib import hub
+
+    path.unlink(missing_ok=True)
+    old = os.umask(0o177)
+    try:
+        server = eventlet.listen(str(path), family=socket.AF_UNIX, backlog=1024)
+    finally:
+        os.umask(old)
+
+    def loop() -> None:
+        while True:
+            sock, _ = server.accept()
+            hub.spawn(controller.datapath_connection_factory, _UnixStream(sock),
+                      (str(path), 0))
+
+    hub.spawn(loop)
 
 
 def main() -> None:
@@ -159,6 +205,7 @@ def main() -> None:
     app = next(a for a in mgr.applications.values() if type(a).__name__ == "FabricApp")
     sock = Path(state_dir) / "api.sock"
     serve_api(app, sock)
+    serve_openflow_unix(Path(state_dir) / "of.sock")
     logging.getLogger("testbed.controller").info("flow API on %s", sock)
     hub.joinall(services)
 

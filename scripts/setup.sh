@@ -34,10 +34,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Open vSwitch: no systemd on CI machines, so start it through its own script.
-if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
+# Open vSwitch: no systemd on CI machines, so start it through its own script. Both daemons
+# are checked: a dead ovs-vswitchd (e.g. OOM-killed) leaves ovsdb-server answering `show`.
+if ! /usr/share/openvswitch/scripts/ovs-ctl status >/dev/null 2>&1; then
   echo "setup: starting Open vSwitch"
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
+  /usr/share/openvswitch/scripts/ovs-ctl status >/dev/null
   ovs-vsctl --timeout=10 show >/dev/null
 fi
 

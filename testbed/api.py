@@ -42,6 +42,7 @@ from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' s
     up,
     workload_command,
 )
+from testbed.net import shards
 from testbed.net.ledger import known_testbeds  # noqa: F401 (re-exported)
 from testbed.net.probe import probe
 from testbed.routing import FlowSpec  # noqa: F401 (re-exported: flows are added with it)
@@ -199,7 +200,10 @@ def capture(name: str | None, a: str, b: str, side: str | None = None, count: in
     ifname = link_interface(name, a, b, side)
     if shutil.which("tcpdump") is None:
         raise InputError("tcpdump is not installed; run `make setup` (or apt install tcpdump)")
-    argv = ["tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode"]
+    ledger = resolve(name)
+    ns = shards.port_namespaces(ledger.names, ledger.extra, ledger.topology["links"])[ifname]
+    argv = [*(["ip", "netns", "exec", ns] if ns else []),  # its switch daemon's namespace
+            "tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode"]
     if count is not None:
         argv += ["-c", str(count)]
     if write is not None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed import nodes
 from testbed.cleanup import teardown
 from testbed.errors import CapabilityError, InputError, NetworkError
-from testbed.naming import HOST_PORT_OFPORT, Names, link_ofport
-from testbed.net import cgroups, ovs, reach, shaping
+from testbed.naming import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
+from testbed.net import cgroups, netns, ovs, reach, shaping, shards
 from testbed.net.controller import free_port, start_controller, wait_controller_ready
 from testbed.net.ethtool import disable_segmentation, disable_tx_checksum
 from testbed.net.ledger import Ledger, known_testbeds, write_private
@@ -118,61 +118,83 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
     ledger.save()
     progress("controller")
     start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
+    datapath = ovs.datapath_type()
+    place = shards.assign({n.name: n.kind for n in topo.nodes}, topo.switches_per_daemon,
+                          datapath)
+    daemons = shards.daemons(place)
+    ledger.extra["switch_daemon_of"] = {n: k for n, k in place.items() if k}
+    ledger.extra["switch_daemons"] = 1 + len(daemons)
+    ledger.save()
+    if daemons:
+        progress(f"switch daemons ({len(daemons)})")
+        shards.start(names, daemons)
 
     for k, ns in kinds.items():
         progress(f"{nodes.of(k).plural} ({len(ns)})")
         nodes.of(k).create(topo, names, ns)
 
     progress(f"veths ({len(topo.nodes) + len(topo.links)} pairs)")
-    with IPRoute() as ip:
-        try:
-            for n in topo.nodes:
-                nodes.of(n.kind).add_port(ip, names, n, group, planned[n.kind])
-            for lk in topo.links:
-                ip.link("add", ifname=names.link_port(lk.index, 0), kind="veth", group=group,
-                        peer={"ifname": names.link_port(lk.index, 1), "group": group})
-        except NetlinkError as e:
-            raise NetworkError(f"creating veths: {e.args[-1]}") from None
-        root_ifs = [names.host_port(n.index) for n in topo.nodes]
-        root_ifs += [names.link_port(lk.index, e) for lk in topo.links for e in (0, 1)]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for ifname in root_ifs:
+    where = switch_ports(topo, names, place)  # daemon -> its switch-side interfaces
+    for k in where:  # each made in its daemon's namespace: no moves
+        ns = shards.namespace(names, k)
+        with netns.netlink(ns) as ip:
+            try:
+                for n in topo.nodes:
+                    if place[n.name] == k:
+                        nodes.of(n.kind).add_port(ip, names, n, group, planned[n.kind])
+                for lk in topo.links:
+                    if place[lk.a] == k:
+                        ip.link("add", ifname=names.link_port(lk.index, 0), kind="veth",
+                                group=group, peer={"ifname": names.link_port(lk.index, 1),
+                                                   "group": group, **_into(names, place[lk.b])})
+            except NetlinkError as e:
+                raise NetworkError(f"creating veths: {e.args[-1]}") from None
+    for k, ifnames in where.items():
+        ns = shards.namespace(names, k)
+        with (netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM) if ns else
+              socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as s:
+            for ifname in ifnames:
                 disable_tx_checksum(s, ifname)
                 disable_segmentation(s, ifname)  # link shapers see frames
             for n in topo.nodes:
-                nodes.of(n.kind).tune_port(s, names.host_port(n.index))
-        index = interface_indexes(ip)
-        for ifname in root_ifs:
-            ip.link("set", index=index[ifname], state="up")
+                if place[n.name] == k:
+                    nodes.of(n.kind).tune_port(s, names.host_port(n.index))
+        with netns.netlink(ns) as ip:
+            index = interface_indexes(ip)
+            for ifname in ifnames:
+                ip.link("set", index=index[ifname], state="up")
 
     progress("addresses")
     for n in topo.nodes:
         nodes.of(n.kind).configure(names, n)
 
     progress(f"switches ({len(topo.nodes)})")
-    bridges = []
+    bridges: dict[int, list[ovs.Bridge]] = {}
+    ports_of = {n.name: [ovs.Port(names.host_port(n.index), HOST_PORT_OFPORT)]
+                for n in topo.nodes}
+    for lk in topo.links:
+        for end, node in enumerate(lk.between):
+            ports_of[node].append(ovs.Port(names.link_port(lk.index, end), link_ofport(lk.index)))
     for n in topo.nodes:
-        ports = [ovs.Port(names.host_port(n.index), HOST_PORT_OFPORT)]
-        for lk in topo.links:
-            if n.name in lk.between:
-                end = 0 if lk.a == n.name else 1
-                ports.append(ovs.Port(names.link_port(lk.index, end), link_ofport(lk.index)))
-        bridges.append(ovs.Bridge(names.bridge(n.index), n.index + 1, tuple(ports)))
-    ovs.add_bridges(bridges, f"tcp:127.0.0.1:{ledger.of_port}", ovs.datapath_type())
+        bridges.setdefault(place[n.name], []).append(
+            ovs.Bridge(names.bridge(n.index), n.index + 1, tuple(ports_of[n.name])))
+    with ThreadPoolExecutor(max_workers=4) as pool:  # one OVSDB transaction per daemon
+        list(pool.map(lambda k: ovs.add_bridges(
+            bridges[k], shards.controller_target(names, k, ledger.of_port), datapath,
+            shards.db(names, k)), bridges))
 
     progress(f"shaping ({2 * len(topo.links)} egress queues)")
     netem_ok = probe().netem
-    with IPRoute() as ip:
-        index = interface_indexes(ip)
-        for lk in topo.links:
-            for end in (0, 1):
-                shaping.apply(ip, index[names.link_port(lk.index, end)], lk.shape, netem_ok)
-        held = shaping.read_back(ip, [index[names.link_port(lk.index, e)]
-                                      for lk in topo.links for e in (0, 1)])
-        for lk in topo.links:
-            for end in (0, 1):
-                ifname = names.link_port(lk.index, end)
-                shaping.verify(held, index[ifname], ifname, lk.shape)
+    shape_of = {names.link_port(lk.index, e): lk.shape for lk in topo.links for e in (0, 1)}
+    for k, ifnames in where.items():
+        with netns.netlink(shards.namespace(names, k)) as ip:
+            index = interface_indexes(ip)
+            mine = [i for i in ifnames if i in shape_of]
+            for ifname in mine:
+                shaping.apply(ip, index[ifname], shape_of[ifname], netem_ok)
+            held = shaping.read_back(ip, [index[i] for i in mine])
+            for ifname in mine:
+                shaping.verify(held, index[ifname], ifname, shape_of[ifname])
 
     for k, plan in planned.items():
         if plan:
@@ -182,7 +204,25 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
     progress("routes")
     wait_controller_ready(ledger)
 
-    ledger.extra["fabric"] = prove(topo, names, progress=progress)
+    ledger.extra["fabric"] = {**prove(topo, names, progress=progress),
+                              "switch_daemons": 1 + len(daemons)}
+
+
+def _into(names: Names, k: int) -> dict:
+    """Netlink attribute creating a veth's peer in daemon k's namespace (none for 0)."""
+    ns = shards.namespace(names, k)
+    return {"net_ns_fd": str(NETNS_DIR / ns)} if ns else {}
+
+
+def switch_ports(topo: Topology, names: Names, place: dict[str, int]) -> dict[int, list[str]]:
+    """Switch daemon -> the switch-side interfaces it serves (node ports and link ends)."""
+    out: dict[int, list[str]] = {}
+    for n in topo.nodes:
+        out.setdefault(place[n.name], []).append(names.host_port(n.index))
+    for lk in topo.links:
+        for end, node in enumerate(lk.between):
+            out.setdefault(place[node], []).append(names.link_port(lk.index, end))
+    return out
 
 
 PER_HOP_WARN_MS = 1.0

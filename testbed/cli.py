@@ -83,6 +83,8 @@ def _print_fabric(fab: dict) -> None:
         return
     scope = "all pairs" if fab.get("all_pairs") else "every link both ways + a seeded sample"
     line = f"{fab['pairs_proved']} pairs proved ({scope}); {fab['datapath']} datapath"
+    if fab.get("switch_daemons", 1) > 1:
+        line += f" ({fab['switch_daemons']} switch daemons)"
     if fab.get("rtt_per_hop_ms") is not None:
         line += (f"; idle RTT {fab['rtt_one_hop_ms']:.2f} ms over 1 hop, "
                  f"{fab['rtt_longest_path_ms']:.2f} ms over {fab['longest_path_hops']} hops "
@@ -231,7 +233,8 @@ def doctor(topology: Annotated[str | None, typer.Argument(
     t.add_row("cgroup mode", caps["cgroup_mode"], "v1, hybrid (v1 controllers) or v2 (unified)")
     t.add_row("ovs datapath", caps["ovs_datapath"],
               "what `up` uses: system (kernel module loaded) or netdev (userspace, polled by "
-              "ovs-vswitchd's main thread)")
+              "ovs-vswitchd's main thread; `up` then spreads switches over one ovs-vswitchd "
+              "per 8 switches, each in its own namespace: `fabric: {switches_per_daemon: N}`)")
     t.add_row("docker cgroup driver", str(caps["docker_cgroup_driver"] or "-"),
               "cgroupfs: containers inside their node's cgroup; systemd: in testbed.slice")
     out.print(t)

@@ -10,16 +10,13 @@ A node crash kills the node's processes (a container is killed), and takes its l
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import asdict, dataclass, replace
-
-from pyroute2 import IPRoute
 
 from testbed import nodes
 from testbed.errors import InputError
 from testbed.lifecycle import resolve
-from testbed.net import shaping
+from testbed.net import netns, shaping, shards
 from testbed.net.ledger import Ledger
 from testbed.net.links import interface_indexes, link_states
 from testbed.net.probe import probe
@@ -88,19 +85,31 @@ def set_link(name: str | None, a: str, b: str, bw: float | None = None,
             raise InputError(f"{key} {v:g} is out of range")
     netem_ok = probe().netem
     new = {e: replace(shape_now(ledger, e), **given) for e in chosen}
-    index = {e.ifname: socket.if_nametoindex(e.ifname) for e in chosen}  # no dump of all links
-    with IPRoute() as ip:
-        for e, shape in new.items():
-            shaping.change(ip, index[e.ifname], shape_now(ledger, e), shape, netem_ok)
-        held = shaping.read_back(ip, [index[e.ifname] for e in chosen])
-        for e, shape in new.items():
-            shaping.verify(held, index[e.ifname], e.ifname, shape)
+    held = {}
+    for ns, mine in _by_namespace(ledger, chosen).items():
+        with netns.netlink(ns) as ip:
+            index = {e.ifname: ip.link_lookup(ifname=e.ifname)[0] for e in mine}
+            for e in mine:
+                shaping.change(ip, index[e.ifname], shape_now(ledger, e), new[e], netem_ok)
+            now = shaping.read_back(ip, list(index.values()))
+            for e in mine:
+                shaping.verify(now, index[e.ifname], e.ifname, new[e])
+                held[e.ifname] = now[index[e.ifname]]
     record = ledger.extra.setdefault("links_now", {})
     for e, shape in new.items():
         record[f"{e.index}:{e.src}"] = asdict(shape)
     _sync_topology(ledger, chosen[0].index)
     ledger.save()
-    return [_describe(e, held[index[e.ifname]]) for e in chosen]
+    return [_describe(e, held[e.ifname]) for e in chosen]
+
+
+def _by_namespace(ledger: Ledger, chosen: list[LinkEnd]) -> dict[str | None, list[LinkEnd]]:
+    """Link ends grouped by the namespace of their switch daemon (testbed/net/shards.py)."""
+    where = shards.port_namespaces(ledger.names, ledger.extra, ledger.topology["links"])
+    out: dict[str | None, list[LinkEnd]] = {}
+    for e in chosen:
+        out.setdefault(where[e.ifname], []).append(e)
+    return out
 
 
 def _sync_topology(ledger: Ledger, i: int) -> None:
@@ -134,10 +143,11 @@ def set_link_state(name: str | None, a: str, b: str, up: bool) -> None:
 
 
 def _set_ports(ledger: Ledger, links: list[int], up: bool) -> None:
-    with IPRoute() as ip:
-        for i in links:
-            for end in (0, 1):
-                ip.link("set", index=socket.if_nametoindex(ledger.names.link_port(i, end)),
+    chosen = [e for i in links for e in ends(ledger, *ledger.topology["links"][i]["between"])]
+    for ns, mine in _by_namespace(ledger, chosen).items():
+        with netns.netlink(ns) as ip:
+            for e in mine:
+                ip.link("set", index=ip.link_lookup(ifname=e.ifname)[0],
                         state="up" if up else "down")
 
 
@@ -146,15 +156,17 @@ def links(name: str | None) -> list[dict]:
     ledger = resolve(name)
     states = link_states(ledger)
     out = []
-    with IPRoute() as ip:
-        index = interface_indexes(ip)
-        all_ends = [e for lk in ledger.topology["links"] for e in ends(ledger, *lk["between"])]
-        held = shaping.read_back(ip, [index[e.ifname] for e in all_ends if e.ifname in index])
+    all_ends = [e for lk in ledger.topology["links"] for e in ends(ledger, *lk["between"])]
+    held: dict[str, dict] = {}
+    for ns, group in _by_namespace(ledger, all_ends).items():
+        with netns.netlink(ns) as ip:
+            index = interface_indexes(ip)
+            now = shaping.read_back(ip, [index[e.ifname] for e in group if e.ifname in index])
+        held.update({e.ifname: now.get(index.get(e.ifname, -1), {}) for e in group})
     for i, lk in enumerate(ledger.topology["links"]):
         mine = [e for e in all_ends if e.index == i]
         out.append({"between": list(lk["between"]), "state": states.get(i, "missing"),
-                    "directions": [_describe(e, held.get(index.get(e.ifname, -1), {}))
-                                   for e in mine]})
+                    "directions": [_describe(e, held.get(e.ifname, {})) for e in mine]})
     return out
 
 

@@ -6,6 +6,7 @@ callback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from collections.abc import Callable
@@ -29,7 +30,7 @@ def load_topology(path: str | Path, name: str | None = None) -> Topology:
     if name:
         if not is_testbed_name(name):
             raise InputError(f"--name {name!r}: {TESTBED_NAME_RULE}")
-        topo = Topology(name=name, nodes=topo.nodes, links=topo.links, source=topo.source)
+        topo = dataclasses.replace(topo, name=name)
     return topo
 
 
@@ -80,7 +81,8 @@ def status(name: str | None = None) -> dict:
     names = ledger.names
     out = dict(ledger.topology)
     out["phase"] = ledger.phase
-    out["fabric"] = ledger.extra.get("fabric", {})  # proof and idle latency measured at `up`
+    out["fabric"] = {**ledger.extra.get("fabric", {}),  # proof and idle latency at `up`
+                     "switch_daemons": ledger.extra.get("switch_daemons", 1)}
     alive = bool(ledger.controller and ledger.controller.alive())
     health = controller_health(ledger) if alive else None
     out["controller"] = {"pid": ledger.controller.pid if ledger.controller else None,
@@ -110,7 +112,8 @@ def check(name: str | None = None, all_pairs: bool = False,
     the result replaces what `up` recorded. Raises NetworkError naming unreachable pairs."""
     ledger = resolve(name)
     topo = Topology.from_dict(ledger.topology, ledger.topology_file)
-    fabric = build.prove(topo, ledger.names, all_pairs, progress)
+    fabric = {**build.prove(topo, ledger.names, all_pairs, progress),
+              "switch_daemons": ledger.extra.get("switch_daemons", 1)}
     ledger.extra["fabric"] = fabric
     ledger.save()
     return fabric

@@ -3,15 +3,18 @@ with the topology (and still catches a broken link), and the fabric's own idle l
 recorded at `up` and shown by `status` and runs."""
 
 import json
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
 
-from testbed.net import ovs, shaping
+from testbed import api, measure
+from testbed.net import netns, ovs, shaping, shards
 from testbed.net.reach import proof_pairs
 from testbed.topology import Topology, loads
-from tests.conftest import cli, needs_root
+from tests.conftest import cli, needs_root, wait_for
 
 
 def test_the_kernel_datapath_is_chosen_exactly_when_its_module_is_loaded(tmp_path):
@@ -64,3 +67,76 @@ def test_a_silently_broken_link_is_caught_by_the_scaled_check(bring_up):
         shaping.apply(ip, ip.link_lookup(ifname=port)[0], shape, netem_ok=False)
     res = cli("check", "--all-pairs", "--name", ledger.name)
     assert res.returncode == 0 and "12 pairs proved (all pairs)" in res.stdout, res.stderr
+
+
+def test_switches_are_spread_over_daemons_only_on_the_userspace_datapath():
+    kinds = {f"n{i}": "host" for i in range(1, 20)} | {"jet": "device"}
+    place = shards.assign(kinds, 8, "netdev")
+    assert place["jet"] == 0  # a device's tunnel end stays on the host's own Open vSwitch
+    assert shards.daemons(place) == [1, 2, 3]
+    assert max(list(place.values()).count(k) for k in (1, 2, 3)) == 8
+    assert set(shards.assign(kinds, 8, "system").values()) == {0}  # kernel: no polling
+    assert set(shards.assign(kinds, 0, "netdev").values()) == {0}  # 0: one daemon for all
+    assert set(shards.assign(dict(list(kinds.items())[:8]), None, "netdev").values()) == {0}
+
+
+@needs_root
+@pytest.mark.emulation
+@pytest.mark.slow
+def test_a_fabric_over_several_switch_daemons_forwards_shapes_changes_and_leaves_nothing(
+        bring_up):
+    """Six nodes in a line, two switches per daemon: every link between b-c and d-e joins two
+    ovs-vswitchd processes in two namespaces. Routes cross them, the cut link's shaping holds
+    (iperf3) and changes in place, a cut link taken down breaks the line, and `down` stops
+    every daemon and removes every namespace."""
+    line = "abcdef"
+    text = ("fabric: {switches_per_daemon: 2}\n"
+            "nodes: {" + ", ".join(f"{n}: {{}}" for n in line) + "}\n"
+            "links: [" + ", ".join(
+                f"{{between: [{x}, {y}], bw: {8 if x + y == 'bc' else 50}}}"
+                for x, y in zip(line, line[1:], strict=False)) + "]")
+    ledger = bring_up("shard", text)
+    name, names = ledger.name, ledger.names
+    st = json.loads(cli("status", "--name", name, "--json").stdout)
+    assert st["fabric"]["switch_daemons"] == 4  # the host's (unused here) + 3
+    assert all(lk["state"] == "up" for lk in st["links"])
+    assert ledger.extra["switch_daemon_of"] == {"a": 1, "b": 1, "c": 2, "d": 2, "e": 3, "f": 3}
+    daemons = [p for p in _processes_under(names.state_dir) if "ovs-vswitchd" in p[1]]
+    assert len(daemons) == 3, daemons
+    assert st["fabric"]["longest_path_hops"] == 5 and st["fabric"]["rtt_per_hop_ms"] > 0
+    res = cli("check", "--all-pairs", "--name", name)
+    assert res.returncode == 0 and "30 pairs proved" in res.stdout, res.stdout + res.stderr
+
+    got = measure.iperf3(name, "a", "f", seconds=6, omit=2)  # across both cut links
+    ideal = measure.ideal_goodput_mbit(8)
+    assert abs(got - ideal) / ideal < 0.03, f"{got:.3f} vs ideal {ideal:.3f}"
+
+    res = cli("link", "set", "b", "c", "--bw", "4", "--name", name)
+    assert res.returncode == 0 and "4 Mbit/s" in res.stdout, res.stdout + res.stderr
+    res = cli("link", "ls", "--name", name)
+    assert res.stdout.count("4 Mbit/s") == 2, res.stdout  # both directions, read back
+    assert cli("link", "down", "b", "c", "--name", name).returncode == 0
+    res = cli("check", "--name", name)
+    assert res.returncode == 1 and "cannot reach" in res.stderr
+    assert cli("link", "up", "b", "c", "--name", name).returncode == 0
+    wait_for(lambda: not json.loads(cli("status", "--name", name, "--json").stdout)[
+        "controller"]["links_down"], 20, "the controller to see b-c up again")
+    res = cli("check", "--name", name)
+    assert res.returncode == 0, res.stderr
+
+    api.down(name)
+    assert not netns.list_names(names.netns_prefix)
+    assert not _processes_under(names.state_dir)
+
+
+def _processes_under(state_dir) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose command line names `state_dir`."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"{state_dir}/" in cmd:
+            out.append((int(pid), cmd))
+    return out

@@ -12,7 +12,7 @@ import sys
 import time
 
 from testbed.errors import NetworkError
-from testbed.net import apisock, ovs
+from testbed.net import apisock, ovs, shards
 from testbed.net.ledger import Ledger, ProcessRecord
 
 CONTROLLER_READY_TIMEOUT_S = 120.0
@@ -94,7 +94,8 @@ def restart_controller(ledger: Ledger) -> None:
             time.sleep(0.02)
     ledger.of_port = free_port()
     names = ledger.names
-    n = len(ledger.topology["nodes"])
-    ovs.set_controller([names.bridge(i) for i in range(n)], f"tcp:127.0.0.1:{ledger.of_port}")
+    on_host = [names.bridge(i) for i, node in enumerate(ledger.topology["nodes"])
+               if not shards.of_node(ledger.extra, node)]  # the others use of.sock (no change)
+    ovs.set_controller(on_host, f"tcp:127.0.0.1:{ledger.of_port}")
     start_controller(ledger)
     wait_controller_ready(ledger)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pyroute2 import IPRoute
 
 from testbed.naming import Names
+from testbed.net import netns, shards
 from testbed.net.ledger import Ledger
 
 
@@ -23,8 +24,11 @@ def link_states(ledger: Ledger) -> dict[int, str]:
     """Link index -> "up" when both ends of its veth pair are up and have carrier, else
     "down" (e.g. set down outside the testbed), read from the kernel in one dump."""
     names = ledger.names
-    with IPRoute() as ip:
-        seen = {link.get_attr("IFLA_IFNAME"): link for link in ip.get_links()}
+    seen = {}
+    where = shards.port_namespaces(names, ledger.extra, ledger.topology["links"])
+    for ns in set(where.values()):  # one dump per switch daemon's namespace
+        with netns.netlink(ns) as ip:
+            seen.update({link.get_attr("IFLA_IFNAME"): link for link in ip.get_links()})
     out = {}
     for i in range(len(ledger.topology["links"])):
         ends = [seen.get(names.link_port(i, e)) for e in (0, 1)]

@@ -30,9 +30,11 @@ class Bridge:
     ports: tuple[Port, ...]
 
 
-def _run(args: list[str]) -> str:
+def _run(args: list[str], db: str | None = None) -> str:
+    """ovs-vsctl against the host's Open vSwitch, or the daemon whose OVSDB is `db`."""
     try:
-        res = subprocess.run(VSCTL + args, capture_output=True, text=True, check=False)
+        res = subprocess.run(VSCTL + ([f"--db={db}"] if db else []) + args,
+                             capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise NetworkError("ovs-vsctl not found; run `make setup`") from None
     if res.returncode != 0:
@@ -46,8 +48,9 @@ def datapath_type(sys_module: Path = Path("/sys/module/openvswitch")) -> str:
     return "system" if sys_module.exists() else "netdev"
 
 
-def add_bridges(bridges: list[Bridge], controller: str, datapath: str | None = None) -> None:
-    """Create all bridges with their ports in one OVSDB transaction."""
+def add_bridges(bridges: list[Bridge], controller: str, datapath: str | None = None,
+                db: str | None = None) -> None:
+    """Create all bridges with their ports in one OVSDB transaction (of daemon `db`)."""
     datapath = datapath or datapath_type()
     args: list[str] = []
     for br in bridges:
@@ -60,7 +63,7 @@ def add_bridges(bridges: list[Bridge], controller: str, datapath: str | None = N
             args += ["--", "add-port", br.name, p.name,
                      "--", "set", "interface", p.name, f"ofport_request={p.ofport}"]
     if args:
-        _run(args)
+        _run(args, db)
 
 
 def _controller(bridge: str, target: str) -> list[str]:
@@ -89,12 +92,12 @@ def delete_bridges(names: list[str]) -> None:
         _run(args)
 
 
-def set_controller(names: list[str], controller: str) -> None:
+def set_controller(names: list[str], controller: str, db: str | None = None) -> None:
     args: list[str] = []
     for name in names:
         args += _controller(name, controller)
     if args:
-        _run(args)
+        _run(args, db)
 
 
 def running() -> bool:

@@ -173,7 +173,8 @@ def build(spec: TopologyFile, source: str, default_name: str = "testbed") -> Top
                             "use fewer nodes")
     nodes = tuple(_node(n, i, ns, source) for i, (n, ns) in enumerate(node_specs.items()))
     links = _links(raw_links, spec.defaults.link, set(node_specs), source)
-    topo = Topology(name=name, nodes=nodes, links=links, source=source)
+    topo = Topology(name=name, nodes=nodes, links=links, source=source,
+                    switches_per_daemon=spec.fabric.switches_per_daemon)
     _check_connected(topo, source)
     return topo
 

@@ -66,6 +66,7 @@ class Topology:
     nodes: tuple[Node, ...]
     links: tuple[Link, ...]
     source: str = "<memory>"
+    switches_per_daemon: int | None = None  # None: the default (testbed/net/shards.py)
 
     def node(self, name: str) -> Node:
         return self._by_name[name]
@@ -103,7 +104,8 @@ class Topology:
                            shape=LinkShape(lk["bw_mbit"], lk.get("delay_ms", 0.0),
                                            lk.get("jitter_ms", 0.0), lk.get("loss_pct", 0.0)))
                       for i, lk in enumerate(d["links"]))
-        return cls(name=d["name"], nodes=nodes, links=links, source=source)
+        return cls(name=d["name"], nodes=nodes, links=links, source=source,
+                   switches_per_daemon=d.get("fabric", {}).get("switches_per_daemon"))
 
     def to_dict(self) -> dict:
         """The status view of the topology (also what `testbed status --json` prints)."""
@@ -118,4 +120,6 @@ class Topology:
             "links": [{"between": [lk.a, lk.b], "bw_mbit": lk.shape.bw_mbit,
                        "delay_ms": lk.shape.delay_ms, "jitter_ms": lk.shape.jitter_ms,
                        "loss_pct": lk.shape.loss_pct} for lk in self.links],
+            **({"fabric": {"switches_per_daemon": self.switches_per_daemon}}
+               if self.switches_per_daemon is not None else {}),
         }

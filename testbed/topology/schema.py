@@ -128,6 +128,13 @@ class Defaults(Strict):
     node: NodeSpec = NodeSpec()
 
 
+class FabricSpec(Strict):
+    switches_per_daemon: int | None = Field(
+        None, ge=0, le=MAX_NODES,
+        description="switches per ovs-vswitchd on the userspace datapath (default 8; 0: one "
+                    "daemon for all, the host's own)")
+
+
 class TopologyFile(Strict):
     name: str | None = Field(None, pattern=TESTBED_NAME.pattern)
     defaults: Defaults = Defaults()
@@ -135,3 +142,4 @@ class TopologyFile(Strict):
     links: list[LinkSpec] = []
     generate: Generate | None = None
     timeline: dict | None = Field(None, description="changes during runs (see the README)")
+    fabric: FabricSpec = FabricSpec()
