@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
+from controllers.ofwire import route_rules
 from testbed.errors import FlowError
 from testbed.net.ledger import write_private
 from testbed.routing import (
@@ -87,7 +89,12 @@ class FabricApp(app_manager.OSKenApp):
                                       out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
         with self.lock:
             hops = self.hops
-        xids = {self._route(dp, ip, port) for ip, port in switch_rules(self.fabric, node, hops)}
+        buf, sent = route_rules(list(switch_rules(self.fabric, node, hops)), ROUTE_PRIORITY,
+                                ROUTE_COOKIE, dp.xid, ofp.MAX_XID)
+        if sent:  # every default route in one write (see controllers/ofwire.py)
+            dp.xid = sent[-1]
+            dp.send(buf)
+        xids = set(sent)
         with self.lock:
             flows = list(self.flows.values())
         for flow in flows:
@@ -167,8 +174,24 @@ class FabricApp(app_manager.OSKenApp):
                     self.barrier(dp, xids)
                 except RuntimeError as e:
                     LOG.error("rerouting at %s: %s", node, e)
+        self._purge_datapath_flows()
         with self.lock:
             self.routed_down = down
+
+    def _purge_datapath_flows(self) -> None:
+        """Make every ovs-vswitchd serving this testbed drop its cached datapath flows, so the
+        next packets are translated against the new routes. Needed: OVS 3.1's userspace
+        datapath was seen keeping a flow that had become a drop while its route was gone
+        after the route came back (a link down and up again; tests/test_fabric_check.py).
+        The host's daemon is purged too (other testbeds' next packets take the slow path
+        once; nothing is lost)."""
+        targets = [["-t", str(p)] for p in sorted(self.state_dir.glob("ovs*/ovs-vswitchd.ctl"))]
+        for target in [*targets, []]:
+            res = subprocess.run(["ovs-appctl", "--timeout=10", *target, "revalidator/purge"],
+                                 capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                LOG.error("purging datapath flows (%s): %s", target or "host",
+                          res.stderr.strip()[:200])
 
     # ---- OpenFlow helpers -------------------------------------------------------------------
     def _send(self, dp, msg) -> int:
