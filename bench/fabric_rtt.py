@@ -182,7 +182,7 @@ def main() -> None:
                   "ovs-vswitchd idle CPU %", "ovs-vswitchd MB"], rows)
     body += ("\n\nRTT: `ping -c 20 -i 0.05`, mean, idle network (no other traffic), the same "
              "pair of nodes for both tools. Ours spreads the switches over ovs-vswitchd "
-             "processes of at most 8 switches each (testbed/net/shards.py); 'one daemon' is "
+             "processes of at most 4 switches each (testbed/net/shards.py); 'one daemon' is "
              "the same mesh with `fabric: {switches_per_daemon: 0}` (every switch in the "
              "host's Open vSwitch, the layout before). Mininet runs the same hosts, switches "
              "and TCLinks (bw 10) in one userspace ovs-vswitchd with the same shortest-path "

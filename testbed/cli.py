@@ -229,12 +229,12 @@ def doctor(topology: Annotated[str | None, typer.Argument(
         t.add_row(f"cgroup {c}", "[green]yes[/]" if ok else "[red]no[/]",
                   "node CPU/memory limits and process tracking")
     t.add_row("nodes this host holds", f"~{caps['max_nodes_estimate']:,}",
-              "estimate: half the available memory at ~4 MB per node (`up` refuses more)")
+              "estimate: half the available memory at ~6.5 MB per node (`up` refuses more)")
     t.add_row("cgroup mode", caps["cgroup_mode"], "v1, hybrid (v1 controllers) or v2 (unified)")
     t.add_row("ovs datapath", caps["ovs_datapath"],
               "what `up` uses: system (kernel module loaded) or netdev (userspace, polled by "
               "ovs-vswitchd's main thread; `up` then spreads switches over one ovs-vswitchd "
-              "per 8 switches, each in its own namespace: `fabric: {switches_per_daemon: N}`)")
+              "per 4 switches, each in its own namespace: `fabric: {switches_per_daemon: N}`)")
     t.add_row("docker cgroup driver", str(caps["docker_cgroup_driver"] or "-"),
               "cgroupfs: containers inside their node's cgroup; systemd: in testbed.slice")
     out.print(t)

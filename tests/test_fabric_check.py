@@ -77,7 +77,8 @@ def test_switches_are_spread_over_daemons_only_on_the_userspace_datapath():
     assert max(list(place.values()).count(k) for k in (1, 2, 3)) == 8
     assert set(shards.assign(kinds, 8, "system").values()) == {0}  # kernel: no polling
     assert set(shards.assign(kinds, 0, "netdev").values()) == {0}  # 0: one daemon for all
-    assert set(shards.assign(dict(list(kinds.items())[:8]), None, "netdev").values()) == {0}
+    assert set(shards.assign(dict(list(kinds.items())[:4]), None, "netdev").values()) == {0}
+    assert shards.daemons(shards.assign(dict(list(kinds.items())[:5]), None, "netdev")) == [1, 2]
 
 
 @needs_root

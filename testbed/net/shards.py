@@ -28,9 +28,9 @@ from testbed.errors import NetworkError
 from testbed.naming import Names
 from testbed.net import netns
 
-# Measured (bench/fabric_rtt.py): per-hop RTT grows ~0.03 ms per switch in a daemon (ports,
-# plus the bridge's own run loop); 8 keeps a hop under ~0.5 ms with room for the nodes' stacks.
-DEFAULT_PER_DAEMON = 8
+# Measured (bench/fabric_rtt.py, 100-node mesh): 0.6 ms per hop with 8 switches per daemon,
+# 0.36-0.48 with 6, 0.33-0.37 with 4; each daemon costs ~25 MB (ovsdb-server + ovs-vswitchd).
+DEFAULT_PER_DAEMON = 4
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 OVS_START_TIMEOUT_S = 60.0
 

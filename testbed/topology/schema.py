@@ -131,7 +131,7 @@ class Defaults(Strict):
 class FabricSpec(Strict):
     switches_per_daemon: int | None = Field(
         None, ge=0, le=MAX_NODES,
-        description="switches per ovs-vswitchd on the userspace datapath (default 8; 0: one "
+        description="switches per ovs-vswitchd on the userspace datapath (default 4; 0: one "
                     "daemon for all, the host's own)")
 
 
