@@ -160,6 +160,7 @@ def fmt(v: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10,50,100,300")
+    ap.add_argument("--mininet-up-to", type=int, default=300)
     ap.add_argument("--one-daemon-up-to", type=int, default=100,
                     help="also run ours with every switch in one daemon up to this size")
     args = ap.parse_args()
@@ -167,7 +168,7 @@ def main() -> None:
     for n in [int(x) for x in args.sizes.split(",")]:
         o = ours(n)
         single = ours(n, per_daemon=0) if n <= args.one_daemon_up_to else {}
-        m = mininet(n, o["probes"])
+        m = mininet(n, o["probes"]) if n <= args.mininet_up_to else {}
         per = o["longest"] / o["hops"] if o["longest"] else None
         s_per = single["longest"] / single["hops"] if single.get("longest") else None
         m_per = m.get("longest") / o["hops"] if m.get("longest") else None

@@ -16,6 +16,7 @@ from testbed import build, nodes
 from testbed.cleanup import teardown
 from testbed.errors import InputError, NotRunningError, TestbedError
 from testbed.naming import TESTBED_NAME_RULE, is_testbed_name
+from testbed.net import shards
 from testbed.net.controller import controller_health, ensure_controller
 from testbed.net.ledger import Ledger, known_testbeds
 from testbed.net.links import link_states
@@ -82,7 +83,8 @@ def status(name: str | None = None) -> dict:
     out = dict(ledger.topology)
     out["phase"] = ledger.phase
     out["fabric"] = {**ledger.extra.get("fabric", {}),  # proof and idle latency at `up`
-                     "switch_daemons": ledger.extra.get("switch_daemons", 1)}
+                     "switch_daemons": ledger.extra.get("switch_daemons", 1),
+                     "switch_daemons_cpu_s": round(shards.cpu_seconds(names), 2)}
     alive = bool(ledger.controller and ledger.controller.alive())
     health = controller_health(ledger) if alive else None
     out["controller"] = {"pid": ledger.controller.pid if ledger.controller else None,

@@ -111,6 +111,8 @@ def test_a_fabric_over_several_switch_daemons_forwards_shapes_changes_and_leaves
     got = measure.iperf3(name, "a", "f", seconds=6, omit=2)  # across both cut links
     ideal = measure.ideal_goodput_mbit(8)
     assert abs(got - ideal) / ideal < 0.03, f"{got:.3f} vs ideal {ideal:.3f}"
+    st = json.loads(cli("status", "--name", name, "--json").stdout)
+    assert st["fabric"]["switch_daemons_cpu_s"] > 0  # forwarding's CPU, outside node quotas
 
     res = cli("link", "set", "b", "c", "--bw", "4", "--name", name)
     assert res.returncode == 0 and "4 Mbit/s" in res.stdout, res.stdout + res.stderr

@@ -114,6 +114,20 @@ def _start_one(names: Names, k: int) -> None:
                                f"{res.stderr.strip()[:400]} {log}")
 
 
+def cpu_seconds(names: Names) -> float:
+    """CPU time the testbed's own switch daemons have used since `up`: what forwarding costs
+    the host outside every node's quota (`status` shows it)."""
+    ticks = 0
+    for pidfile in names.state_dir.glob("ovs*/ovs-vswitchd.pid"):
+        try:
+            stat = Path(f"/proc/{int(pidfile.read_text())}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def of_node(ledger_extra: dict, node: str) -> int:
     """The daemon serving `node`'s switch in a running testbed (0 when not sharded)."""
     return int(ledger_extra.get("switch_daemon_of", {}).get(node, 0))
