@@ -7,9 +7,10 @@ ports of the daemon that forwards it (docs/benchmarks.md "Where a userspace hop 
 per hop with 16 ports, 1.7 ms with 416, 5 ms with 1,216). With at most `per_daemon` switches
 per daemon a hop costs about the same at 300 nodes as at 10. Two userspace datapaths cannot
 share a namespace (each opens the tap `ovs-netdev`), hence one namespace per daemon; the
-switch-side ends of the node ports and links move into it, so every link is still a shaped
+switch-side ends of the node ports and links are made in it, so every link is still a shaped
 veth pair and every node still has its own switch. The switches reach the one controller over
-its Unix socket (`of.sock` in the state directory), which crosses namespaces.
+its Unix socket (`of.sock` in the state directory, linked from each daemon's run directory),
+which crosses namespaces.
 
 Daemon k runs in namespace `tb-<testbed>._sw<k>` (a name no node can have), so `down` stops
 it with the nodes' processes and removes its namespace with theirs, also after a SIGKILL.
@@ -140,11 +141,4 @@ def port_namespaces(names: Names, ledger_extra: dict, links: list[dict]
     for i, lk in enumerate(links):
         for end, node in enumerate(lk["between"]):
             out[names.link_port(i, end)] = namespace(names, of_node(ledger_extra, node))
-    return out
-
-
-def group_by_namespace(where: dict[str, str | None]) -> dict[str | None, list[str]]:
-    out: dict[str | None, list[str]] = {}
-    for ifname, ns in where.items():
-        out.setdefault(ns, []).append(ifname)
     return out
