@@ -206,6 +206,8 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
 
     ledger.extra["fabric"] = {**prove(topo, names, progress=progress),
                               "switch_daemons": 1 + len(daemons)}
+    for k, ns in kinds.items():
+        nodes.of(k).confirm(names, ns)
 
 
 def _into(names: Names, k: int) -> dict:

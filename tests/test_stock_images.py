@@ -46,7 +46,7 @@ def test_a_container_whose_command_ends_is_reported_and_nothing_stays(bring_up,
         bring_up("exits", f"""
 nodes:
   a: {{}}
-  x: {{kind: docker, image: "{TINY}", cmd: "echo going away; exit 3"}}
+  x: {{kind: docker, image: "{TINY}", cmd: "sleep 0.5; echo going away; exit 3"}}
 links: [{{between: [a, x]}}]
 """)
     msg = str(err.value)

@@ -84,6 +84,16 @@ def start(names: Names, nodes: list[Node], share: dict[str, Path],
         return dict(pool.map(one, nodes))
 
 
+def confirm_running(names: Names, nodes: list[Node]) -> None:
+    """A command such as `echo hi; exit 3` may still be running when `start` attaches the
+    network; by the end of `up` it has ended, and `up` must fail rather than report it up."""
+    docker = client()
+    for n in nodes:
+        c = docker.containers.get(container_name(names, n.name))
+        if c.status != "running":
+            raise NetworkError(_exited(c, n))
+
+
 def _exited(c, n: Node) -> str:
     """Why a container did not stay up: its exit code and last log lines."""
     with contextlib.suppress(Exception):

@@ -141,6 +141,10 @@ class NodeKind:
     def finish(self, topo: Topology, planned: dict) -> None:
         """Steps after the switches and shaping exist (e.g. a device's end of its tunnel)."""
 
+    def confirm(self, names: Names, nodes: list[Node]) -> None:
+        """Last step of `up`, seconds after `create`: raise if a node died in the meantime
+        (a container whose command ended shortly after it started)."""
+
     def reach_namespace(self, names: Names, node: str) -> str | None:
         """The namespace reachability is checked from (None: the node is not on this host)."""
         return names.netns(node)

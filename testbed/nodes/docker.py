@@ -33,6 +33,9 @@ class Docker(Host):
             d.mkdir(parents=True, exist_ok=True)
         containers.start(names, nodes, share, {n.name: n.ip for n in topo.nodes})
 
+    def confirm(self, names: Names, nodes: list[Node]) -> None:
+        containers.confirm_running(names, nodes)
+
     def teardown(self, testbed: str, ledger: Ledger | None) -> str:
         count = containers.remove_all(testbed)  # by label: works without the state file
         return f"{count} containers" if count else ""
