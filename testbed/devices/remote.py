@@ -15,6 +15,8 @@ import os
 import select
 import sys
 
+import paramiko
+
 from testbed.devices.ssh import Endpoint, Session, quote
 from testbed.errors import TestbedError
 
@@ -50,6 +52,9 @@ def main(args: list[str]) -> int:
         chan.exec_command(remote_command(argv, spec.get("cwd"), spec.get("env")))
     except TestbedError as e:
         print(f"testbed: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (paramiko.SSHException, EOFError, OSError) as e:  # dropped between connect and exec
+        print(f"testbed: {ep.where}: connection lost ({type(e).__name__})", file=sys.stderr)
         return EXIT_UNREACHABLE
     out, err = sys.stdout.buffer, sys.stderr.buffer
     while True:
