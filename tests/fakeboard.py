@@ -21,11 +21,12 @@ SSHD = "/usr/sbin/sshd"
 
 class FakeBoard:
     def __init__(self, workdir: Path, index: int = 0, tegrastats: str | None = None,
-                 clock_shift_s: float = 0.0) -> None:
+                 clock_shift_s: float = 0.0, python: str | None = None) -> None:
         """`tegrastats`: a recorded line the board's `tegrastats` command replays (a Jetson).
         `clock_shift_s`: the board's clock runs this far ahead, as seen by Python programs
         there (a sitecustomize shifts time.time and time.time_ns), the way a real board's
-        unsynchronised clock would."""
+        unsynchronised clock would. `python`: the interpreter the board's `python3` runs (one
+        with torch, as a Jetson has its own; default: this host's /usr/bin/python3)."""
         self.dir = workdir / f"board{index}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.netns = f"tbt-board{index}"
@@ -36,6 +37,7 @@ class FakeBoard:
         self.sshd: subprocess.Popen | None = None
         self.tegrastats = tegrastats
         self.clock_shift_s = clock_shift_s
+        self.python = python
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> FakeBoard:
@@ -61,6 +63,9 @@ class FakeBoard:
             (bin_dir / "tegrastats").write_text(
                 f"#!/bin/sh\nwhile true; do echo '{self.tegrastats}'; sleep 1; done\n")
             (bin_dir / "tegrastats").chmod(0o755)
+        if self.python:  # a wrapper, not a link: a venv's interpreter finds its packages
+            (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {self.python} "$@"\n')
+            (bin_dir / "python3").chmod(0o755)
         # HOME is the board's own directory: a login must not run this host's root dotfiles
         # (a killed session can leave them stuck, e.g. on a pyenv lock, hanging later logins)
         env = (f"HOME={self.dir} "

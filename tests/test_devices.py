@@ -241,7 +241,7 @@ def test_a_run_places_a_task_on_the_device(tmp_path, board):
         (job,) = pd.read_csv(tmp_path / "run" / "jobs.csv").itertuples()
         assert job.status == "done" and job.placement == "work@nx1" and job.items_done > 20
         assert 0.85 < job.fidelity < 1.15, job
-        stats = pd.read_csv(tmp_path / "run" / "devices.csv")
+        stats = pd.read_csv(tmp_path / "run" / "board_stats.csv")
         assert len(stats) >= 4 and (stats.gpu_pct == 99).all() and stats.t_s.is_monotonic_increasing
         # the device's trace, shifted onto the testbed clock, lines up with the source's
         events = pd.read_csv(tmp_path / "run" / "events.csv")
@@ -249,6 +249,14 @@ def test_a_run_places_a_task_on_the_device(tmp_path, board):
     finally:
         assert cli("down", "--name", "tbt-devrun").returncode == 0
     assert ROOT.exists()
+
+
+def test_json_lines_traces_are_moved_onto_the_testbed_clock_by_their_time_fields():
+    from testbed.nodes.device import on_testbed_clock
+
+    rec = {"start": 100.5, "end": 101.0, "t_done": 100.75, "round": 3, "compute_s": 0.25,
+           "t_flag": True, "device": "nx1"}
+    assert on_testbed_clock(rec, 30.0) == {**rec, "start": 70.5, "end": 71.0, "t_done": 70.75}
 
 
 @pytest.mark.slow
@@ -269,7 +277,7 @@ def test_traces_from_a_board_with_a_shifted_clock_are_put_on_the_testbed_clock(t
             res = cli("run", str(tmp_path / "jobs.yaml"), "--name", "tbt-devclock", "-s",
                       "otfs", "--out", str(tmp_path / "run"))
             assert res.returncode == 0, res.stdout + res.stderr
-            stats = pd.read_csv(tmp_path / "run" / "devices.csv")
+            stats = pd.read_csv(tmp_path / "run" / "board_stats.csv")
             assert (abs(stats.clock_offset_s - 30.0) < 0.5).all()  # the shift was measured
             ev = pd.read_csv(tmp_path / "run" / "events.csv")
             t = {(r.task, r.event, r.item): r.ts_ns for r in ev.itertuples()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from testbed.kinds.training.strategies import (
     vanilla_fl,
 )
 from tests.conftest import ROOT, cli, needs_root
+from tests.fakeboard import FakeBoard
 
 TOPO = ROOT / "topologies" / "split-fl-6.yaml"
 LENET = ROOT / "workloads" / "split-fl-lenet.yaml"
@@ -149,21 +151,33 @@ def test_digits_partition_is_non_iid_and_disjoint():
 
 
 SMALL_TOPO = """
-nodes: {srv: {cpu: 0.5}, r: {cpu: 0.1}, d1: {cpu: 0.2}, d2: {cpu: 0.2}}
-links: [{between: [d1, r], bw: 10}, {between: [d2, r], bw: 10}, {between: [r, srv], bw: 20}]
+nodes: {{srv: {{cpu: 0.6}}, r: {{cpu: 0.1}}, d1: {{cpu: 0.4}}, d2: {{kind: docker, cpu: 0.4}},
+        nx1: {{kind: device, ssh: {ssh}, profile: jetson-xavier-nx}}}}
+links: [{{between: [d1, r], bw: 10}}, {{between: [d2, r], bw: 10}},
+        {{between: [nx1, r], bw: 10}}, {{between: [r, srv], bw: 20}}]
 """
+
+
+@pytest.fixture
+def torch_board(tmp_path):
+    """A board over SSH with its own torch (this interpreter), as a Jetson has."""
+    b = FakeBoard(tmp_path, index=3, python=sys.executable).start()
+    yield b
+    b.close()
 
 
 @needs_root
 @pytest.mark.emulation
 @pytest.mark.slow
-def test_split_training_moves_the_models_bytes_over_the_planned_flows(bring_up, tmp_path):
-    """EdgeSplit-Fix cuts LeNet after block 2 on both devices: every batch's activations go
-    up and their gradients come down over each device's rate-capped flow, the weights at each
-    round's end; the switches on the path count those bytes."""
-    ledger = bring_up("sfl", SMALL_TOPO)
+def test_split_training_moves_the_models_bytes_over_the_planned_flows(torch_board, edge_image,
+                                                                     bring_up, tmp_path):
+    """EdgeSplit-Fix cuts LeNet after block 2 on a host node, a container and a board over
+    SSH: every batch's activations go up and their gradients come down over each device's
+    rate-capped flow, the weights at each round's end; the switches on the path count those
+    bytes."""
+    ledger = bring_up("sfl", SMALL_TOPO.format(ssh=torch_board.ssh_yaml()))
     wl = tmp_path / "train.yaml"
-    wl.write_text("kind: training\nserver: srv\ndevices: [d1, d2]\nmodel: lenet\n"
+    wl.write_text("kind: training\nserver: srv\ndevices: [d1, d2, nx1]\nmodel: lenet\n"
                   "dataset: digits\nbatch_size: 16\nbatches_per_round: 5\nrounds: 3\n"
                   "total_bandwidth: 8Mbit\nlr: 0.05\n")
     out = tmp_path / "run"
@@ -175,14 +189,14 @@ def test_split_training_moves_the_models_bytes_over_the_planned_flows(bring_up, 
     assert rounds["round"].tolist() == [0, 1, 2]
     assert set(rounds.columns) >= {"round_time_measured_s", "round_time_predicted_s",
                                    "accuracy", "loss", "server_peak_mem_mb", "bytes_sent"}
-    assert (devices.cut == 2).all() and len(devices) == 6
+    assert (devices.cut == 2).all() and len(devices) == 9
     assert devices.bandwidth_mbit.sum() / 3 == pytest.approx(8.0, rel=1e-3)
     profiles = json.loads((out / "profiles.json").read_text())["srv"]
     act, params = profiles["activation_bytes"][1], sum(profiles["param_bytes"][:2])
     expected = 3 * (5 * act + params)  # each way, per device over the three rounds
     sent = devices.groupby("device")[["bytes_up", "bytes_down"]].sum()
     flows = pd.read_csv(out / "flows.csv")
-    for d in ("d1", "d2"):
+    for d in ("d1", "d2", "nx1"):
         # the processes' own count: the model's sizes plus labels and message framing
         for way in ("bytes_up", "bytes_down"):
             assert expected <= sent.loc[d, way] <= expected * 1.05 + 3 * 20_000, \

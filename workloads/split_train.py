@@ -283,7 +283,7 @@ class Server:
                 r = results[d["name"]]
                 self.trace.write(json.dumps({
                     "role": "server", "device": d["name"], "round": rnd, "start": r0,
-                    "end": end, "device_done": r["done"], "server_compute_s": r["compute_s"],
+                    "end": end, "t_device_done": r["done"], "server_compute_s": r["compute_s"],
                     "accuracy": acc, "loss": loss, "train_loss": r["loss"],
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000,
                 }) + "\n")

@@ -1,5 +1,5 @@
 """The tables every run writes whatever its workload kind: links.csv and nodes.csv (sampled
-counters and usage), devices.csv (boards' own statistics, on the run's clock), flows.csv (one
+counters and usage), board_stats.csv (boards' own statistics, on the run's clock), flows.csv (one
 row per flow installation, with what each switch forwarded), node_speeds.csv (the profile
 the scheduler planned with) and run.json (everything needed to tell runs apart)."""
 
@@ -23,7 +23,7 @@ def write_shared(out: Path, sampler, collectors: list, epoch0: float, flow_rows:
     pd.DataFrame(sampler.nodes).to_csv(out / "nodes.csv", index=False)
     if collectors:  # on the run's clock, like nodes.csv
         rows = [{**r, "t_s": round(r["t_s"] - epoch0, 3)} for c in collectors for r in c.records]
-        pd.DataFrame(rows).to_csv(out / "devices.csv", index=False)
+        pd.DataFrame(rows).to_csv(out / "board_stats.csv", index=False)
     pd.DataFrame(flow_rows).to_csv(out / "flows.csv", index=False)
     pd.DataFrame([{"node": n, "speed_gops": s} for n, s in speeds.items()]).to_csv(
         out / "node_speeds.csv", index=False)

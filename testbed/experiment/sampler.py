@@ -46,7 +46,7 @@ class Sampler:
                                        "tx_dropped": c["tx_dropped"]})
         for node, kind in self.kinds.items():
             used = kind.usage(self.ledger, node)
-            if used is None:  # sampled another way (a device over SSH: devices.csv)
+            if used is None:  # sampled another way (a device over SSH: board_stats.csv)
                 continue
             cpu_s, mem = used
             self.nodes.append({"t_s": t, "node": node, "cpu_s": cpu_s, "memory_bytes": mem})

@@ -5,6 +5,7 @@ board's clock onto the testbed's."""
 
 from __future__ import annotations
 
+import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,11 +59,23 @@ class DeviceFiles(Files):
                 sftp.remove(f"{self.dir}/{local.name}")
         except TestbedError:  # the device went away: its job already failed with the reason
             return
-        shift = int(self.offset.offset_s * 1e9)
         lines = local.read_text().splitlines()
-        fixed = [f"{int(ts) - shift},{rest}" for ts, _, rest in (ln.partition(",") for ln in lines)
-                 if ts.lstrip("-").isdigit()]
+        if local.suffix == ".jsonl":
+            fixed = [json.dumps(on_testbed_clock(json.loads(ln), self.offset.offset_s))
+                     for ln in lines if ln.strip()]
+        else:  # CSV traces: nanoseconds first
+            shift = int(self.offset.offset_s * 1e9)
+            fixed = [f"{int(ts) - shift},{rest}" for ts, _, rest in
+                     (ln.partition(",") for ln in lines) if ts.lstrip("-").isdigit()]
         local.write_text("".join(f"{ln}\n" for ln in fixed))
+
+
+def on_testbed_clock(record: dict, offset_s: float) -> dict:
+    """A JSON-lines trace record with its wall-clock times (seconds, in the fields `start`,
+    `end` and `t_*`, the convention of workloads/) moved from the board's clock."""
+    return {k: v - offset_s if (k in ("start", "end") or k.startswith("t_"))
+            and isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for k, v in record.items()}
 
 
 def egress_mbit(topo: Topology, node: str) -> float | None:
@@ -211,7 +224,7 @@ class Device(NodeKind):
                          "and cannot be changed by the testbed")
 
     def usage(self, ledger: Ledger, node: str) -> tuple[float, int] | None:
-        return None  # sampled over SSH by `collector`: devices.csv
+        return None  # sampled over SSH by `collector`: board_stats.csv
 
     def collector(self, ledger: Ledger, node: str, interval_s: float) -> Collector:
         return Collector(session(ledger, node, retry_for_s=5), interval_s)

@@ -131,7 +131,7 @@ class Training(SingleUnit):
                 drows.append({
                     "device": d, "round": rnd, "cut": ext.cuts[d], "blocks": ext.blocks,
                     "bandwidth_mbit": ext.bandwidth_mbit[d],
-                    "round_time_measured_s": s.device_done - s.start,
+                    "round_time_measured_s": s.t_device_done - s.start,
                     "round_time_predicted_s": ext.round_predicted_s[d],
                     "compute_s": None if r is None else r.compute_s,
                     "compute_predicted_s": ext.compute_predicted_s[d],
@@ -139,7 +139,7 @@ class Training(SingleUnit):
                     "server_compute_predicted_s": ext.server_compute_predicted_s[d],
                     # the rest of the round: transfers (and waiting), beside eq. 4.5's C / B
                     "comm_s": None if r is None else
-                    s.device_done - s.start - r.compute_s - s.server_compute_s,
+                    s.t_device_done - s.start - r.compute_s - s.server_compute_s,
                     "comm_predicted_s": ext.comm_predicted_s[d],
                     "bytes_up": None if r is None else r.bytes_up,
                     "bytes_down": None if r is None else r.bytes_down})
@@ -147,7 +147,7 @@ class Training(SingleUnit):
             t0 = float(server.start.min())
             for rnd, g in server.groupby("round"):
                 mine = devices[devices["round"] == rnd]
-                measured = float(g.device_done.max() - g.start.min())
+                measured = float(g.t_device_done.max() - g.start.min())
                 rrows.append({
                     "round": rnd, "strategy": ext.strategy, "server_mode": self.server_mode,
                     "model": spec.model, "devices": len(self.w.devices),
@@ -155,7 +155,7 @@ class Training(SingleUnit):
                     "round_time_measured_s": measured,
                     "round_time_predicted_s": ext.makespan_predicted_s,
                     "fidelity": measured / ext.makespan_predicted_s,
-                    "aggregate_s": float(g.end.max() - g.device_done.max()),
+                    "aggregate_s": float(g.end.max() - g.t_device_done.max()),
                     "wall_s": float(g.end.max() - t0), "accuracy": float(g.accuracy.iloc[0]),
                     "loss": float(g.loss.iloc[0]),
                     "server_peak_mem_mb": float(g.peak_rss_mb.max()),
