@@ -177,7 +177,10 @@ def test_bad_timelines_are_refused_before_anything_starts(tmp_path):
             ("    - {at: 1s, node: a, crash: true, for: 5s}\n"
              "    - {at: 3s, node: a, crash: true}", "while events[0] has it stopped"),
             ("    - {at: 1s, link: [a, b], down: true, set: {bw: 1}}", "says set and down"),
-            ("    - {at: 1s, link: [a, b], trace: {csv: nowhere.csv}}", "cannot read")):
+            ("    - {at: 1s, link: [a, b], trace: {csv: nowhere.csv}}", "cannot read"),
+            ("    - {at: 1s, link: [a, b], pedestrians: 3}", "pedestrians is for a camera node"),
+            ("    - {at: 1s, node: a, pedestrians: 3, for: 2s}", "holds until the next one"),
+            ("    - {at: 1s, node: a, pedestrians: -1}", "greater than or equal to 0")):
         path = tmp_path / "t.yaml"
         path.write_text(base + event + "\n")
         with pytest.raises(TopologyError) as err:  # what `up` and `run` check first

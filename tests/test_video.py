@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ from testbed.topology.loader import build as build_topology
 from testbed.topology.loader import read_yaml
 from testbed.topology.schema import TopologyFile
 from tests.conftest import cli, needs_root
+from tests.fakeboard import FakeBoard
 
 MB = 1_000_000
 
@@ -186,6 +188,31 @@ def test_video_file_errors_name_the_field_and_the_fix(tmp_path):
     assert w.devices == ("cam2", "e1", "e2")  # "*": every node that is not a camera
 
 
+def test_pedestrian_counts_from_a_timeline_drive_the_streams_of_that_camera(tmp_path):
+    from testbed.kinds.video.spec import with_timeline_counts
+    from testbed.topology.timeline import expand, parse
+
+    text = ("kind: video\njobs:\n  - {name: c1, source: cam1, pedestrians: 1}\n"
+            "  - {name: c2, source: cam2, pedestrians: {trace: ok.csv}}\n")
+    (tmp_path / "ok.csv").write_text("t_s,count\n0,0\n5,3\n")
+    w = loads(text, str(tmp_path / "v.yaml"), topo())
+    actions = expand(parse({"events": [{"at": "10s", "node": "cam1", "pedestrians": 6},
+                                       {"at": "4s", "node": "cam1", "pedestrians": 0}]}, "t.yaml"),
+                     topo(), "t.yaml", tmp_path)
+    assert [(a.what, a.t_s, a.params) for a in actions] == [
+        ("pedestrians", 4.0, {"count": 0}), ("pedestrians", 10.0, {"count": 6})]
+    counts = [(a.t_s, a.target[0], a.params["count"], a.event) for a in actions]
+    got = with_timeline_counts(w, counts, "t.yaml")
+    c1 = got.cameras[0].pedestrians
+    assert c1.points == ((0.0, 1.0), (4.0, 0.0), (10.0, 6.0))  # the job's constant first
+    assert c1.mean(0, 20) == pytest.approx((4 * 1 + 6 * 0 + 10 * 6) / 20)
+    assert got.cameras[1] == w.cameras[1]  # cam2 keeps its trace
+    with pytest.raises(InputError, match=r"jobs\[1\] \(c2\).pedestrians: a trace, and t.yaml"):
+        with_timeline_counts(w, [(1.0, "cam2", 2, 0)], "t.yaml")
+    with pytest.raises(InputError, match=r"t.yaml: timeline.events\[0\].node: e1 is no camera"):
+        with_timeline_counts(w, [(1.0, "e1", 2, 0)], "t.yaml")
+
+
 def test_schedule_offline_prints_the_mapping(tmp_path):
     (tmp_path / "t.yaml").write_text(TOPO)
     (tmp_path / "v.yaml").write_text(
@@ -208,30 +235,39 @@ def test_schedule_offline_prints_the_mapping(tmp_path):
 
 SHARED_TOPO = """
 nodes:
-  cam1: {cpu: 0.1}
-  cam2: {cpu: 0.1}
-  e1: {cpu: 0.3, memory: 450MB}
-  e2: {cpu: 0.3, memory: 450MB}
-  e3: {cpu: 0.2, memory: 600MB}
+  cam1: {{cpu: 0.1}}
+  cam2: {{kind: device, ssh: {ssh}, profile: jetson-xavier-nx}}
+  e1: {{cpu: 0.3, memory: 450MB}}
+  e2: {{cpu: 0.3, memory: 450MB}}
+  e3: {{cpu: 0.2, memory: 600MB}}
 links:
-  - {between: [cam1, e1], bw: 10}
-  - {between: [cam2, e2], bw: 10}
-  - {between: [e1, e3], bw: 10}
-  - {between: [e2, e3], bw: 10}
+  - {{between: [cam1, e1], bw: 10}}
+  - {{between: [cam2, e2], bw: 10}}
+  - {{between: [e1, e3], bw: 10}}
+  - {{between: [e2, e3], bw: 10}}
 """
+
+
+@pytest.fixture
+def camera_board(tmp_path):
+    """A board with a camera, over SSH, with its own Python (this one: torch, Pillow), its
+    clock 20 s ahead: frames must still start on time and trace on the testbed's clock."""
+    b = FakeBoard(tmp_path, index=4, python=sys.executable, clock_shift_s=20.0).start()
+    yield b
+    b.close()
 
 
 @needs_root
 @pytest.mark.emulation
 @pytest.mark.slow
 def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace(
-        bring_up, tmp_path):
+        camera_board, bring_up, tmp_path):
     """Room for one detector on e1 and on e2 and one re-ID model on e3 (slower, farther):
     JSTSH maps the cameras to e1 and e2 and both streams' crops to the one instance on e3,
     which serves both. cam1 sees nobody until 5 s, then three people: its crops follow the
-    trace. The frames' bytes cross the switches of the planned route; measured frame rates
-    stand beside the model's."""
-    ledger = bring_up("vid", SHARED_TOPO)
+    trace. cam2 is a board over SSH. The frames' bytes cross the switches of the planned
+    route; measured frame rates stand beside the model's."""
+    ledger = bring_up("vid", SHARED_TOPO.format(ssh=camera_board.ssh_yaml()))
     (tmp_path / "cam1.csv").write_text("t_s,count\n0,0\n5,3\n")
     wl = tmp_path / "video.yaml"
     wl.write_text(
@@ -241,9 +277,12 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
         " reid: {memory: 500MB, every: 1, after: {detect: per_pedestrian(20kB)}}}}\n"
         "  - {name: c2, source: cam2, frames: {fps: 3, resolution: 320x180},"
         " pedestrians: 2, tasks: *t}\n")
+    # cam2's count from the run's timeline: 2 (the job's), 3 from 8 s on
+    (tmp_path / "tl.yaml").write_text("timeline:\n  events:\n"
+                                      "    - {at: 8s, node: cam2, pedestrians: 3}\n")
     out = tmp_path / "run"
     res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "jstsh", "--out", str(out),
-              timeout=600)
+              "--timeline", str(tmp_path / "tl.yaml"), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = pd.read_csv(out / "jobs.csv").set_index("job")
     assert jobs.status.tolist() == ["done", "done"]
@@ -257,7 +296,9 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     frames = pd.read_csv(out / "frames.csv")
     c1 = frames[frames.stream == "c1"]
     assert (c1[c1.t_s < 4.5].crops == 0).all() and (c1[c1.t_s > 5.5].crops == 3).all()
-    assert (frames[frames.stream == "c2"].crops == 2).all()
+    c2 = frames[frames.stream == "c2"]
+    assert (c2[c2.t_s < 7.5].crops == 2).all() and (c2[c2.t_s > 8.5].crops == 3).all()
+    assert len(c2[c2.t_s > 8.5]) > 3  # frames from the board, on the testbed's clock
     # the model's frame rate beside the measured one: about 7 frames per stream finish in the
     # 13-s window, so one frame more or less is 15% of a stream's rate; both together tighter
     both = jobs.fps_measured.sum() / jobs.fps_predicted.sum()

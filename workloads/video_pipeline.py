@@ -308,7 +308,8 @@ class StreamHost:
         with self.work:
             self.records[head["frame"]] = {
                 "type": "frame", "stream": self.name, "frame": head["frame"],
-                "t_capture": head["t_capture"], "t_recv": head["t_recv"], "t_detect_start": t0,
+                # the camera's stamp, on the camera's clock: not a `t_` field of this node
+                "captured_at": head["t_capture"], "t_recv": head["t_recv"], "t_detect_start": t0,
                 "t_detect_end": t1, "pedestrians": head["count"], "crops": n,
                 "frame_bytes": len(jpeg), "skipped_before": skipped}
             if n:

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from testbed import nodes
-from testbed.errors import TestbedError
+from testbed.errors import InputError, TestbedError
 from testbed.experiment import records
 from testbed.experiment.enforce import Enforcer, FlowSet
 from testbed.experiment.options import RunOptions
@@ -31,6 +31,7 @@ from testbed.net.links import link_states
 from testbed.schedulers import get as get_scheduler
 from testbed.schedulers.plan import Plan
 from testbed.topology.model import Topology
+from testbed.topology.timeline import WORKLOAD_EVENTS, Action
 
 Progress = Callable[[str], None]
 POLL_S = 0.05
@@ -94,6 +95,16 @@ class Experiment:
     def prepare(self) -> None:
         """Before the clock starts: what lives for the whole run (e.g. services)."""
 
+    def take_workload_events(self, events: list[Action], source: str) -> None:
+        """The timeline's workload events (e.g. a camera's pedestrian count) from file
+        `source`, before `prepare`; a kind that has no use for them refuses the run."""
+        if events:
+            e = events[0]
+            raise InputError(f"{source}: timeline.events[{e.event}]: {e.what} at {e.t_s:g} s "
+                             "changes a "
+                             f"workload that a {self.kind} run does not have; fix: drop it "
+                             "or run a workload it applies to (pedestrians: video)")
+
     def close(self) -> None:
         """After the last unit: stop what `prepare` started."""
 
@@ -155,6 +166,9 @@ class Experiment:
             self.enforcer.incident(f"node {node} left out of placement", why)
         actions = load_actions(self.ledger, self.topology, self.opts.timeline,
                                self.opts.duration_s, self.opts.seed)
+        self.take_workload_events([a for a in actions if a.what in WORKLOAD_EVENTS],
+                                  str(self.opts.timeline or self.ledger.topology_file))
+        actions = [a for a in actions if a.what not in WORKLOAD_EVENTS]  # the network's
         self.prepare()
         self.sampler = Sampler(self.ledger, self.enforcer.client, self.opts.sample_s).start()
         self.t0 = self.sampler.t0

@@ -27,7 +27,8 @@ class Processes:
 
     def spawn(self, node: str, label: str, config: dict, talk: bool = False) -> subprocess.Popen:
         """Start workloads/<program> on `node` with `config` (its "trace", if any, is a path
-        in the run directory: the process gets one it can write on its node). With `talk`,
+        in the run directory: the process gets one it can write on its node; its "start_at",
+        if any, a testbed time, is moved onto the node's clock). With `talk`,
         its stdin and stdout are pipes to this process (orders in, events out) and only
         stderr goes to the log."""
         kind = nodes.of_node(self.ledger, node)
@@ -35,6 +36,8 @@ class Processes:
             self.files[node] = kind.files(self.ledger, node, self.unprivileged)
         files = self.files[node]
         drop = self.unprivileged and kind.local  # a device: as its SSH user anyway
+        if "start_at" in config:  # a moment to start at, on the node's own clock
+            config = {**config, "start_at": files.node_clock(config["start_at"])}
         if "trace" in config:
             trace = Path(config["trace"])
             config = {**config, "trace": files.trace_path(trace)}
@@ -52,6 +55,12 @@ class Processes:
                             env={**os.environ, **env}, **pipes)
         log.close()
         return p
+
+    def testbed_clock(self, node: str, t):
+        """Times `node` stamped (seconds; a number or a pandas Series) on the testbed's clock:
+        a board's clock may be off, a host's and a container's are this one."""
+        files = self.files.get(node)
+        return t if files is None else files.testbed_clock(t)
 
     def last_log_line(self, label: str) -> str:
         try:

@@ -48,6 +48,14 @@ class Files:
     def fetch(self, local: Path) -> None:
         pass
 
+    def node_clock(self, t: float) -> float:
+        """A testbed wall-clock time (s) as the node's own clock shows it."""
+        return t
+
+    def testbed_clock(self, t: float) -> float:
+        """A time the node's clock stamped (e.g. in a message it sent), on the testbed's."""
+        return t
+
 
 class SharedDir(Files):
     """Files go through a directory the node sees at the same path (a container's mount)."""

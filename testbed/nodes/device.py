@@ -49,6 +49,12 @@ class DeviceFiles(Files):
     def trace_path(self, local: Path) -> str:
         return f"{self.dir}/{local.name}"
 
+    def node_clock(self, t: float) -> float:
+        return t + self.offset.offset_s
+
+    def testbed_clock(self, t: float) -> float:
+        return t - self.offset.offset_s
+
     def fetch(self, local: Path) -> None:
         try:
             with self.session.sftp() as sftp:

@@ -19,8 +19,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
-from scipy.sparse import coo_matrix
 
 from testbed.schedulers.jobs import Job
 from testbed.schedulers.network import NetworkView, path_links
@@ -120,6 +118,9 @@ def jrba(view: NetworkView, flows: list[Demand], capacity: dict[tuple[str, str],
             for lk in path_links(p):
                 rows.append(row[lk]), cols.append(c), vals.append(1.0)
             rows.append(len(links) + i), cols.append(c), vals.append(-1.0)
+    from scipy.optimize import linprog  # here: scipy takes 0.3 s to import, every CLI call
+    from scipy.sparse import coo_matrix
+
     a = coo_matrix((vals, (rows, cols)), shape=(n_rows, n_cols)).tocsr()
     b = np.zeros(n_rows)
     b[len(links):] = [-f.volume_bytes * 8 / 1e6 for f in flows]

@@ -22,6 +22,9 @@ from testbed.topology.model import Topology
 from testbed.topology.schema import Number, Percent, Rate, Seconds, Strict, Time
 
 MAX_ACTIONS = 100_000
+# actions that change what a workload does, not the network: the run's workload kind takes
+# them before the clock starts and plays them itself (a kind that cannot refuses the run)
+WORKLOAD_EVENTS = ("pedestrians",)
 
 
 class LinkChange(Strict):
@@ -75,6 +78,9 @@ class Event(Strict):
     flap: Flap | None = None
     trace: Trace | None = None
     random: RandomCrashes | None = None
+    pedestrians: int | None = Field(None, ge=0, le=100_000, description=(
+        "people in view of the camera node from then on, counted from the cameras' first "
+        "frame like a trace file's t_s (a video workload's streams from it follow)"))
 
 
 class TimelineSpec(Strict):
@@ -139,14 +145,22 @@ def _event(ev: Event, i: int, where: str, topo: Topology, source: str, base: Pat
                             f"use one of {', '.join(sorted(names)[:20])}")
     kinds = [k for k, on in (("set", ev.set is not None), ("down", ev.down),
                              ("crash", ev.crash), ("lose", ev.lose),
-                             ("flap", ev.flap is not None), ("trace", ev.trace is not None))
+                             ("flap", ev.flap is not None), ("trace", ev.trace is not None),
+                             ("pedestrians", ev.pedestrians is not None))
              if on]
     if ev.partition is not None and not kinds:
         kinds = ["down"]  # a partition is its links going down
     if len(kinds) != 1:
         raise TopologyError(source, where, f"says {' and '.join(kinds) or 'nothing'}",
-                            "give exactly one of set:, down:, crash:, lose:, flap:, trace:")
+                            "give exactly one of set:, down:, crash:, lose:, flap:, trace:, "
+                            "pedestrians:")
     kind = kinds[0]
+    if kind == "pedestrians" and ev.node is None:
+        raise TopologyError(source, where, "pedestrians is for a camera node",
+                            "write node: CAMERA")
+    if kind == "pedestrians" and ev.duration:
+        raise TopologyError(source, f"{where}.for", "a pedestrian count holds until the next "
+                            "one", "drop for: and add an event with the later count")
     if kind in ("crash", "lose") and ev.node is None:
         raise TopologyError(source, where, f"{kind} is for a node", "write node: NAME")
     if kind in ("set", "flap", "trace") and ev.link is None:
@@ -185,6 +199,8 @@ def _event(ev: Event, i: int, where: str, topo: Topology, source: str, base: Pat
                 out.append(Action(t + ev.duration, order + 1, "start", (ev.node,), {}, i))
         elif kind == "trace":
             out += _trace(ev, i, where, source, base, t, horizon)
+        elif kind == "pedestrians":  # the workload's, not the network's: see WORKLOAD_EVENTS
+            out.append(Action(t, order, "pedestrians", (ev.node,), {"count": ev.pedestrians}, i))
         order += 2
     return out
 
@@ -332,7 +348,9 @@ def _check_contradictions(actions: list[Action], spec: TimelineSpec, source: str
     before it starts, or a start/up of something that is not down."""
     seen: dict[tuple, Action] = {}
     for a in actions:
-        key = (round(a.t_s, 6), a.what in ("set", "revert"), a.target, a.direction)
+        family = "rate" if a.what in ("set", "revert") else \
+            "workload" if a.what in WORKLOAD_EVENTS else "state"
+        key = (round(a.t_s, 6), family, a.target, a.direction)
         other = seen.get(key)
         if other is not None and other.event != a.event and (other.what, other.params) != (
                 a.what, a.params):

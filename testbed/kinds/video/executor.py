@@ -32,7 +32,7 @@ from testbed.kinds.video.decision import (
     frame_key,
     profile_config,
 )
-from testbed.kinds.video.spec import Workload
+from testbed.kinds.video.spec import Workload, with_timeline_counts
 from testbed.routing import FlowSpec
 from testbed.schedulers.plan import Plan
 
@@ -60,6 +60,11 @@ class Video(SingleUnit):
         return max(1, round(self.cores[node]))
 
     # ---- before the clock: profiles and the problem ----------------------------------------
+    def take_workload_events(self, events: list, source: str) -> None:
+        """Pedestrian counts set by the run's timeline drive the cameras' streams."""
+        self.w = with_timeline_counts(
+            self.w, [(e.t_s, e.target[0], e.params["count"], e.event) for e in events], source)
+
     def prepare(self) -> None:
         cfg = profile_config(self.w)
         for node in self.w.devices:
@@ -161,6 +166,12 @@ class Video(SingleUnit):
         frames = pd.DataFrame([{k: v for k, v in r.items() if k != "type"} for r in hosted
                                if r.get("type") == "frame"])
         if not frames.empty:
+            source = {c.name: c.spec.source for c in self.w.cameras}
+            frames["t_capture"] = frames["captured_at"]
+            for stream, rows in frames.groupby("stream"):  # stamped by the camera's clock
+                frames.loc[rows.index, "t_capture"] = self.processes.testbed_clock(
+                    source[stream], rows["captured_at"])
+            frames = frames.drop(columns="captured_at")
             done = frames["t_reid_done"] if "t_reid_done" in frames else float("nan")
             frames["t_done"] = frames["t_detect_end"].where(frames["crops"] == 0, done)
             t_first = frames.groupby("stream")["t_capture"].transform("min")

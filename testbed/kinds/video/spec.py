@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -165,6 +165,31 @@ class Workload:
     source: str
     name: str = "video"
     arrival_s: float = 0.0
+
+
+def with_timeline_counts(w: Workload, counts: list[tuple[float, str, float, int]],
+                         source: str) -> Workload:
+    """The workload with pedestrian counts from a timeline (file `source`): each
+    (t_s, camera node, count, event index) holds for every stream from that camera until the
+    next; the job's own constant `pedestrians:` is the count before the first."""
+    sources = {c.spec.source for c in w.cameras}
+    for _, node, _, ev in counts:
+        if node not in sources:
+            raise InputError(f"{source}: timeline.events[{ev}].node: {node} is no camera of "
+                             f"{w.source}; fix: use one of {', '.join(sorted(sources))}")
+    cameras = []
+    for i, c in enumerate(w.cameras):
+        mine = [(t, n) for t, node, n, _ in counts if node == c.spec.source]
+        if mine and not isinstance(c.spec.pedestrians, (int, float)):
+            raise InputError(f"{w.source}: jobs[{i}] ({c.name}).pedestrians: a trace, and "
+                             f"{source}'s timeline sets the counts of {c.spec.source} too; "
+                             "fix: keep one of them (a constant here is the count before the "
+                             "timeline's first)")
+        if mine:
+            points = {0.0: float(c.spec.pedestrians), **{t: float(n) for t, n in mine}}
+            c = replace(c, pedestrians=Pedestrians(tuple(sorted(points.items()))))
+        cameras.append(c)
+    return replace(w, cameras=tuple(cameras))
 
 
 def _trace(path: Path, where: str) -> Pedestrians:
