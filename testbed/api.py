@@ -22,7 +22,6 @@ from testbed.dynamics import (  # noqa: F401 (re-exported: live changes)
 )
 from testbed.errors import InputError
 from testbed.experiment.options import RunOptions  # noqa: F401 (re-exported)
-from testbed.kinds import schedule  # noqa: F401 (re-exported)
 from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' surface)
     DROP_PRIVILEGES,
     UNPRIVILEGED_UID,
@@ -89,8 +88,17 @@ def topology_schema() -> dict:
     return TopologyFile.model_json_schema()
 
 
+def schedule(topology: str | Path, workload_file: str | Path, scheduler: str, *args, **kwargs):
+    """`testbed schedule`: one decision of `scheduler` on the workload file, no network (the
+    workload kinds are imported here, not with the API: they bring pandas and torch)."""
+    from testbed.kinds import schedule as decide
+
+    return decide(topology, workload_file, scheduler, *args, **kwargs)
+
+
 def schedulers() -> list[tuple[str, str, str]]:
     """(name, workload kind it plans, what it does) of every registered scheduler."""
+    import testbed.kinds  # noqa: F401 (each kind registers its schedulers)
     from testbed.schedulers import entries
 
     return [(e.name, e.kind, e.summary) for e in sorted(entries(), key=lambda e: e.kind)]
