@@ -39,7 +39,7 @@ from mininet.node import OVSSwitch
 from mininet.topo import Topo
 from mininet.log import setLogLevel
 setLogLevel("error")
-spec = json.loads(sys.argv[1])
+spec = json.load(sys.stdin)
 names, links, routes, probes = spec["names"], spec["links"], spec["routes"], spec["probes"]
 class Mesh(Topo):
     def build(self):
@@ -145,8 +145,8 @@ def mininet(n: int, probes: list[list[str]]) -> dict:
     spec = {"names": names, "links": [[lk.a, lk.b] for lk in topo.links], "routes": routes,
             "ips": {x.name: x.ip for x in topo.nodes}, "macs": {x.name: x.mac for x in topo.nodes},
             "probes": probes}
-    res = subprocess.run(["/usr/bin/python3", "-c", MININET_SCRIPT, json.dumps(spec)],
-                         capture_output=True, text=True, timeout=1800)
+    res = subprocess.run(["/usr/bin/python3", "-c", MININET_SCRIPT], input=json.dumps(spec),
+                         capture_output=True, text=True, timeout=1800)  # too long for argv
     if res.returncode != 0:
         return {"error": res.stderr.strip()[-300:]}
     got = json.loads(res.stdout.strip().splitlines()[-1])

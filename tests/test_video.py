@@ -138,6 +138,11 @@ def test_predicted_frame_rates_share_an_overloaded_device():
     # the bottleneck carries the frame, the other hop adds one packet (store and forward)
     assert lat["transfer_s"] == pytest.approx(10_000 * 8 / 0.4e6 + 1514 * 8 / 10e6)
     assert lat["offload_s"] == 0
+    # a camera node that needs 0.4 s to make a frame caps its own stream at 2.5 fps, and
+    # leaves the device to the other stream (7.5 fps of its 10)
+    slow_camera = Problem(streams, ("e0",), {"e0": 0.1}, {"e0": 0.05}, {"e0": 100 * MB}, view,
+                          capture_s={"s0": 0.4})
+    assert predict_fps(slow_camera, m) == pytest.approx({"s0": 2.5, "s1": 7.5})
 
 
 def test_baselines_differ_from_jstsh_only_where_the_thesis_says():

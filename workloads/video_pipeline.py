@@ -220,7 +220,23 @@ def profile(cfg: dict) -> dict:
             "frame_bytes": frames}
 
 
+def profile_camera(cfg: dict) -> dict:
+    """Seconds to render and encode one frame of each size on this camera node, at its CPU
+    quota: what a camera can produce per second, whatever the network takes."""
+    budget = float(cfg.get("budget_s", 1.0))
+    out = {}
+    for w, h, q in cfg["frames"]:
+        scene, ticks = Scene(w, h, 0), iter(range(1_000_000))
+        out[f"{w}x{h}q{q}"] = _rate(
+            lambda s=scene, k=ticks, q=q: Scene.encode(s.frame(next(k) * 0.2, 3)[0], q), budget)
+    return {"capture_s": out}
+
+
 def camera(cfg: dict) -> None:
+    """Capture and send run side by side, as on a real camera: one thread renders and encodes
+    a frame at each tick of the frame rate (a tick that finds it still busy is missed: a live
+    camera does not catch up), the sender sends the newest encoded frame as soon as the link
+    took the previous one (a frame the link had no time for is dropped, never queued)."""
     w, h = cfg["size"]
     scene, fps, q = Scene(w, h, int(cfg["seed"])), float(cfg["fps"]), int(cfg["quality"])
     sock = connect(cfg["dst_ip"], int(cfg["port"]), timeout_s=60)
@@ -229,24 +245,46 @@ def camera(cfg: dict) -> None:
     time.sleep(max(0.0, float(cfg.get("start_at", 0)) - time.time()))
     if time.time() > float(cfg.get("start_at", 0)) + 1.0:
         print(f"started {time.time() - float(cfg['start_at']):.1f} s late", flush=True)
-    records, t_start = [], time.time()
-    frame = 0
+    t_start, duration = time.time(), float(cfg["duration_s"])
+    newest: list = [None]  # the encoded frame waiting for the link, or None
+    ended = [False]
+    ready = threading.Condition()
+    captured = [0]
+
+    def capture() -> None:
+        frame = 0
+        while frame / fps < duration:
+            time.sleep(max(0.0, t_start + frame / fps - time.time()))
+            t = time.time() - t_start
+            pixels, boxes, count = scene.frame(t, count_at(cfg["pedestrians"], t))
+            data = Scene.encode(pixels, q)
+            with ready:
+                newest[0] = {"frame": frame, "t_capture": time.time(), "boxes": boxes,
+                             "count": count, "data": data}
+                ready.notify()
+            captured[0] += 1
+            frame = max(frame + 1, int((time.time() - t_start) * fps) + 1)
+        with ready:
+            ended[0] = True
+            ready.notify()
+
+    threading.Thread(target=capture, daemon=True).start()
+    records = []
     while True:
-        due = t_start + frame / fps
-        if due - t_start >= float(cfg["duration_s"]):
+        with ready:
+            while newest[0] is None and not ended[0]:
+                ready.wait()
+            item, newest[0] = newest[0], None
+        if item is None:
             break
-        time.sleep(max(0.0, due - time.time()))
-        t = time.time() - t_start
-        pixels, boxes, count = scene.frame(t, count_at(cfg["pedestrians"], t))
-        data = Scene.encode(pixels, q)
-        t_capture = time.time()
-        send(sock, {"frame": frame, "t_capture": t_capture, "boxes": boxes, "count": count},
-             data)
-        records.append({"frame": frame, "t_capture": t_capture, "bytes": len(data)})
-        frame += 1
+        data = item.pop("data")
+        send(sock, item, data)
+        records.append({"frame": item["frame"], "t_capture": item["t_capture"],
+                        "bytes": len(data)})
     send(sock, {"end": True})
     sock.close()
     _write(cfg["trace"], records)
+    print(f"captured {captured[0]} frames, sent {len(records)}", flush=True)
 
 
 class StreamHost:
@@ -437,6 +475,8 @@ def main() -> None:
     if role == "profile":
         _torch().set_num_threads(max(1, int(cfg.get("threads", 1))))
         print(json.dumps(profile(cfg)))
+    elif role == "profile_camera":
+        print(json.dumps(profile_camera(cfg)))
     elif role == "camera":
         camera(cfg)
     else:

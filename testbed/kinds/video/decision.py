@@ -136,9 +136,11 @@ def reid_costs(profile: dict) -> tuple[float, float]:
 
 
 def build(w: Workload, view: NetworkView, profiles: dict[str, dict],
-          frame_bytes: dict[str, float], horizon_s: float) -> Problem:
+          frame_bytes: dict[str, float], horizon_s: float,
+          capture_s: dict[str, float] | None = None) -> Problem:
     """The problem of a workload: `frame_bytes` by camera name, `profiles` by device (what
-    the program's profile role reports)."""
+    the program's profile role reports), `capture_s` by camera name (seconds its node takes
+    to render and encode one frame; none: free)."""
     streams = []
     for c in w.cameras:
         r = c.spec.tasks.reid
@@ -151,7 +153,7 @@ def build(w: Workload, view: NetworkView, profiles: dict[str, dict],
     return Problem(tuple(streams), w.devices, {d: profiles[d]["detect_s"] for d in w.devices},
                    {d: reid[d][0] for d in w.devices}, memory, view,
                    {d: profiles[d]["crop_s"] for d in w.devices},
-                   {d: reid[d][1] for d in w.devices})
+                   {d: reid[d][1] for d in w.devices}, dict(capture_s or {}))
 
 
 def frame_key(c) -> str:

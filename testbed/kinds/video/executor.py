@@ -53,7 +53,8 @@ class Video(SingleUnit):
         self.ips = {n: v["ip"] for n, v in ledger.topology["nodes"].items()}
         self.cores = {n: v.get("cpu") or 1.0 for n, v in ledger.topology["nodes"].items()}
         self.duration = opts.duration_s or self.w.spec.duration
-        self.profiles: dict[str, dict] = {}
+        self.profiles: dict[str, dict] = {}  # device -> its models' seconds, frame sizes
+        self.captures: dict[str, dict] = {}  # camera node -> seconds to make a frame
         self.decision: VideoDecision | None = None
 
     def _threads(self, node: str) -> int:
@@ -71,18 +72,24 @@ class Video(SingleUnit):
             if node in self.profile.unable:
                 raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
                                    f"{self.profile.unable[node]}")
-        # all devices at once: their CPU quotas are theirs, as during the run
-        self.progress(f"profiling detection and re-ID on {len(self.w.devices)} devices")
-        procs = {node: self.processes.spawn(node, f"profile.{node}", {
+        # all devices and cameras at once: their CPU quotas are theirs, as during the run
+        cameras = sorted({c.spec.source for c in self.w.cameras})
+        self.progress(f"profiling detection and re-ID on {len(self.w.devices)} devices, "
+                      f"capture on {len(cameras)} cameras")
+        procs = {f"profile.{node}": self.processes.spawn(node, f"profile.{node}", {
             **cfg, "role": "profile", "threads": self._threads(node)}, talk=True)
             for node in self.w.devices}
+        procs |= {f"capture.{node}": self.processes.spawn(node, f"capture.{node}", {
+            "frames": cfg["frames"], "role": "profile_camera"}, talk=True) for node in cameras}
         try:
-            for node, proc in procs.items():
+            for label, proc in procs.items():
                 said, _ = proc.communicate(timeout=PROFILE_TIMEOUT_S)
                 if proc.returncode != 0:
-                    raise NetworkError(f"profiling on {node} failed: "
-                                       f"{self.processes.last_log_line(f'profile.{node}')}")
-                self.profiles[node] = json.loads(said)
+                    raise NetworkError(f"profiling on {label.partition('.')[2]} failed: "
+                                       f"{self.processes.last_log_line(label)}")
+                role, _, node = label.partition(".")
+                (self.profiles if role == "profile" else self.captures)[node] = \
+                    json.loads(said)
         except subprocess.TimeoutExpired:
             raise NetworkError(f"profiling took over {PROFILE_TIMEOUT_S:.0f} s") from None
         finally:
@@ -90,7 +97,9 @@ class Video(SingleUnit):
         first = self.profiles[self.w.devices[0]]
         problem = build(self.w, self.profile.view, self.profiles,
                         {c.name: first["frame_bytes"][frame_key(c)] for c in self.w.cameras},
-                        self.duration)
+                        self.duration,
+                        {c.name: self.captures[c.spec.source]["capture_s"][frame_key(c)]
+                         for c in self.w.cameras})
         seed = self.opts.seed if self.opts.seed is not None else self.w.spec.seed
         self.units = [Decidable(self.w, problem, seed, self.duration)]
 
@@ -234,7 +243,8 @@ class Video(SingleUnit):
                     "streams": " ".join(b["streams"])} for b in hosted
                    if b.get("type") == "batch"]
         pd.DataFrame(batches).to_csv(self.out / "reid.csv", index=False)
-        (self.out / "profiles.json").write_text(json.dumps(self.profiles, indent=1))
+        (self.out / "profiles.json").write_text(json.dumps(
+            {**self.profiles, **{f"camera {n}": v for n, v in self.captures.items()}}, indent=1))
         return jobs
 
     def _over_time(self, frames: pd.DataFrame) -> pd.DataFrame:

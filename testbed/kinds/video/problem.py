@@ -45,6 +45,9 @@ class Problem:
     view: NetworkView = field(repr=False)
     crop_s: dict[str, float] = field(default_factory=dict)  # cutting one crop at the detector
     reid_call_s: dict[str, float] = field(default_factory=dict)  # per re-ID call, beyond crops
+    # stream -> seconds its camera node takes to render and encode one frame (its CPU is a
+    # resource like a device's; a stream without an entry is captured for free)
+    capture_s: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def device_index(self) -> dict[str, int]:
@@ -97,8 +100,8 @@ def frame_terms(p: Problem, s: Stream, i: str, j: str) -> dict[str, float]:
 
 def predict_fps(p: Problem, m: Mapping) -> dict[str, float]:
     """Frames per second each placed stream gets (max-min fair in the share of its camera's
-    rate), with one CPU-second per second per device (profiled at the device's quota) and
-    each link's goodput as the resources."""
+    rate), with one CPU-second per second per device and per camera node (profiled at the
+    node's quota) and each link's goodput as the resources."""
     names = [s.name for s in p.streams if s.name in m.detect]
     by = {s.name: s for s in p.streams}
     use: dict[str, dict[object, float]] = {}  # stream -> resource -> use at its camera's fps
@@ -106,6 +109,8 @@ def predict_fps(p: Problem, m: Mapping) -> dict[str, float]:
         s, i, j = by[n], m.detect[n], m.instances[m.reid[n]]
         u = {("cpu", i): s.fps * p.detect_frame_s(s, i)}
         u[("cpu", j)] = u.get(("cpu", j), 0.0) + s.fps * p.reid_frame_s(s, j)
+        if p.capture_s.get(n):
+            u[("cpu", s.source)] = u.get(("cpu", s.source), 0.0) + s.fps * p.capture_s[n]
         for a, b, nbytes in ((s.source, i, s.frame_bytes), (i, j, s.crops_per_frame *
                                                               s.crop_bytes)):
             if a != b and nbytes > 0:
