@@ -147,7 +147,8 @@ def main() -> None:
             f"averaged over {a.seeds} seeds; unplaced streams count as 0 fps), five cameras "
             "at the workload files' rates (360p: 5 fps; 1080p: 1 fps, what a 0.1-core camera "
             "node can render), models profiled on one core here and scaled by each device's "
-            "CPU quota (NX 0.25, TX2 0.12 cores); cameras' own CPU not counted.\n\n### Fig. 5.5: devices 3-7\n\n" + fig55(a.seeds)
+            "CPU quota (NX 0.25, TX2 0.12 cores); cameras' own CPU not counted."
+            "\n\n### Fig. 5.5: devices 3-7\n\n" + fig55(a.seeds)
             + "\n\n### Fig. 5.9: mean link bandwidth (five devices), 360p and 1080p frames"
             "\n\n" + fig59(a.seeds)
             + "\n\nThe thesis: JSTSH (WMWO) 14-36% more throughput than the baselines as devices "
