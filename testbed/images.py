@@ -167,8 +167,9 @@ def build(name: str = "edge-node", force: bool = False, progress: Progress = lam
         shutil.copytree(WORKLOADS, ctx / "workloads",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         progress(f"docker build {r.tag}")
+        # --force-rm: a failed step leaves no intermediate container behind
         res = subprocess.run(
-            ["docker", "build", "-q", "--build-arg", f"BASE={r.base_tag}",
+            ["docker", "build", "-q", "--force-rm", "--build-arg", f"BASE={r.base_tag}",
              "--build-arg", f"PYVER={python[0] if python else ''}",
              "--label", f"{RECIPE_LABEL}={r.digest()}", "-t", r.tag, str(ctx)],
             capture_output=True, text=True)
