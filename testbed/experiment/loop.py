@@ -101,9 +101,8 @@ class Experiment:
         if events:
             e = events[0]
             raise InputError(f"{source}: timeline.events[{e.event}]: {e.what} at {e.t_s:g} s "
-                             "changes a "
-                             f"workload that a {self.kind} run does not have; fix: drop it "
-                             "or run a workload it applies to (pedestrians: video)")
+                             f"changes a workload that a {self.kind} run does not have; fix: "
+                             "drop it or run a workload it applies to (pedestrians: video)")
 
     def close(self) -> None:
         """After the last unit: stop what `prepare` started."""

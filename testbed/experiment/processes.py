@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from testbed import lifecycle, nodes
+from testbed.errors import NetworkError
 from testbed.net.ledger import Ledger
 from testbed.nodes.base import Files
 
@@ -55,6 +56,27 @@ class Processes:
                             env={**os.environ, **env}, **pipes)
         log.close()
         return p
+
+    def answers(self, asked: dict[str, tuple[str, dict]], timeout_s: float) -> dict[str, dict]:
+        """Run one question per label at once (label -> (node, config)), each answered by the
+        process as one JSON document on stdout (e.g. a profile); raises NetworkError naming
+        the first that failed or the time limit, and leaves none running."""
+        procs = {label: self.spawn(node, label, config, talk=True)
+                 for label, (node, config) in asked.items()}
+        out = {}
+        try:
+            for label, proc in procs.items():
+                said, _ = proc.communicate(timeout=timeout_s)
+                if proc.returncode != 0:
+                    raise NetworkError(f"{label} on {asked[label][0]} failed: "
+                                       f"{self.last_log_line(label)}")
+                out[label] = json.loads(said)
+        except subprocess.TimeoutExpired:
+            raise NetworkError(f"{', '.join(procs)}: no answer within {timeout_s:.0f} s") \
+                from None
+        finally:
+            self.stop(list(procs.values()))
+        return out
 
     def testbed_clock(self, node: str, t):
         """Times `node` stamped (seconds; a number or a pandas Series) on the testbed's clock:

@@ -12,7 +12,6 @@ beside the prediction of the decision.
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 
 import pandas as pd
@@ -58,20 +57,12 @@ class Training(SingleUnit):
             if node in self.profile.unable:
                 raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
                                    f"{self.profile.unable[node]}")
-            self.progress(f"profiling {spec.model} on {node}")
-            proc = self.processes.spawn(node, f"profile.{node}", {
+            self.progress(f"profiling {spec.model} on {node}")  # one at a time: the board
+            # and the host share this machine's cores, and the profile is a timing
+            said = self.processes.answers({f"profile.{node}": (node, {
                 "role": "profile", "model": spec.model, "batch_size": spec.batch_size,
-                "threads": self._threads(node)}, talk=True)
-            try:
-                said, _ = proc.communicate(timeout=PROFILE_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.processes.stop([proc])
-                raise NetworkError(f"profiling {spec.model} on {node} took over "
-                                   f"{PROFILE_TIMEOUT_S:.0f} s") from None
-            if proc.returncode != 0:
-                raise NetworkError(f"profiling on {node} failed: "
-                                   f"{self.processes.last_log_line(f'profile.{node}')}")
-            self.block_profiles[node] = BlockProfile.from_dict(json.loads(said))
+                "threads": self._threads(node)})}, PROFILE_TIMEOUT_S)
+            self.block_profiles[node] = BlockProfile.from_dict(said[f"profile.{node}"])
         memory = {n: v.memory_bytes for n, v in self.profile.view.nodes.items()}
         problem = build(self.w.devices, self.block_profiles, spec.server, memory,
                         spec.batches_per_round, self.w.total_mbit)

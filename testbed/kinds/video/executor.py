@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import selectors
-import subprocess
 import time
 from typing import Any
 
@@ -76,24 +75,13 @@ class Video(SingleUnit):
         cameras = sorted({c.spec.source for c in self.w.cameras})
         self.progress(f"profiling detection and re-ID on {len(self.w.devices)} devices, "
                       f"capture on {len(cameras)} cameras")
-        procs = {f"profile.{node}": self.processes.spawn(node, f"profile.{node}", {
-            **cfg, "role": "profile", "threads": self._threads(node)}, talk=True)
-            for node in self.w.devices}
-        procs |= {f"capture.{node}": self.processes.spawn(node, f"capture.{node}", {
-            "frames": cfg["frames"], "role": "profile_camera"}, talk=True) for node in cameras}
-        try:
-            for label, proc in procs.items():
-                said, _ = proc.communicate(timeout=PROFILE_TIMEOUT_S)
-                if proc.returncode != 0:
-                    raise NetworkError(f"profiling on {label.partition('.')[2]} failed: "
-                                       f"{self.processes.last_log_line(label)}")
-                role, _, node = label.partition(".")
-                (self.profiles if role == "profile" else self.captures)[node] = \
-                    json.loads(said)
-        except subprocess.TimeoutExpired:
-            raise NetworkError(f"profiling took over {PROFILE_TIMEOUT_S:.0f} s") from None
-        finally:
-            self.processes.stop(list(procs.values()))
+        said = self.processes.answers(
+            {**{f"profile.{n}": (n, {**cfg, "role": "profile", "threads": self._threads(n)})
+                for n in self.w.devices},
+             **{f"capture.{n}": (n, {"frames": cfg["frames"], "role": "profile_camera"})
+                for n in cameras}}, PROFILE_TIMEOUT_S)
+        self.profiles = {n: said[f"profile.{n}"] for n in self.w.devices}
+        self.captures = {n: said[f"capture.{n}"] for n in cameras}
         first = self.profiles[self.w.devices[0]]
         problem = build(self.w, self.profile.view, self.profiles,
                         {c.name: first["frame_bytes"][frame_key(c)] for c in self.w.cameras},
