@@ -21,9 +21,9 @@ from testbed import nodes
 from testbed.cleanup import teardown
 from testbed.errors import CapabilityError, InputError, NetworkError
 from testbed.naming import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
-from testbed.net import cgroups, netns, ovs, reach, shaping, shards
+from testbed.net import cgroups, hosts, netns, ovs, reach, shaping, shards
 from testbed.net.controller import free_port, start_controller, wait_controller_ready
-from testbed.net.ethtool import disable_segmentation, disable_tx_checksum
+from testbed.net.ethtool import disable_gro, disable_segmentation, disable_tx_checksum
 from testbed.net.ledger import Ledger, known_testbeds, write_private
 from testbed.net.links import interface_indexes, link_group
 from testbed.net.probe import NODE_COST_MB, probe
@@ -55,6 +55,8 @@ def check_host(topo: Topology) -> None:
             "available memory); use fewer nodes or a larger host (`testbed doctor`)")
     if not caps.ovs:
         raise CapabilityError("Open vSwitch is not running; run `make setup`")
+    if topo.hosts:
+        hosts.check(topo, ovs.datapath_type())
 
 
 def check_cgroups(topo: Topology) -> None:
@@ -119,8 +121,13 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
     progress("controller")
     start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
     datapath = ovs.datapath_type()
-    place = shards.assign({n.name: n.kind for n in topo.nodes}, topo.switches_per_daemon,
-                          datapath)
+    if topo.hosts:
+        place = hosts.assign(topo, topo.switches_per_daemon)
+        ledger.extra["daemon_hosts"] = {str(k): h for k, h in
+                                        hosts.daemon_hosts(topo, place).items()}
+    else:
+        place = shards.assign({n.name: n.kind for n in topo.nodes}, topo.switches_per_daemon,
+                              datapath)
     daemons = shards.daemons(place)
     ledger.extra["switch_daemon_of"] = {n: k for n, k in place.items() if k}
     ledger.extra["switch_daemons"] = 1 + len(daemons)
@@ -135,6 +142,7 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
 
     progress(f"veths ({len(topo.nodes) + len(topo.links)} pairs)")
     where = switch_ports(topo, names, place)  # daemon -> its switch-side interfaces
+    cut = {lk.index for lk in topo.cut_links}
     for k in where:  # each made in its daemon's namespace: no moves
         ns = shards.namespace(names, k)
         with netns.netlink(ns) as ip:
@@ -143,12 +151,16 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
                     if place[n.name] == k:
                         nodes.of(n.kind).add_port(ip, names, n, group, planned[n.kind])
                 for lk in topo.links:
-                    if place[lk.a] == k:
+                    if place[lk.a] == k and lk.index not in cut:
                         ip.link("add", ifname=names.link_port(lk.index, 0), kind="veth",
                                 group=group, peer={"ifname": names.link_port(lk.index, 1),
                                                    "group": group, **_into(names, place[lk.b])})
             except NetlinkError as e:
                 raise NetworkError(f"creating veths: {e.args[-1]}") from None
+    if cut:
+        progress(f"tunnels between hosts ({len(cut)} links cut)")
+        hosts.add_tunnels(topo, names, place, group)
+    tunnel_ends = {names.link_port(i, e) for i in cut for e in (0, 1)}
     for k, ifnames in where.items():
         ns = shards.namespace(names, k)
         with (netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM) if ns else
@@ -156,6 +168,8 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
             for ifname in ifnames:
                 disable_tx_checksum(s, ifname)
                 disable_segmentation(s, ifname)  # link shapers see frames
+                if ifname in tunnel_ends:
+                    disable_gro(s, ifname)  # the userspace switch forwards frames only
             for n in topo.nodes:
                 if place[n.name] == k:
                     nodes.of(n.kind).tune_port(s, names.host_port(n.index))

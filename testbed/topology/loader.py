@@ -6,6 +6,7 @@ from a file that fails here.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -26,8 +27,8 @@ from testbed.naming import (
     NODE_NAME_RULE,
     TESTBED_NAME_RULE,
 )
-from testbed.topology import generate
-from testbed.topology.model import SUBNET, Link, LinkShape, Node, Topology
+from testbed.topology import generate, partition
+from testbed.topology.model import SUBNET, Host, Link, LinkShape, Node, Topology
 from testbed.topology.profiles import PROFILES
 from testbed.topology.schema import LinkParams, NodeSpec, TopologyFile
 
@@ -176,7 +177,52 @@ def build(spec: TopologyFile, source: str, default_name: str = "testbed") -> Top
     topo = Topology(name=name, nodes=nodes, links=links, source=source,
                     switches_per_daemon=spec.fabric.switches_per_daemon)
     _check_connected(topo, source)
+    if spec.hosts or spec.partition or any(n.host for n in node_specs.values()):
+        topo = _on_hosts(topo, spec, node_specs, source)
     return topo
+
+
+def _on_hosts(topo: Topology, spec: TopologyFile, node_specs: dict[str, NodeSpec],
+              source: str) -> Topology:
+    """The topology with every node on one of `hosts:` (pinned by `host:` or placed by
+    `partition: auto`)."""
+    if not spec.hosts:
+        where = "partition" if spec.partition else \
+            f"nodes.{next(n for n, s in node_specs.items() if s.host)}.host"
+        raise TopologyError(source, where, "names hosts, but the file has no `hosts:`",
+                            "add hosts: {a: {address: ...}, b: {address: ...}}")
+    for h in spec.hosts:
+        if not NODE_NAME.match(str(h)):
+            raise TopologyError(source, f"hosts.{str(h)[:40]}", "is not a valid host name",
+                                NODE_NAME_RULE)
+    addresses = [h.address for h in spec.hosts.values()]
+    if len(set(addresses)) < len(addresses):
+        dup = next(a for a in addresses if addresses.count(a) > 1)
+        raise TopologyError(source, "hosts", f"two hosts have the address {dup}",
+                            "give every host its own address")
+    pinned = {}
+    for n, ns in node_specs.items():
+        if ns.host is None:
+            if not spec.partition:
+                raise TopologyError(source, f"nodes.{n}.host", "is missing: the topology is "
+                                    "split over hosts", "give every node a host: or set "
+                                    "`partition: auto`")
+            continue
+        if ns.host not in spec.hosts:
+            raise TopologyError(source, f"nodes.{n}.host", f"unknown host {ns.host!r}",
+                                _did_you_mean(ns.host, spec.hosts) or
+                                f"use one of {', '.join(spec.hosts)}")
+        pinned[n] = ns.host
+    devices = [n.name for n in topo.nodes if n.kind == "device"]
+    if devices:
+        raise TopologyError(source, f"nodes.{devices[0]}.kind", "device nodes cannot be part "
+                            "of a topology split over hosts yet", "remove `hosts:` or the device")
+    place = partition.split({n.name: partition.node_cpu(n.cpu) for n in topo.nodes},
+                            [(lk.a, lk.b, lk.shape.bw_mbit) for lk in topo.links],
+                            list(spec.hosts), pinned)
+    hosts = tuple(Host(name=h, address=v.address, netns=v.netns) for h, v in spec.hosts.items())
+    return dataclasses.replace(topo, hosts=hosts, nodes=tuple(
+        dataclasses.replace(n, host=place[n.name]) for n in topo.nodes))
 
 
 def _with_defaults(ns: NodeSpec | None, default: NodeSpec) -> NodeSpec:

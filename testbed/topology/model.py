@@ -37,6 +37,7 @@ class Node:
     speed: float | None = None
     ssh: dict | None = None
     container: dict | None = None  # docker nodes: cmd, env, volumes, privileged, cap_add
+    host: str | None = None  # which of the topology's hosts runs it (None: not split)
 
     @property
     def ip(self) -> str:
@@ -61,12 +62,35 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Host:
+    """A machine that runs part of a split topology; `netns` when it is a network namespace
+    on this machine (trying a split on one machine)."""
+
+    name: str
+    address: str
+    netns: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"address": self.address, **({"netns": self.netns} if self.netns else {})}
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     nodes: tuple[Node, ...]
     links: tuple[Link, ...]
     source: str = "<memory>"
     switches_per_daemon: int | None = None  # None: the default (testbed/net/shards.py)
+    hosts: tuple[Host, ...] = ()  # empty: everything on this machine
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def cut_links(self) -> list[Link]:
+        """Links whose ends run on different hosts (VXLAN tunnels between the hosts)."""
+        host = {n.name: n.host for n in self.nodes}
+        return [lk for lk in self.links if host[lk.a] != host[lk.b]]
 
     def node(self, name: str) -> Node:
         return self._by_name[name]
@@ -98,14 +122,17 @@ class Topology:
         nodes = tuple(Node(name=n, index=i, kind=v["kind"], cpu=v.get("cpu"),
                            memory_mb=v.get("memory_mb"), profile=v.get("profile"),
                            speed=v.get("speed"), image=v.get("image"), ssh=v.get("ssh"),
-                           container=v.get("container"))
+                           container=v.get("container"), host=v.get("host"))
                       for i, (n, v) in enumerate(d["nodes"].items()))
         links = tuple(Link(index=i, a=lk["between"][0], b=lk["between"][1],
                            shape=LinkShape(lk["bw_mbit"], lk.get("delay_ms", 0.0),
                                            lk.get("jitter_ms", 0.0), lk.get("loss_pct", 0.0)))
                       for i, lk in enumerate(d["links"]))
+        hosts = tuple(Host(name=h, address=v["address"], netns=v.get("netns"))
+                      for h, v in d.get("hosts", {}).items())
         return cls(name=d["name"], nodes=nodes, links=links, source=source,
-                   switches_per_daemon=d.get("fabric", {}).get("switches_per_daemon"))
+                   switches_per_daemon=d.get("fabric", {}).get("switches_per_daemon"),
+                   hosts=hosts)
 
     def to_dict(self) -> dict:
         """The status view of the topology (also what `testbed status --json` prints)."""
@@ -115,11 +142,13 @@ class Topology:
                                "profile": n.profile, "speed": n.speed,
                                **({"image": n.image} if n.image else {}),
                                **({"ssh": n.ssh} if n.ssh else {}),
-                               **({"container": n.container} if n.container else {})}
+                               **({"container": n.container} if n.container else {}),
+                               **({"host": n.host} if n.host else {})}
                       for n in self.nodes},
             "links": [{"between": [lk.a, lk.b], "bw_mbit": lk.shape.bw_mbit,
                        "delay_ms": lk.shape.delay_ms, "jitter_ms": lk.shape.jitter_ms,
                        "loss_pct": lk.shape.loss_pct} for lk in self.links],
             **({"fabric": {"switches_per_daemon": self.switches_per_daemon}}
                if self.switches_per_daemon is not None else {}),
+            **({"hosts": {h.name: h.to_dict() for h in self.hosts}} if self.hosts else {}),
         }

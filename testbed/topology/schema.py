@@ -41,6 +41,9 @@ Number = Annotated[float, BeforeValidator(_not_bool)]
 Seconds = Annotated[float, BeforeValidator(parse_seconds),
                     Field(le=31_536_000, description='s, or "10s"')]
 Count = Annotated[int, BeforeValidator(_not_bool)]
+IPv4 = Annotated[str, Field(pattern=r"^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}"
+                                    r"(?:25[0-5]|2[0-4]\d|1?\d?\d)$",
+                            description="an IPv4 address such as 10.1.0.2")]
 
 
 class Strict(BaseModel):
@@ -87,6 +90,9 @@ class NodeSpec(Strict):
                                description='binds "/host/path:/in/container[:ro]"')
     privileged: bool = False
     cap_add: list[str] = Field([], max_length=64, description="capabilities, e.g. NET_ADMIN")
+    host: str | None = Field(None, max_length=64,
+                             description="which of `hosts:` runs this node (topologies split "
+                                         "over several hosts)")
 
 
 Prefix = Annotated[str, Field(pattern=GENERATOR_PREFIX.pattern,
@@ -135,6 +141,15 @@ class FabricSpec(Strict):
                     "daemon for all, the host's own)")
 
 
+class HostSpec(Strict):
+    address: IPv4 = Field(description="the host's address on the network between the hosts: "
+                                      "the cut links' VXLAN tunnels run between these")
+    netns: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="the host is a network namespace on this machine (to try a split "
+                    "topology on one machine): the namespace that holds `address`")
+
+
 class TopologyFile(Strict):
     name: str | None = Field(None, pattern=TESTBED_NAME.pattern)
     defaults: Defaults = Defaults()
@@ -143,3 +158,8 @@ class TopologyFile(Strict):
     generate: Generate | None = None
     timeline: dict | None = Field(None, description="changes during runs (see the README)")
     fabric: FabricSpec = FabricSpec()
+    hosts: dict[str, HostSpec] = Field({}, max_length=1000,
+                                       description="the hosts a topology is split over")
+    partition: Literal["auto"] | None = Field(
+        None, description="auto: place nodes without `host:` on hosts, cutting links of "
+                          "little bandwidth and balancing node CPU")

@@ -1,0 +1,165 @@
+"""One topology split over two hosts. Here the "hosts" are two network namespaces joined by a
+veth pair (the network between the hosts), each with its own switch daemons; cut links are
+real VXLAN tunnels between the two addresses, carrying real traffic through real OVS."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+
+import pytest
+
+from testbed import api, measure
+from testbed.errors import CapabilityError, TopologyError
+from testbed.naming import NETNS_DIR
+from testbed.routing import FlowSpec
+from testbed.sdn import FlowClient
+from testbed.topology import partition
+from testbed.topology.loader import loads
+from testbed.topology.model import Topology
+from tests.conftest import needs_root, snapshot
+
+HOSTS = {"a": ("tbt-hosta", "10.250.7.1"), "b": ("tbt-hostb", "10.250.7.2")}
+
+SPLIT = """
+hosts:
+  a: {address: 10.250.7.1, netns: tbt-hosta}
+  b: {address: 10.250.7.2, netns: tbt-hostb}
+partition: auto
+defaults: {node: {cpu: 0.1}}
+generate:
+  random_mesh: {nodes: 20, degree: 3, bw_mean: 20, seed: 3}
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _links_in(ns: str) -> list[str]:
+    out = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True,
+                         check=True).stdout
+    return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
+
+@pytest.fixture
+def two_hosts():
+    """Two namespaces playing two hosts, joined by a veth pair with a 1,500-byte MTU (the
+    tunnels' outer packets are fragmented, the harder case)."""
+    for ns, _ in HOSTS.values():
+        if (NETNS_DIR / ns).exists():
+            _ip("netns", "del", ns)
+    try:
+        for ns, _ in HOSTS.values():
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        (na, aa), (nb, ab) = HOSTS["a"], HOSTS["b"]
+        _ip("link", "add", "tbtmgA", "netns", na, "type", "veth", "peer", "tbtmgB", "netns", nb)
+        for ns, dev, addr in ((na, "tbtmgA", aa), (nb, "tbtmgB", ab)):
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+        yield {h: ns for h, (ns, _) in HOSTS.items()}
+    finally:
+        for ns, _ in HOSTS.values():
+            if (NETNS_DIR / ns).exists():
+                _ip("netns", "del", ns)
+
+
+@needs_root
+@pytest.mark.emulation
+@pytest.mark.slow
+def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_hosts, tmp_path):
+    host_links = {h: _links_in(ns) for h, ns in two_hosts.items()}
+    before = snapshot()
+    path = tmp_path / "split.yaml"
+    path.write_text("name: tbt-split\n" + SPLIT)
+    ledger = api.up(path)  # proves reachability of a sample of pairs, across the tunnels too
+    try:
+        topo = Topology.from_dict(ledger.topology)
+        on = {n.name: n.host for n in topo.nodes}
+        count = Counter(on.values())  # equal CPU quotas: 10 each, give or take one node
+        assert set(count) == {"a", "b"} and all(9 <= c <= 11 for c in count.values()), count
+        cut = topo.cut_links
+        assert cut and len(cut) < len(topo.links) / 2
+        # every switch daemon serves nodes of one host only
+        daemons = ledger.extra["switch_daemon_of"]
+        assert all(ledger.extra["daemon_hosts"][str(daemons[n])] == on[n] for n in on)
+
+        # shaping on a cut link: both ends are shaped, the goodput is the ideal one
+        lk = cut[0]
+        got = measure.iperf3(ledger.name, lk.a, lk.b, seconds=5, omit=1, port=5301)
+        ideal = measure.ideal_goodput_mbit(lk.shape.bw_mbit)
+        assert abs(got - ideal) / ideal < 0.03, (got, ideal)
+
+        # a per-flow path and rate from a node on one host to a node on the other
+        client = FlowClient(ledger)
+        src = lk.a
+        dst = next(n for n in on if on[n] != on[src] and n != lk.b
+                   and topo.link_between(lk.b, n) is not None)
+        flow = client.add([FlowSpec(src=src, dst=dst, path=(src, lk.b, dst), dport=5302,
+                                    rate_mbit=6)])[0]
+        got = measure.iperf3(ledger.name, src, dst, seconds=5, omit=1, port=5302)
+        ideal = measure.ideal_goodput_mbit(6)
+        assert abs(got - ideal) / ideal < 0.05, (got, ideal)
+        hops = {f["id"]: f for f in client.list()}[flow.id]["hops"]
+        assert [h["node"] for h in hops] == [src, lk.b, dst]
+        assert min(h["bytes"] for h in hops) > 4 * got * 1e6 / 8 * 0.9
+    finally:
+        api.down(ledger.name)
+    assert snapshot() == before
+    assert {h: _links_in(ns) for h, ns in two_hosts.items()} == host_links
+
+
+@needs_root
+def test_a_host_whose_address_is_elsewhere_is_refused_before_anything_is_built(
+        two_hosts, tmp_path):
+    before = snapshot()
+    path = tmp_path / "wrong.yaml"
+    path.write_text("name: tbt-wrong\n" + SPLIT.replace("10.250.7.2, netns", "10.250.7.9, netns"))
+    with pytest.raises(CapabilityError, match=r"hosts\.b\.address: 10\.250\.7\.9 is not an "
+                                              r"address of namespace tbt-hostb"):
+        api.up(path)
+    path.write_text("name: tbt-wrong\n" + SPLIT.replace("netns: tbt-hostb", "netns: tbt-nohost"))
+    with pytest.raises(CapabilityError, match=r"hosts\.b\.netns: network namespace tbt-nohost "
+                                              "does not exist"):
+        api.up(path)
+    assert snapshot() == before
+
+
+def test_partition_cuts_little_bandwidth_balances_cpu_and_keeps_pins():
+    text = SPLIT.replace("bw_mean: 20", "bw_mean: 20, bw_var: 100").replace(
+        "defaults: {node: {cpu: 0.1}}", "nodes: {x1: {host: b, cpu: 2}, x2: {host: b}}\n"
+        "links: [{between: [x1, n1], bw: 5}, {between: [x2, x1], bw: 50}]")
+    topo = loads(text)
+    on = {n.name: n.host for n in topo.nodes}
+    assert on["x1"] == on["x2"] == "b"
+    cpu = Counter()
+    for n in topo.nodes:
+        cpu[n.host] += partition.node_cpu(n.cpu)
+    share = sum(cpu.values()) / 2
+    assert all(abs(c - share) <= 2 for c in cpu.values()), cpu
+    links = [(lk.a, lk.b, lk.shape.bw_mbit) for lk in topo.links]
+    cut = partition.cut_mbit(on, links)
+    # far below a split that ignores the links (nodes alternating between the hosts)
+    names = [n.name for n in topo.nodes]
+    alternating = {n: "ab"[i % 2] for i, n in enumerate(names)}
+    assert cut < 0.5 * partition.cut_mbit(alternating, links)
+    assert loads(text).to_dict() == topo.to_dict()  # the same file, the same split
+
+
+@pytest.mark.parametrize("change, where, fix", [
+    (("partition: auto\n", ""), "nodes.n1.host", "partition: auto"),
+    (("hosts:\n  a: {address: 10.250.7.1, netns: tbt-hosta}\n  b: {address: 10.250.7.2, "
+      "netns: tbt-hostb}\n", ""), "partition", "add hosts:"),
+    (("10.250.7.2", "10.250.7.1"), "hosts", "its own address"),
+    (("10.250.7.2", "10.250.7"), "hosts.b.address", ""),
+    (("generate:", "nodes: {x: {host: c}}\nlinks: [{between: [x, n1]}]\ngenerate:"),
+     "nodes.x.host", "use one of a, b"),
+    (("generate:", "nodes: {d: {kind: device, ssh: {host: 10.9.9.9}}}\n"
+                   "links: [{between: [d, n1]}]\ngenerate:"),
+     "nodes.d.kind", "remove `hosts:`"),
+])
+def test_bad_host_settings_name_the_field_and_the_fix(change, where, fix):
+    with pytest.raises(TopologyError) as e:
+        loads(SPLIT.replace(*change), source="split.yaml")
+    assert f"split.yaml: {where}" in str(e.value) and fix in str(e.value)
