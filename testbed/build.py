@@ -10,6 +10,7 @@ error propagates. What differs between kinds of node is asked of the kind (`test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def by_kind(topo: Topology) -> dict[str, list[Node]]:
     return {k: [n for n in topo.nodes if n.kind == k] for k in nodes.KINDS}
 
 
-def check_host(topo: Topology) -> None:
+def check_host(topo: Topology, cluster: str | None = None) -> None:
     """Fail before building anything if this host cannot emulate the topology."""
     caps = probe()
     if topo.needs_netem and not caps.netem:
@@ -55,8 +56,16 @@ def check_host(topo: Topology) -> None:
             "available memory); use fewer nodes or a larger host (`testbed doctor`)")
     if not caps.ovs:
         raise CapabilityError("Open vSwitch is not running; run `make setup`")
-    if topo.hosts:
+    if topo.hosts and cluster:
+        from testbed import hosted
+
+        hosted.check(topo, cluster)  # each host checks its own part
+    elif topo.hosts:
         hosts.check(topo, ovs.datapath_type())
+    elif cluster:
+        raise InputError(f"{topo.source}: --cluster builds a topology split over hosts; this "
+                         "one has no `hosts:` (remove --cluster, or add hosts: and host:/"
+                         "partition: auto)")
 
 
 def check_cgroups(topo: Topology) -> None:
@@ -81,7 +90,8 @@ def check_nodes(topo: Topology, accept_new_host_keys: bool = False) -> dict[str,
 
 
 def up(topo: Topology, progress: Progress = lambda s: None,
-       accept_new_host_keys: bool = False) -> Ledger:
+       accept_new_host_keys: bool = False, cluster: str | None = None) -> Ledger:
+    """Build `topo` on this machine, or split over the hosts of a Ray cluster (`cluster`)."""
     names = Names(topo.name)
     if names.state_dir.exists():
         raise InputError(f"a testbed named {topo.name!r} is already up; "
@@ -90,7 +100,7 @@ def up(topo: Topology, progress: Progress = lambda s: None,
     if clash:  # 5 hex digits: rare, but two testbeds must never share interface names
         raise InputError(f"testbed name {topo.name!r} would share interface names with the "
                          f"running testbed {clash[0]!r}; pick another --name")
-    check_host(topo)
+    check_host(topo, cluster)
     checked = check_nodes(topo, accept_new_host_keys)
     ledger = Ledger(name=topo.name, topology_file=topo.source, topology=topo.to_dict(),
                     of_port=free_port(), tag=names.tag)
@@ -98,9 +108,14 @@ def up(topo: Topology, progress: Progress = lambda s: None,
     ledger.save()
     write_private(names.state_dir / "fabric.json", json.dumps(Fabric.of(topo).to_dict()))
     try:
-        _build(topo, names, ledger, progress, checked)
+        _build(topo, names, ledger, progress, checked, cluster)
     except BaseException:
         progress("failed: removing what was built")
+        if cluster:
+            from testbed import hosted
+
+            with contextlib.suppress(Exception):  # the local teardown reports what is left
+                hosted.remove_parts(topo.name, topo, cluster)
         teardown(topo.name)
         raise
     ledger.phase = "up"
@@ -109,8 +124,7 @@ def up(topo: Topology, progress: Progress = lambda s: None,
 
 
 def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
-           checked: dict[str, dict]) -> None:
-    group = link_group(names)
+           checked: dict[str, dict], cluster: str | None = None) -> None:
     kinds = {k: ns for k, ns in by_kind(topo).items() if ns}
     planned = {k: nodes.of(k).plan(topo, names, ns, checked.get(k, {}))
                for k, ns in kinds.items()}
@@ -120,100 +134,28 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
     ledger.save()
     progress("controller")
     start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
-    datapath = ovs.datapath_type()
     if topo.hosts:
         place = hosts.assign(topo, topo.switches_per_daemon)
         ledger.extra["daemon_hosts"] = {str(k): h for k, h in
                                         hosts.daemon_hosts(topo, place).items()}
     else:
         place = shards.assign({n.name: n.kind for n in topo.nodes}, topo.switches_per_daemon,
-                              datapath)
+                              ovs.datapath_type())
     daemons = shards.daemons(place)
     ledger.extra["switch_daemon_of"] = {n: k for n, k in place.items() if k}
     ledger.extra["switch_daemons"] = 1 + len(daemons)
     ledger.save()
-    if daemons:
-        progress(f"switch daemons ({len(daemons)})")
-        shards.start(names, daemons)
+    if cluster:  # each host's part built on that host
+        from testbed import hosted
 
-    for k, ns in kinds.items():
-        progress(f"{nodes.of(k).plural} ({len(ns)})")
-        nodes.of(k).create(topo, names, ns)
-
-    progress(f"veths ({len(topo.nodes) + len(topo.links)} pairs)")
-    where = switch_ports(topo, names, place)  # daemon -> its switch-side interfaces
-    cut = {lk.index for lk in topo.cut_links}
-    for k in where:  # each made in its daemon's namespace: no moves
-        ns = shards.namespace(names, k)
-        with netns.netlink(ns) as ip:
-            try:
-                for n in topo.nodes:
-                    if place[n.name] == k:
-                        nodes.of(n.kind).add_port(ip, names, n, group, planned[n.kind])
-                for lk in topo.links:
-                    if place[lk.a] == k and lk.index not in cut:
-                        ip.link("add", ifname=names.link_port(lk.index, 0), kind="veth",
-                                group=group, peer={"ifname": names.link_port(lk.index, 1),
-                                                   "group": group, **_into(names, place[lk.b])})
-            except NetlinkError as e:
-                raise NetworkError(f"creating veths: {e.args[-1]}") from None
-    if cut:
-        progress(f"tunnels between hosts ({len(cut)} links cut)")
-        hosts.add_tunnels(topo, names, place, group)
-    tunnel_ends = {names.link_port(i, e) for i in cut for e in (0, 1)}
-    for k, ifnames in where.items():
-        ns = shards.namespace(names, k)
-        with (netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM) if ns else
-              socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as s:
-            for ifname in ifnames:
-                disable_tx_checksum(s, ifname)
-                disable_segmentation(s, ifname)  # link shapers see frames
-                if ifname in tunnel_ends:
-                    disable_gro(s, ifname)  # the userspace switch forwards frames only
-            for n in topo.nodes:
-                if place[n.name] == k:
-                    nodes.of(n.kind).tune_port(s, names.host_port(n.index))
-        with netns.netlink(ns) as ip:
-            index = interface_indexes(ip)
-            for ifname in ifnames:
-                ip.link("set", index=index[ifname], state="up")
-
-    progress("addresses")
-    for n in topo.nodes:
-        nodes.of(n.kind).configure(names, n)
-
-    progress(f"switches ({len(topo.nodes)})")
-    bridges: dict[int, list[ovs.Bridge]] = {}
-    ports_of = {n.name: [ovs.Port(names.host_port(n.index), HOST_PORT_OFPORT)]
-                for n in topo.nodes}
-    for lk in topo.links:
-        for end, node in enumerate(lk.between):
-            ports_of[node].append(ovs.Port(names.link_port(lk.index, end), link_ofport(lk.index)))
-    for n in topo.nodes:
-        bridges.setdefault(place[n.name], []).append(
-            ovs.Bridge(names.bridge(n.index), n.index + 1, tuple(ports_of[n.name])))
-    with ThreadPoolExecutor(max_workers=4) as pool:  # one OVSDB transaction per daemon
-        list(pool.map(lambda k: ovs.add_bridges(
-            bridges[k], shards.controller_target(names, k, ledger.of_port), datapath,
-            shards.db(names, k)), bridges))
-
-    progress(f"shaping ({2 * len(topo.links)} egress queues)")
-    netem_ok = probe().netem
-    shape_of = {names.link_port(lk.index, e): lk.shape for lk in topo.links for e in (0, 1)}
-    for k, ifnames in where.items():
-        with netns.netlink(shards.namespace(names, k)) as ip:
-            index = interface_indexes(ip)
-            mine = [i for i in ifnames if i in shape_of]
-            for ifname in mine:
-                shaping.apply(ip, index[ifname], shape_of[ifname], netem_ok)
-            held = shaping.read_back(ip, [index[i] for i in mine])
-            for ifname in mine:
-                shaping.verify(held, index[ifname], ifname, shape_of[ifname])
-
-    for k, plan in planned.items():
-        if plan:
-            progress(f"{nodes.of(k).plural} ({len(plan)}): attach")
-        nodes.of(k).finish(topo, plan)
+        ledger.extra["cluster"] = cluster
+        ledger.save()
+        ledger.extra["parts"] = hosted.build_parts(topo, names, place, planned, ledger.of_port,
+                                                   cluster, progress)
+    else:
+        for host in [h.name for h in topo.hosts] or [None]:
+            build_part(topo, names, host, place, planned, ledger.of_port,
+                       progress if host is None else lambda s, h=host: progress(f"{h}: {s}"))
 
     progress("routes")
     wait_controller_ready(ledger)
@@ -224,20 +166,122 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
         nodes.of(k).confirm(names, ns)
 
 
+def build_part(topo: Topology, names: Names, host: str | None, place: dict[str, int],
+               planned: dict[str, dict], of_port: int, progress: Progress) -> None:
+    """Build what runs on one host of a split topology (`host` None: the whole topology, on
+    this machine): its switch daemons, its nodes, their ports and links (and its ends of the
+    links cut between hosts), addresses, switches and shaping. A split topology's parts share
+    nothing but the tunnels, so each host builds its own, on that host."""
+    group = link_group(names)
+    mine = [n for n in topo.nodes if host is None or n.host == host]
+    ours = {n.name for n in mine}
+    daemons = sorted({place[n.name] for n in mine} - {0})
+    if daemons:
+        progress(f"switch daemons ({len(daemons)})")
+        shards.start(names, daemons)
+    for k in nodes.KINDS:
+        members = [n for n in mine if n.kind == k]
+        if members:
+            progress(f"{nodes.of(k).plural} ({len(members)})")
+            nodes.of(k).create(topo, names, members)
+
+    cut = {lk.index for lk in topo.cut_links}
+    progress(f"veths ({len(mine) + sum(lk.a in ours for lk in topo.links)} pairs)")
+    where = switch_ports(topo, names, place, ours)  # daemon -> its switch-side interfaces
+    for k in where:  # each made in its daemon's namespace: no moves
+        ns = shards.namespace(names, k)
+        with netns.netlink(ns) as ip:
+            try:
+                for n in mine:
+                    if place[n.name] == k:
+                        nodes.of(n.kind).add_port(ip, names, n, group, planned.get(n.kind, {}))
+                for lk in topo.links:
+                    if place[lk.a] == k and lk.a in ours and lk.index not in cut:
+                        ip.link("add", ifname=names.link_port(lk.index, 0), kind="veth",
+                                group=group, peer={"ifname": names.link_port(lk.index, 1),
+                                                   "group": group, **_into(names, place[lk.b])})
+            except NetlinkError as e:
+                raise NetworkError(f"creating veths: {e.args[-1]}") from None
+    if cut:
+        progress("tunnels to the other hosts")
+        hosts.add_tunnels(topo, names, place, group, host)
+    tunnel_ends = {names.link_port(i, e) for i in cut for e in (0, 1)}
+    for k, ifnames in where.items():
+        ns = shards.namespace(names, k)
+        with (netns.open_socket(ns, socket.AF_INET, socket.SOCK_DGRAM) if ns else
+              socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as s:
+            for ifname in ifnames:
+                disable_tx_checksum(s, ifname)
+                disable_segmentation(s, ifname)  # link shapers see frames
+                if ifname in tunnel_ends:
+                    disable_gro(s, ifname)  # the userspace switch forwards frames only
+            for n in mine:
+                if place[n.name] == k:
+                    nodes.of(n.kind).tune_port(s, names.host_port(n.index))
+        with netns.netlink(ns) as ip:
+            index = interface_indexes(ip)
+            for ifname in ifnames:
+                ip.link("set", index=index[ifname], state="up")
+
+    progress("addresses")
+    for n in mine:
+        nodes.of(n.kind).configure(names, n)
+
+    progress(f"switches ({len(mine)})")
+    datapath = ovs.datapath_type()
+    bridges: dict[int, list[ovs.Bridge]] = {}
+    ports_of = {n.name: [ovs.Port(names.host_port(n.index), HOST_PORT_OFPORT)] for n in mine}
+    for lk in topo.links:
+        for end, node in enumerate(lk.between):
+            if node in ours:
+                ports_of[node].append(ovs.Port(names.link_port(lk.index, end),
+                                               link_ofport(lk.index)))
+    for n in mine:
+        bridges.setdefault(place[n.name], []).append(
+            ovs.Bridge(names.bridge(n.index), n.index + 1, tuple(ports_of[n.name])))
+    with ThreadPoolExecutor(max_workers=4) as pool:  # one OVSDB transaction per daemon
+        list(pool.map(lambda k: ovs.add_bridges(
+            bridges[k], shards.controller_target(names, k, of_port), datapath,
+            shards.db(names, k)), bridges))
+
+    progress(f"shaping ({sum(map(len, where.values())) - len(mine)} egress queues)")
+    netem_ok = probe().netem
+    shape_of = {names.link_port(lk.index, e): lk.shape for lk in topo.links for e in (0, 1)}
+    for k, ifnames in where.items():
+        with netns.netlink(shards.namespace(names, k)) as ip:
+            index = interface_indexes(ip)
+            mine_shaped = [i for i in ifnames if i in shape_of]
+            for ifname in mine_shaped:
+                shaping.apply(ip, index[ifname], shape_of[ifname], netem_ok)
+            held = shaping.read_back(ip, [index[i] for i in mine_shaped])
+            for ifname in mine_shaped:
+                shaping.verify(held, index[ifname], ifname, shape_of[ifname])
+
+    for k, plan in planned.items():
+        here = {n: a for n, a in plan.items() if n in ours}
+        if here:
+            progress(f"{nodes.of(k).plural} ({len(here)}): attach")
+        nodes.of(k).finish(topo, here)
+
+
 def _into(names: Names, k: int) -> dict:
     """Netlink attribute creating a veth's peer in daemon k's namespace (none for 0)."""
     ns = shards.namespace(names, k)
     return {"net_ns_fd": str(NETNS_DIR / ns)} if ns else {}
 
 
-def switch_ports(topo: Topology, names: Names, place: dict[str, int]) -> dict[int, list[str]]:
-    """Switch daemon -> the switch-side interfaces it serves (node ports and link ends)."""
+def switch_ports(topo: Topology, names: Names, place: dict[str, int],
+                 ours: set[str] | None = None) -> dict[int, list[str]]:
+    """Switch daemon -> the switch-side interfaces it serves (node ports and link ends), of
+    the nodes in `ours` (None: every node)."""
     out: dict[int, list[str]] = {}
     for n in topo.nodes:
-        out.setdefault(place[n.name], []).append(names.host_port(n.index))
+        if ours is None or n.name in ours:
+            out.setdefault(place[n.name], []).append(names.host_port(n.index))
     for lk in topo.links:
         for end, node in enumerate(lk.between):
-            out.setdefault(place[node], []).append(names.link_port(lk.index, end))
+            if ours is None or node in ours:
+                out.setdefault(place[node], []).append(names.link_port(lk.index, end))
     return out
 
 

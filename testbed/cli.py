@@ -65,11 +65,15 @@ def _root(version: Annotated[bool, typer.Option(
 
 @app.command()
 def up(file: Annotated[str, typer.Argument(help="topology YAML")], name: NameOpt = None,
-       accept_new_host_keys: AcceptKeysOpt = False) -> None:
+       accept_new_host_keys: AcceptKeysOpt = False,
+       cluster: Annotated[str | None, typer.Option(
+           help="Ray cluster (HEAD:6379, or auto) whose hosts build a topology split with "
+                "`hosts:`; each host's node is labelled testbed-host=<host>")] = None,
+       ) -> None:
     """Bring a topology up; returns once every node reaches every other."""
     with err.status("starting") as st:
         ledger = api.up(file, name, progress=lambda s: st.update(f"[bold]up[/]: {s}"),
-                        accept_new_host_keys=accept_new_host_keys)
+                        accept_new_host_keys=accept_new_host_keys, cluster=cluster)
     n = len(ledger.topology["nodes"])
     out.print(f"[green]testbed {ledger.name} is up[/]: {n} nodes, "
               f"{len(ledger.topology['links'])} links, controller pid "
@@ -411,13 +415,14 @@ def _rounds_table(rounds, run_dir) -> None:
 
     meta = json.loads((run_dir / "run.json").read_text())
     t = Table("round", "measured s", "predicted s", "ratio", "accuracy %", "loss",
-              "server peak MB", "MB sent",
+              "server peak RSS MB", "server active peak MB", "MB sent",
               title=f"{meta['scheduler']} ({meta['workload']['model']}): round time measured "
                     f"vs predicted ({run_dir})")
     for r in rounds.itertuples():
         t.add_row(str(r.round), f"{r.round_time_measured_s:.2f}",
                   f"{r.round_time_predicted_s:.2f}", f"{r.fidelity:.2f}", f"{r.accuracy:.1f}",
-                  f"{r.loss:.3f}", f"{r.server_peak_mem_mb:.0f}", f"{r.bytes_sent / 1e6:.1f}")
+                  f"{r.loss:.3f}", f"{r.server_peak_mem_mb:.0f}",
+                  f"{r.server_active_peak_mb:.0f}", f"{r.bytes_sent / 1e6:.1f}")
     out.print(t)
     if meta.get("status") != "done":
         err.print(f"training {meta.get('status')}: {escape(meta.get('reason') or '')}")

@@ -36,15 +36,16 @@ def load_topology(path: str | Path, name: str | None = None) -> Topology:
 
 
 def up(path: str | Path, name: str | None = None, progress: Progress = lambda s: None,
-       accept_new_host_keys: bool = False) -> Ledger:
+       accept_new_host_keys: bool = False, cluster: str | None = None) -> Ledger:
     """Bring a topology up; if it is up but its controller died, restart the controller.
-    `accept_new_host_keys`: trust (and save) devices' unknown SSH host keys."""
+    `accept_new_host_keys`: trust (and save) devices' unknown SSH host keys; `cluster`: the
+    Ray cluster whose hosts build a split topology's parts."""
     topo = load_topology(path, name)
     ledger = Ledger.load(topo.name)
     if ledger and ledger.phase == "up" and ensure_controller(ledger):
         progress("the controller was dead or stuck: restarted it")
         return ledger
-    return build.up(topo, progress, accept_new_host_keys)  # refuses a healthy running one
+    return build.up(topo, progress, accept_new_host_keys, cluster)  # refuses a running one
 
 
 def resolve(name: str | None) -> Ledger:
@@ -70,7 +71,17 @@ def down(name: str | None = None, force: bool = False) -> list[str]:
         if not running:
             return []
         name = running[0]
-    return teardown(name, force)
+    ledger = Ledger.load(name)
+    parts = []
+    if ledger and ledger.extra.get("cluster"):  # a split topology: every host removes its part
+        from testbed import hosted
+
+        topo = Topology.from_dict(ledger.topology)
+        try:
+            parts = hosted.remove_parts(name, topo, ledger.extra["cluster"])
+        except TestbedError as e:
+            parts = [f"the cluster did not answer ({e}); parts on other hosts may be left"]
+    return parts + teardown(name, force)
 
 
 def down_all() -> dict[str, list[str]]:

@@ -132,6 +132,19 @@ def bring_up(tmp_path):
         api.down(name)
 
 
+@pytest.fixture
+def two_hosts():
+    """Two namespaces playing two hosts (tests/fakehosts.py), joined by a veth pair with a
+    1,500-byte MTU (the tunnels' outer packets are fragmented, the harder case)."""
+    from tests.fakehosts import FakeHosts
+
+    hosts = FakeHosts("tbt", "10.250.7").start()
+    try:
+        yield hosts
+    finally:
+        hosts.close()
+
+
 @pytest.fixture(scope="session")
 def edge_image() -> str:
     """The edge-node image, built from images/edge-node if missing or stale (minutes once)."""

@@ -13,10 +13,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from testbed import measure
 from testbed.campaign.sweep import load_campaign
-from testbed.net.ledger import known_testbeds
-from tests.conftest import ROOT, TESTBED, needs_root, small_emulated_campaign, wait_for
+from testbed.net.ledger import Ledger, known_testbeds
+from testbed.topology.model import Topology
+from tests.conftest import (
+    ROOT,
+    TESTBED,
+    cli,
+    needs_root,
+    small_emulated_campaign,
+    snapshot,
+    wait_for,
+)
 from tests.test_campaign import campaign_file
+from tests.test_hosts import SPLIT
 
 pytestmark = [needs_root, pytest.mark.slow]
 
@@ -150,3 +161,43 @@ def test_host_pins_every_trial_to_the_labelled_host(ray_cluster, tmp_path):
     res = _campaign(path, ray_cluster.address)
     text = " ".join(res.communicate(timeout=180)[0].split())
     assert res.returncode == 2 and "testbed-host=jetson-lab" in text, text
+
+
+def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
+        ray_cluster, two_hosts, tmp_path):
+    """`testbed up --cluster`: host w1's part is built by the Ray node labelled w1, w2's by
+    w2's; `testbed down` has each of them remove its part; a host without a node is refused
+    before anything is built."""
+    text = SPLIT.replace("  a: {", "  w1: {").replace("  b: {", "  w2: {")
+    before = snapshot()
+    missing = tmp_path / "w3.yaml"
+    missing.write_text("name: tbt-raysplit\n" + text.replace("  w2: {", "  w3: {"))
+    res = subprocess.run([*TESTBED, "up", str(missing), "--cluster", ray_cluster.address],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 2 and "hosts.w3: no node of the cluster is labelled " \
+        "testbed-host=w3" in res.stderr, res.stderr
+    assert snapshot() == before
+
+    path = tmp_path / "split.yaml"
+    path.write_text("name: tbt-raysplit\n" + text)
+    try:
+        res = subprocess.run([*TESTBED, "up", str(path), "--cluster", ray_cluster.address],
+                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert res.returncode == 0, res.stdout + res.stderr
+        ledger = Ledger.load("tbt-raysplit")
+        parts = {p["host"]: p for p in ledger.extra["parts"]}
+        assert {h: p["built_by"] for h, p in parts.items()} == {"w1": "w1", "w2": "w2"}
+        assert parts["w1"]["ray_node"] != parts["w2"]["ray_node"]
+        topo = Topology.from_dict(ledger.topology)
+        assert {n.host for n in topo.nodes} == {"w1", "w2"} and topo.cut_links
+        lk = topo.cut_links[0]
+        got = measure.iperf3(ledger.name, lk.a, lk.b, seconds=3, omit=1, port=5303)
+        ideal = measure.ideal_goodput_mbit(lk.shape.bw_mbit)
+        assert abs(got - ideal) / ideal < 0.05, (got, ideal)
+        res = cli("down", "--name", "tbt-raysplit")
+        assert res.returncode == 0, res.stderr
+        assert "host w1:" in res.stdout and "host w2:" in res.stdout, res.stdout
+    finally:
+        if "tbt-raysplit" in known_testbeds():
+            cli("down", "--name", "tbt-raysplit")
+    assert snapshot() == before

@@ -11,15 +11,12 @@ import pytest
 
 from testbed import api, measure
 from testbed.errors import CapabilityError, TopologyError
-from testbed.naming import NETNS_DIR
 from testbed.routing import FlowSpec
 from testbed.sdn import FlowClient
 from testbed.topology import partition
 from testbed.topology.loader import loads
 from testbed.topology.model import Topology
 from tests.conftest import needs_root, snapshot
-
-HOSTS = {"a": ("tbt-hosta", "10.250.7.1"), "b": ("tbt-hostb", "10.250.7.2")}
 
 SPLIT = """
 hosts:
@@ -32,44 +29,17 @@ generate:
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 def _links_in(ns: str) -> list[str]:
     out = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True,
                          check=True).stdout
     return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
 
 
-@pytest.fixture
-def two_hosts():
-    """Two namespaces playing two hosts, joined by a veth pair with a 1,500-byte MTU (the
-    tunnels' outer packets are fragmented, the harder case)."""
-    for ns, _ in HOSTS.values():
-        if (NETNS_DIR / ns).exists():
-            _ip("netns", "del", ns)
-    try:
-        for ns, _ in HOSTS.values():
-            _ip("netns", "add", ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-        (na, aa), (nb, ab) = HOSTS["a"], HOSTS["b"]
-        _ip("link", "add", "tbtmgA", "netns", na, "type", "veth", "peer", "tbtmgB", "netns", nb)
-        for ns, dev, addr in ((na, "tbtmgA", aa), (nb, "tbtmgB", ab)):
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "up")
-        yield {h: ns for h, (ns, _) in HOSTS.items()}
-    finally:
-        for ns, _ in HOSTS.values():
-            if (NETNS_DIR / ns).exists():
-                _ip("netns", "del", ns)
-
-
 @needs_root
 @pytest.mark.emulation
 @pytest.mark.slow
 def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_hosts, tmp_path):
-    host_links = {h: _links_in(ns) for h, ns in two_hosts.items()}
+    host_links = {h: _links_in(ns) for h, ns in two_hosts.namespaces().items()}
     before = snapshot()
     path = tmp_path / "split.yaml"
     path.write_text("name: tbt-split\n" + SPLIT)
@@ -84,6 +54,10 @@ def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_ho
         # every switch daemon serves nodes of one host only
         daemons = ledger.extra["switch_daemon_of"]
         assert all(ledger.extra["daemon_hosts"][str(daemons[n])] == on[n] for n in on)
+
+        st = api.status(ledger.name)
+        assert all(lk["state"] == "up" for lk in st["links"]), st["links"]
+        assert {n: info["host"] for n, info in st["nodes"].items()} == on
 
         # shaping on a cut link: both ends are shaped, the goodput is the ideal one
         lk = cut[0]
@@ -107,7 +81,7 @@ def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_ho
     finally:
         api.down(ledger.name)
     assert snapshot() == before
-    assert {h: _links_in(ns) for h, ns in two_hosts.items()} == host_links
+    assert {h: _links_in(ns) for h, ns in two_hosts.namespaces().items()} == host_links
 
 
 @needs_root

@@ -327,3 +327,49 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     assert c1o.fps_predicted[0] >= c1o.fps_predicted[5] > 0  # more people, more re-ID work
     steady = over[over.t_s == 5]  # both streams together: a bin holds only a few frames each
     assert 0.6 <= steady.fps_measured.sum() / steady.fps_predicted.sum() <= 1.4, steady
+
+
+BOARD_TOPO = """
+nodes:
+  cam1: {{cpu: 0.1}}
+  nx1: {{kind: device, ssh: {ssh}, profile: jetson-xavier-nx}}
+links:
+  - {{between: [cam1, nx1], bw: 10}}
+"""
+
+
+@pytest.fixture
+def edge_board(tmp_path):
+    """A board that runs detection and re-ID with its own Python (this one: torch,
+    torchvision), its clock 15 s behind the testbed's."""
+    b = FakeBoard(tmp_path, index=5, python=sys.executable, clock_shift_s=-15.0).start()
+    yield b
+    b.close()
+
+
+@needs_root
+@pytest.mark.emulation
+@pytest.mark.slow
+def test_detection_and_reid_run_on_a_board(edge_board, bring_up, tmp_path):
+    """The camera's frames cross the tunnel to a board over SSH, which is profiled, runs the
+    detector and the re-ID model with its own torch, and answers every crop; its times come
+    back on the testbed's clock."""
+    ledger = bring_up("vidb", BOARD_TOPO.format(ssh=edge_board.ssh_yaml()))
+    wl = tmp_path / "video.yaml"
+    wl.write_text(
+        "kind: video\ndevices: [nx1]\nduration: 10s\njobs:\n"
+        "  - {name: c1, source: cam1, frames: {fps: 2, resolution: 320x180}, pedestrians: 2,"
+        " tasks: {detect: {memory: 350MB}, reid: {memory: 500MB, every: 1,"
+        " after: {detect: per_pedestrian(20kB)}}}}\n")
+    out = tmp_path / "run"
+    res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "jstsh", "--out", str(out),
+              timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = pd.read_csv(out / "jobs.csv").set_index("job").loc["c1"]
+    assert job.status == "done" and job.detect_on == "nx1" and job.reid_on == "nx1"
+    assert job.crops_sent > 0 and job.crops_unanswered == 0
+    assert job.latency_ms_p50 > job.detect_ms_p50 > 0
+    assert 0.6 <= job.fidelity <= 1.45, job.to_dict()
+    frames = pd.read_csv(out / "frames.csv")
+    assert len(frames) >= 8 and frames.t_s.between(0, 12).all(), frames.t_s.describe()
+    assert (frames.crops == 2).all()

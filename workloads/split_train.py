@@ -7,7 +7,8 @@
   sends its blocks' weights for FedAvg and receives the averaged ones before the next round;
 - server: runs blocks cut+1..N for every device (see Server for the three modes), on one port
   per device; after every round it averages each block over all holders, tests the averaged
-  model and writes one trace line per round and device.
+  model and writes one trace line per round and device, with the round's peak active memory
+  (ActiveMemory) beside the process's peak RSS.
 
 Messages are length-prefixed torch.save dicts of tensors (loaded with weights_only).
 Standard library + torch only: boards and images run this file.
@@ -16,9 +17,12 @@ Standard library + torch only: boards and images run this file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import itertools
 import json
 import os
+import queue
 import resource
 import shutil
 import socket
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 import torch
 from split_models import blocks
@@ -181,6 +186,164 @@ def device(cfg: dict) -> None:
     sock.close()
 
 
+class _Held:
+    """A tensor autograd saved for a backward pass, wrapped so its release can be seen."""
+
+    __slots__ = ("t", "__weakref__")
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+
+class ActiveMemory:
+    """The bytes the server holds for training at a time, the thesis's "active memory" on a
+    CPU (where torch keeps no allocator statistics): the parameters of the server-side parts
+    held in memory (set per mode) plus every tensor autograd saved for a backward pass not yet
+    run, counted once per storage and released when its graph is freed."""
+
+    def __init__(self, params: list[torch.Tensor], held_param_bytes: int) -> None:
+        self.lock = threading.RLock()  # a release may run inside _pack (a collected cycle)
+        self.params = held_param_bytes
+        self.skip = {p.untyped_storage().data_ptr() for p in params}  # counted in params
+        self.saved = 0
+        self.refs: dict[int, list[int]] = {}  # storage -> [holders, bytes]
+        self.peak = held_param_bytes
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def reset_peak(self) -> None:
+        with self.lock:
+            self.peak = self.params + self.saved
+
+    def _pack(self, t: torch.Tensor):
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key in self.skip:
+            return t
+        held = _Held(t)
+        with self.lock:
+            ref = self.refs.setdefault(key, [0, storage.nbytes()])
+            if ref[0] == 0:
+                self.saved += ref[1]
+                self.peak = max(self.peak, self.params + self.saved)
+            ref[0] += 1
+        weakref.finalize(held, self._release, key)
+        return held
+
+    @staticmethod
+    def _unpack(held):
+        return held.t if isinstance(held, _Held) else held
+
+    def _release(self, key: int) -> None:
+        with self.lock:
+            ref = self.refs[key]
+            ref[0] -= 1
+            if ref[0] == 0:
+                self.saved -= ref[1]
+                del self.refs[key]
+
+
+def sgd(params: list[torch.Tensor], grads, lr: float) -> None:
+    with torch.no_grad():  # plain SGD, as on the devices
+        for q, g in zip(params, grads, strict=True):
+            q -= lr * g
+
+
+@dataclasses.dataclass(eq=False)
+class Request:
+    """One batch of a device at the server: enters the pipeline at its device's cut."""
+
+    device: str
+    entry: int  # the stage its activations enter
+    y: torch.Tensor
+    done: queue.Queue
+    compute_s: float = 0.0
+    loss: float = 0.0
+
+
+BACKWARD, FORWARD = 0, 1  # queue priorities: backward first
+STOP = 2
+
+
+class Pipeline:
+    """splitpipe-bf: the server-side blocks cut into stages at the devices' distinct cuts, one
+    thread per stage. A batch enters at its device's cut, runs forward stage by stage to the
+    loss and then backward stage by stage back to its entry (each stage updating that
+    device's parameters). Every stage runs waiting backward tasks before forward ones, so a
+    batch's cached intermediates are freed as soon as possible (backward first)."""
+
+    def __init__(self, server: Server, cuts: list[int]) -> None:
+        bounds = sorted(set(cuts))
+        self.server, self.n = server, server.n
+        self.stages = list(zip(bounds, [*bounds[1:], self.n], strict=True))
+        self.entry = {lo: s for s, (lo, _) in enumerate(self.stages)}
+        self.queues = [queue.PriorityQueue() for _ in self.stages]
+        self.order = itertools.count()
+        self.threads = [threading.Thread(target=self._work, args=(s,), daemon=True)
+                        for s in range(len(self.stages))]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, device: str, cut: int, act: torch.Tensor, y: torch.Tensor):
+        """The gradient at the cut, the server's compute seconds and the loss of one batch."""
+        req = Request(device, self.entry[cut], y, queue.Queue(1))
+        self._put(req.entry, FORWARD, req, act)
+        grad = req.done.get()
+        if isinstance(grad, BaseException):
+            raise grad
+        return grad, req.compute_s, req.loss
+
+    def close(self) -> None:
+        for s in range(len(self.stages)):
+            self._put(s, STOP, None, None)
+
+    def _put(self, stage: int, kind: int, req: Request | None, t) -> None:
+        self.queues[stage].put((kind, next(self.order), req, t))
+
+    def _work(self, s: int) -> None:
+        lo, hi = self.stages[s]
+        last = hi == self.n
+        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        lr, memory = self.server.cfg["lr"], self.server.memory
+        while True:
+            kind, _, req, t = self.queues[s].get()
+            if kind == STOP:
+                return
+            try:
+                bs = self.server.copies[req.device]
+                params = [q for b in bs[lo:hi] for q in b.parameters()]
+                t0 = time.perf_counter()
+                with memory.hooks():
+                    if kind == FORWARD:
+                        x = t.detach().requires_grad_(True)
+                        out = forward(bs, x, lo, hi)
+                        if last:  # the loss, then straight back through this stage
+                            loss = nn.functional.cross_entropy(out, req.y)
+                            grads = torch.autograd.grad(loss, [x, *params])
+                            req.loss = float(loss.detach())
+                            del loss, out
+                        else:
+                            cache[id(req)] = (x, out)
+                            ahead = out.detach()
+                    else:
+                        x, out = cache.pop(id(req))
+                        grads = torch.autograd.grad(out, [x, *params], grad_outputs=t)
+                        del out
+                    del x
+                if kind == BACKWARD or last:
+                    sgd(params, grads[1:], lr)
+                req.compute_s += time.perf_counter() - t0
+                if kind == FORWARD and not last:
+                    self._put(s + 1, FORWARD, req, ahead)
+                elif s == req.entry:
+                    req.done.put(grads[0])
+                else:
+                    self._put(s - 1, BACKWARD, req, grads[0])
+            except Exception as e:  # noqa: BLE001 - the device's thread reports it
+                req.done.put(e)
+
+
 def connect(ip: str, port: int, timeout_s: float = 120.0) -> socket.socket:
     end = time.monotonic() + timeout_s
     while True:
@@ -198,11 +361,10 @@ class Server:
     """A server-side part per device; FedAvg after every round. Server modes:
     - split-nonpipe: each device's part in memory, its requests served by its own thread, all
       devices at once;
-    - splitpipe-bf: one worker serves every device's requests in turn, each request's forward
-      and backward back to back so that its intermediates are freed before the next one
-      (backward first); the parts stay in memory;
-    - splitpipe-rw: the same worker, with one part in memory: a device's server-side weights
-      are read from disk for its request and written back after it.
+    - splitpipe-bf: the parts in memory, served by a pipeline of stages cut at the devices'
+      distinct cuts, backward tasks first (Pipeline);
+    - splitpipe-rw: one worker and one part in memory: a device's server-side weights are read
+      from disk for its request and written back after it.
     """
 
     def __init__(self, cfg: dict) -> None:
@@ -212,7 +374,7 @@ class Server:
         self.model, self.shape = blocks(cfg["model"])
         self.n = len(self.model)
         self.devices = cfg["devices"]  # [{name, cut, port}]
-        self.lock = threading.Lock() if self.mode != "split-nonpipe" else None
+        self.lock = threading.Lock() if self.mode == "splitpipe-rw" else None
         if self.mode == "splitpipe-rw":
             self.spill = tempfile.mkdtemp(prefix="splitpipe-")
             self.shared = blocks(cfg["model"])[0]
@@ -221,6 +383,14 @@ class Server:
                 self._save(d["name"], block_state(self.model, int(d["cut"]), self.n))
         else:
             self.copies = {d["name"]: blocks(cfg["model"])[0] for d in self.devices}
+        held = [self.shared] if self.mode == "splitpipe-rw" else list(self.copies.values())
+        part = [sum(q.numel() * q.element_size() for b in self.model[int(d["cut"]):]
+                    for q in b.parameters()) for d in self.devices]
+        self.memory = ActiveMemory(
+            [q for bs in held for b in bs for q in b.parameters()],
+            max(part, default=0) if self.mode == "splitpipe-rw" else sum(part))
+        cuts = [int(d["cut"]) for d in self.devices if int(d["cut"]) < self.n]
+        self.pipe = Pipeline(self, cuts) if self.mode == "splitpipe-bf" and cuts else None
         self.xt, self.yt = images(cfg.get("test") or {"samples": 256, "seed": 99}, self.shape)
         self.trace = open(cfg["trace"], "a")  # noqa: SIM115
 
@@ -237,9 +407,6 @@ class Server:
             yield self.copies[name]
             return
         with self.lock:
-            if self.mode == "splitpipe-bf":
-                yield self.copies[name]
-                return
             load_state(self.shared, self._load(name))
             yield self.shared
             self._save(name, block_state(self.shared, cut, self.n))
@@ -265,6 +432,7 @@ class Server:
             ls.close()
         for rnd in range(int(self.cfg["rounds"])):
             r0 = time.time()
+            self.memory.reset_peak()
             results: dict[str, dict] = {}
             threads = [threading.Thread(target=self._round, args=(d, socks[d["name"]], results))
                        for d in self.devices]
@@ -286,11 +454,14 @@ class Server:
                     "end": end, "t_device_done": r["done"], "server_compute_s": r["compute_s"],
                     "accuracy": acc, "loss": loss, "train_loss": r["loss"],
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000,
+                    "active_peak_mb": self.memory.peak / 1e6,
                 }) + "\n")
             self.trace.flush()
         for s in socks.values():
             send(s, {"done": torch.tensor(1)})
             s.close()
+        if self.pipe is not None:
+            self.pipe.close()
         if self.mode == "splitpipe-rw":
             shutil.rmtree(self.spill, ignore_errors=True)
 
@@ -305,17 +476,22 @@ class Server:
                                       "compute_s": compute, "done": time.time(),
                                       "loss": sum(losses) / len(losses) if losses else None}
                 return
+            if self.pipe is not None:
+                grad, spent, loss = self.pipe.submit(d["name"], cut, msg["act"], msg["y"])
+                compute += spent
+                losses.append(loss)
+                send(sock, {"grad": grad})
+                continue
             t0 = time.perf_counter()
             act = msg["act"].requires_grad_(True)
-            with self._part(d["name"], cut) as bs:
+            with self._part(d["name"], cut) as bs, self.memory.hooks():
                 params = [q for b in bs[cut:] for q in b.parameters()]
                 loss = nn.functional.cross_entropy(forward(bs, act, cut, self.n), msg["y"])
                 grads = torch.autograd.grad(loss, [act, *params])
-                with torch.no_grad():  # plain SGD, as on the devices
-                    for q, g in zip(params, grads[1:], strict=True):
-                        q -= self.cfg["lr"] * g
+                sgd(params, grads[1:], self.cfg["lr"])
             compute += time.perf_counter() - t0
             losses.append(float(loss.detach()))
+            del loss
             send(sock, {"grad": grads[0]})
 
     def _average(self, results: dict) -> None:

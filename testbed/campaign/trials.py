@@ -34,7 +34,8 @@ METRICS = {  # (mode, workload kind) -> its columns in trials.csv
                                "response_s_predicted_mean", "decision_ms"],
     ("emulated", "training"): ["rounds", "rounds_done", "round_time_measured_s",
                                "round_time_predicted_s", "fidelity", "fidelity_min",
-                               "fidelity_max", "accuracy_final", "server_peak_mem_mb", "cuts"],
+                               "fidelity_max", "accuracy_final", "server_peak_mem_mb",
+                               "server_active_peak_mb", "cuts"],
     ("emulated", "video"): ["streams", "streams_placed", "fps_measured", "fps_predicted",
                             "fidelity", "fidelity_min", "fidelity_max", "latency_ms_p50",
                             "latency_ms_predicted", "reid_instances", "mapping"],
@@ -185,6 +186,8 @@ def _training_row(rounds, spec: dict, run_dir: Path) -> dict:
            "fidelity_max": float(steady.fidelity.max()) if len(rounds) else float("nan"),
            "accuracy_final": float(rounds.accuracy.iloc[-1]) if len(rounds) else float("nan"),
            "server_peak_mem_mb": float(rounds.server_peak_mem_mb.max()) if len(rounds)
+           else float("nan"),
+           "server_active_peak_mb": float(rounds.server_active_peak_mb.max()) if len(rounds)
            else float("nan"),
            "cuts": " ".join(str(c) for c in cuts.values())}
     if meta.get("status") != "done" or len(rounds) < row["rounds"]:

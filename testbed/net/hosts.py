@@ -48,13 +48,16 @@ def daemon_hosts(topo: Topology, place: dict[str, int]) -> dict[int, str]:
     return {k: topo.node(n).host for n, k in place.items()}
 
 
-def check(topo: Topology, datapath: str) -> None:
-    """Before anything is built: the hosts can be reached the way the file says."""
+def check(topo: Topology, datapath: str, only: str | None = None) -> None:
+    """Before anything is built: the hosts (or host `only`, checked on that host) hold the
+    addresses the file gives them."""
     if datapath != "netdev":
         raise CapabilityError(f"{topo.source}: hosts: a split topology needs Open vSwitch's "
                               "userspace datapath (every host runs switch daemons of its own); "
                               "this host uses the kernel datapath")
     for h in topo.hosts:
+        if only is not None and h.name != only:
+            continue
         if h.netns is not None and not (NETNS_DIR / h.netns).exists():
             raise CapabilityError(f"{topo.source}: hosts.{h.name}.netns: network namespace "
                                   f"{h.netns} does not exist; create it (ip netns add "
@@ -63,9 +66,11 @@ def check(topo: Topology, datapath: str) -> None:
             have = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(family=2)}
         if h.address not in have:
             where = f"namespace {h.netns}" if h.netns else "this machine"
+            other = ("" if h.netns or only else " (a host on another machine is built "
+                     "through a Ray cluster: `testbed up FILE --cluster HEAD:6379`)")
             raise CapabilityError(f"{topo.source}: hosts.{h.name}.address: {h.address} is not "
                                   f"an address of {where}; set hosts.{h.name}.address to one "
-                                  "of its addresses on the network between the hosts")
+                                  f"of its addresses on the network between the hosts{other}")
 
 
 def vni(names: Names, link: Link) -> int:
@@ -75,15 +80,18 @@ def vni(names: Names, link: Link) -> int:
     return int(digest[:6], 16) or 1
 
 
-def add_tunnels(topo: Topology, names: Names, place: dict[str, int], group: int) -> None:
-    """Both ends of every cut link, each made in its host's namespace and moved into its
-    switch daemon's."""
+def add_tunnels(topo: Topology, names: Names, place: dict[str, int], group: int,
+                only: str | None = None) -> None:
+    """The ends of cut links on host `only` (None: on every host), each made in its host's
+    namespace and moved into its switch daemon's."""
     address = {h.name: h.address for h in topo.hosts}
     by_host: dict[str | None, list[tuple[Link, int]]] = {}
     for lk in topo.cut_links:
         for end, node in enumerate(lk.between):
             by_host.setdefault(topo.node(node).host, []).append((lk, end))
     for host, ends in by_host.items():
+        if only is not None and host != only:
+            continue
         with netns.netlink(topo.host(host).netns) as ip:
             for lk, end in ends:
                 here, there = (topo.node(n).host for n in (lk.between[end], lk.between[1 - end]))

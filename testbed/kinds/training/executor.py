@@ -150,6 +150,8 @@ class Training(SingleUnit):
                     "wall_s": float(g.end.max() - t0), "accuracy": float(g.accuracy.iloc[0]),
                     "loss": float(g.loss.iloc[0]),
                     "server_peak_mem_mb": float(g.peak_rss_mb.max()),
+                    # parameters held + tensors saved for backward (the thesis's "active")
+                    "server_active_peak_mb": float(g.active_peak_mb.max()),
                     "bytes_sent": float(mine.bytes_up.sum() + mine.bytes_down.sum())})
         devices = pd.DataFrame(drows)
         rounds = pd.DataFrame(rrows)

@@ -1,0 +1,132 @@
+"""A split topology's parts built and removed on their hosts through Ray (`testbed up FILE
+--cluster ADDRESS`): host `a`'s part is built by a Ray task on the cluster node labelled
+`testbed-host=a` (`ray start ... --labels testbed-host=a`), so its namespaces, switch daemons,
+tunnel ends and shaping are made by a process on that host. The controller, the proof of
+reachability and the state file stay with the driver.
+
+Removal goes the same way: `down` asks every host's node to remove what it has of the
+testbed (found by names, as after a crash), then removes the driver's part. The state file
+records the cluster before any part is built, so `down` also works after the driver was
+killed mid-build.
+
+Limit (docs/scale-out.md): the switches reach the controller through its Unix socket, so
+every host must be on the driver's machine (a namespace with `netns:`); a Ray node on another
+machine is refused by name until OpenFlow over TCP between machines is built.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from testbed.campaign.cluster import LABEL, check_hosts, connect
+from testbed.errors import InputError, NetworkError
+from testbed.naming import Names
+from testbed.topology.model import Topology
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _check(topo: Topology, host: str) -> None:
+    from testbed.net import hosts, ovs
+
+    hosts.check(topo, ovs.datapath_type(), only=host)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _build(topo: Topology, host: str, place: dict[str, int], planned: dict[str, dict],
+           of_port: int) -> dict:
+    from testbed.build import build_part
+
+    t0 = time.monotonic()
+    build_part(topo, Names(topo.name), host, place, planned, of_port, lambda s: None)
+    ctx = ray.get_runtime_context()
+    return {"host": host, "built_by": ctx.get_node_labels().get(LABEL), "pid": os.getpid(),
+            "ray_node": ctx.get_node_id(), "seconds": round(time.monotonic() - t0, 2)}
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _remove(testbed: str) -> list[str]:
+    from testbed.cleanup import teardown
+
+    return teardown(testbed)
+
+
+def _nodes(topo: Topology) -> dict[str, dict]:
+    """Host -> its live Ray node (by label), refusing hosts without one and nodes on another
+    machine."""
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    here = ray.util.get_node_ip_address()
+    out = {}
+    for h in topo.hosts:
+        node = next((n for n in alive if n.get("Labels", {}).get(LABEL) == h.name), None)
+        if node is None:
+            raise InputError(f"{topo.source}: hosts.{h.name}: no node of the cluster is "
+                             f"labelled {LABEL}={h.name}; on that host run as root `ray start "
+                             f"--address HEAD:6379 --labels {LABEL}={h.name}`")
+        if node.get("NodeManagerAddress") != here:
+            raise InputError(f"{topo.source}: hosts.{h.name}: its Ray node runs on another "
+                             f"machine ({node.get('NodeManagerAddress')}); the switches reach "
+                             "the controller through this machine's Unix socket, so a split "
+                             "topology's hosts must be namespaces on this machine for now "
+                             "(docs/scale-out.md)")
+        out[h.name] = node
+    return out
+
+
+def _on(node: dict) -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+
+
+def check(topo: Topology, cluster: str) -> None:
+    """Before anything is built: every host has its Ray node, runs our version, and sees the
+    address the file gives it."""
+    connect(cluster)
+    check_hosts("simulated", None)  # every node runs the driver's version
+    where = _nodes(topo)
+    refs = [_check.options(scheduling_strategy=_on(where[h.name])).remote(topo, h.name)
+            for h in topo.hosts]
+    for ref in refs:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+
+
+def build_parts(topo: Topology, names: Names, place: dict[str, int], planned: dict,
+                of_port: int, cluster: str, progress: Callable[[str], None]) -> list[dict]:
+    """Every host's part built on its host, all at once; what each reported."""
+    connect(cluster)
+    where = _nodes(topo)
+    progress(f"{len(where)} hosts building their parts")
+    refs = {h: _build.options(scheduling_strategy=_on(node)).remote(
+        topo, h, place, planned, of_port) for h, node in where.items()}
+    out, failed = [], []
+    for h, ref in refs.items():
+        try:
+            out.append(ray.get(ref))
+        except ray.exceptions.RayError as e:
+            cause = e.as_instanceof_cause() if isinstance(e, ray.exceptions.RayTaskError) else e
+            failed.append(f"host {h}: {str(cause).splitlines()[-1][:300]}")
+    if failed:
+        raise NetworkError("building the hosts' parts failed: " + "; ".join(failed))
+    return out
+
+
+def remove_parts(testbed: str, topo: Topology, cluster: str) -> list[str]:
+    """Ask every host's node to remove what it has of `testbed` (one host after another:
+    several may share a machine); what each removed."""
+    connect(cluster)
+    alive = {n.get("Labels", {}).get(LABEL): n for n in ray.nodes() if n.get("Alive")}
+    done = []
+    for h in topo.hosts:
+        if h.name not in alive:
+            done.append(f"host {h.name}: no live Ray node; its part is left")
+            continue
+        removed = ray.get(_remove.options(scheduling_strategy=_on(alive[h.name])).remote(
+            testbed), timeout=300)
+        done.append(f"host {h.name}: " + ("; ".join(removed) or "nothing left"))
+    return done
