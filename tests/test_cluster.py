@@ -110,15 +110,15 @@ def test_simulated_trials_spread_over_the_hosts_and_resume_after_the_driver_is_k
         assert (tmp_path / "r" / "c" / "trials" / t / "jobs.yaml").exists()
 
 
-def _trial_workers(cluster) -> list[int]:
-    """Process ids of Ray workers running a trial in our cluster (children of its raylets)."""
+def _trial_workers(cluster, task: str = "_trial") -> list[int]:
+    """Process ids of Ray workers running `task` in our cluster (children of its raylets)."""
     raylets = {p.process.pid for node in cluster.list_all_nodes()
                for p in node.all_processes.get("raylet", [])}
     out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
     found = []
     for line in out.splitlines()[1:]:
         pid, ppid, args = line.split(None, 2)
-        if int(ppid) in raylets and args.startswith("ray::_trial"):
+        if int(ppid) in raylets and args.startswith(f"ray::{task}"):
             found.append(int(pid))
     return found
 
@@ -200,4 +200,35 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
     finally:
         if "tbt-raysplit" in known_testbeds():
             cli("down", "--name", "tbt-raysplit")
+    assert snapshot() == before
+
+
+def test_down_removes_a_split_topology_whose_driver_was_killed_mid_build(
+        ray_cluster, two_hosts, tmp_path):
+    """SIGKILL `testbed up --cluster` while the hosts build their parts: `testbed down` asks
+    both hosts to remove theirs (the state file named the cluster first) and nothing stays."""
+    text = SPLIT.replace("  a: {", "  w1: {").replace("  b: {", "  w2: {")
+    before = snapshot()
+    path = tmp_path / "split.yaml"
+    path.write_text("name: tbt-raykill\n" + text)
+    driver = subprocess.Popen([*TESTBED, "up", str(path), "--cluster", ray_cluster.address],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        wait_for(lambda: _trial_workers(ray_cluster, "_build") or driver.poll() is not None,
+                 120, "the hosts building their parts")
+        assert driver.poll() is None, driver.communicate()[0]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        wait_for(lambda: not _trial_workers(ray_cluster, "_build"), 120,
+                 "the builds to end with their driver")
+        assert "tbt-raykill" in known_testbeds()
+        res = cli("down", "--name", "tbt-raykill")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "host w1:" in res.stdout and "host w2:" in res.stdout, res.stdout
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        if "tbt-raykill" in known_testbeds():
+            cli("down", "--name", "tbt-raykill")
     assert snapshot() == before
