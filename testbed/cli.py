@@ -142,7 +142,9 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
     out.print(f"[bold]{st['name']}[/] ({st['phase']}), controller pid {ctl['pid']} {state}, "
               f"{ctl['switches_ready']} switches ready, {ctl['flows']} flows")
     _print_fabric(st.get("fabric", {}))
-    t = Table("node", "ip", "kind", "cpu", "memory MB", "oom kills", "state")
+    split = any("host" in info for info in st["nodes"].values())  # over several hosts
+    t = Table("node", "ip", "kind", *(["host"] if split else []), "cpu", "memory MB",
+              "oom kills", "state")
     for node, info in st["nodes"].items():
         box = info.get("container", {})
         state = box.get("status", "") or ("up" if info["present"] else "")
@@ -155,7 +157,8 @@ def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
             state = f"tunnel {dev['tunnel']}" if dev["reachable"] else "UNREACHABLE"
         kills = info["oom_kills"]
         held = info.get("applied", {})  # read back from the kernel, not the file
-        t.add_row(node, info["ip"], info["kind"], f"{held['cpu']:g}" if held.get("cpu")
+        t.add_row(node, info["ip"], info["kind"], *([info.get("host", "")] if split else []),
+                  f"{held['cpu']:g}" if held.get("cpu")
                   else str(info["cpu"] or "-"),
                   str(held.get("memory_mb") or info["memory_mb"] or "-"),
                   f"[red]{kills}[/]" if kills else "0",

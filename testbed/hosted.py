@@ -23,9 +23,9 @@ from collections.abc import Callable
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from testbed.campaign.cluster import LABEL, check_hosts, connect
 from testbed.errors import InputError, NetworkError
 from testbed.naming import Names
+from testbed.raycluster import LABEL, check_hosts, connect
 from testbed.topology.model import Topology
 
 
@@ -39,7 +39,7 @@ def _check(topo: Topology, host: str) -> None:
 @ray.remote(num_cpus=0, max_retries=0)
 def _build(topo: Topology, host: str, place: dict[str, int], planned: dict[str, dict],
            of_port: int) -> dict:
-    from testbed.build import build_part
+    from testbed.parts import build_part
 
     t0 = time.monotonic()
     build_part(topo, Names(topo.name), host, place, planned, of_port, lambda s: None)

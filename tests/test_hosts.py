@@ -4,6 +4,7 @@ real VXLAN tunnels between the two addresses, carrying real traffic through real
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import Counter
 
@@ -16,7 +17,7 @@ from testbed.sdn import FlowClient
 from testbed.topology import partition
 from testbed.topology.loader import loads
 from testbed.topology.model import Topology
-from tests.conftest import needs_root, snapshot
+from tests.conftest import cli, needs_root, snapshot
 
 SPLIT = """
 hosts:
@@ -58,6 +59,9 @@ def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_ho
         st = api.status(ledger.name)
         assert all(lk["state"] == "up" for lk in st["links"]), st["links"]
         assert {n: info["host"] for n, info in st["nodes"].items()} == on
+        shown = cli("status", "--name", ledger.name)
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"kind\s*\W\s*host", shown.stdout), shown.stdout  # the host column
 
         # shaping on a cut link: both ends are shaped, the goodput is the ideal one
         lk = cut[0]
