@@ -325,7 +325,9 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     c1o = over[over.job == "c1"].set_index("t_s")
     assert list(c1o.index) == [0, 5, 10] and c1o.pedestrians.tolist() == [0, 3, 3]
     assert c1o.fps_predicted[0] >= c1o.fps_predicted[5] > 0  # more people, more re-ID work
-    steady = over[over.t_s == 5]  # both streams together: a bin holds only a few frames each
+    # both streams together over both bins after the change (a 5-s bin holds only 3-4
+    # frames of a stream: one frame more is +25%)
+    steady = over[over.t_s >= 5]
     assert 0.6 <= steady.fps_measured.sum() / steady.fps_predicted.sum() <= 1.4, steady
 
 
