@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from testbed.errors import InputError, NetworkError
 from testbed.naming import Names
-from testbed.raycluster import LABEL, check_hosts, connect
+from testbed.raycluster import LABEL, alive, check_hosts, connect, on
 from testbed.topology.model import Topology
 
 
@@ -58,11 +57,11 @@ def _remove(testbed: str) -> list[str]:
 def _nodes(topo: Topology) -> dict[str, dict]:
     """Host -> its live Ray node (by label), refusing hosts without one and nodes on another
     machine."""
-    alive = [n for n in ray.nodes() if n.get("Alive")]
+    live = alive()
     here = ray.util.get_node_ip_address()
     out = {}
     for h in topo.hosts:
-        node = next((n for n in alive if n.get("Labels", {}).get(LABEL) == h.name), None)
+        node = next((n for n in live if n.get("Labels", {}).get(LABEL) == h.name), None)
         if node is None:
             raise InputError(f"{topo.source}: hosts.{h.name}: no node of the cluster is "
                              f"labelled {LABEL}={h.name}; on that host run as root `ray start "
@@ -77,17 +76,13 @@ def _nodes(topo: Topology) -> dict[str, dict]:
     return out
 
 
-def _on(node: dict) -> NodeAffinitySchedulingStrategy:
-    return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-
-
 def check(topo: Topology, cluster: str) -> None:
     """Before anything is built: every host has its Ray node, runs our version, and sees the
     address the file gives it."""
     connect(cluster)
     check_hosts("simulated", None)  # every node runs the driver's version
     where = _nodes(topo)
-    refs = [_check.options(scheduling_strategy=_on(where[h.name])).remote(topo, h.name)
+    refs = [_check.options(scheduling_strategy=on(where[h.name])).remote(topo, h.name)
             for h in topo.hosts]
     for ref in refs:
         try:
@@ -102,7 +97,7 @@ def build_parts(topo: Topology, names: Names, place: dict[str, int], planned: di
     connect(cluster)
     where = _nodes(topo)
     progress(f"{len(where)} hosts building their parts")
-    refs = {h: _build.options(scheduling_strategy=_on(node)).remote(
+    refs = {h: _build.options(scheduling_strategy=on(node)).remote(
         topo, h, place, planned, of_port) for h, node in where.items()}
     out, failed = [], []
     for h, ref in refs.items():
@@ -120,13 +115,13 @@ def remove_parts(testbed: str, topo: Topology, cluster: str) -> list[str]:
     """Ask every host's node to remove what it has of `testbed` (one host after another:
     several may share a machine); what each removed."""
     connect(cluster)
-    alive = {n.get("Labels", {}).get(LABEL): n for n in ray.nodes() if n.get("Alive")}
+    labelled = {n.get("Labels", {}).get(LABEL): n for n in alive()}
     done = []
     for h in topo.hosts:
-        if h.name not in alive:
+        if h.name not in labelled:
             done.append(f"host {h.name}: no live Ray node; its part is left")
             continue
-        removed = ray.get(_remove.options(scheduling_strategy=_on(alive[h.name])).remote(
+        removed = ray.get(_remove.options(scheduling_strategy=on(labelled[h.name])).remote(
             testbed), timeout=300)
         done.append(f"host {h.name}: " + ("; ".join(removed) or "nothing left"))
     return done
