@@ -295,8 +295,13 @@ class Pipeline:
         return grad, req.compute_s, req.loss
 
     def close(self) -> None:
+        """Stop and join every stage: a daemon thread still inside torch when the interpreter
+        finalizes is killed by pthread_exit, which aborts the process ("terminate called
+        without an active exception")."""
         for s in range(len(self.stages)):
             self._put(s, STOP, None, None)
+        for t in self.threads:
+            t.join()
 
     def _put(self, stage: int, kind: int, req: Request | None, t) -> None:
         self.queues[stage].put((kind, next(self.order), req, t))
