@@ -34,7 +34,8 @@ def main() -> None:
                            "makespan_measured_s", "makespan_predicted_s", "fidelity",
                            "fidelity_min", "fidelity_max", "response_s_mean",
                            "response_s_predicted_mean", "decision_ms", "waiting_s",
-                           "round_time_measured_s", "round_time_predicted_s", "accuracy_final",
+                           "round_time_measured_s", "round_time_predicted_s",
+                           "round_time_predicted_shared_s", "fidelity_shared", "accuracy_final",
                            "server_peak_mem_mb", "server_active_peak_mb", "fps_measured",
                            "fps_predicted",
                            "latency_ms_p50", "latency_ms_predicted", "streams_placed")

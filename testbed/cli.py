@@ -417,13 +417,16 @@ def _rounds_table(rounds, run_dir) -> None:
     import json
 
     meta = json.loads((run_dir / "run.json").read_text())
-    t = Table("round", "measured s", "predicted s", "ratio", "accuracy %", "loss",
+    t = Table("round", "measured s", "predicted s", "ratio", "shared-server predicted s",
+              "ratio", "accuracy %", "loss",
               "server peak RSS MB", "server active peak MB", "MB sent",
               title=f"{meta['scheduler']} ({meta['workload']['model']}): round time measured "
                     f"vs predicted ({run_dir})")
     for r in rounds.itertuples():
         t.add_row(str(r.round), f"{r.round_time_measured_s:.2f}",
-                  f"{r.round_time_predicted_s:.2f}", f"{r.fidelity:.2f}", f"{r.accuracy:.1f}",
+                  f"{r.round_time_predicted_s:.2f}", f"{r.fidelity:.2f}",
+                  f"{r.round_time_predicted_shared_s:.2f}", f"{r.fidelity_shared:.2f}",
+                  f"{r.accuracy:.1f}",
                   f"{r.loss:.3f}", f"{r.server_peak_mem_mb:.0f}",
                   f"{r.server_active_peak_mb:.0f}", f"{r.bytes_sent / 1e6:.1f}")
     out.print(t)

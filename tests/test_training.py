@@ -44,6 +44,34 @@ def random_problem(seed: int, m: int, n: int, tight_memory: bool = False) -> Pro
     return Problem(tuple(f"d{i}" for i in range(m)), a, c, feasible, 30.0, 10)
 
 
+def shared_problem(m: int, device_batch_s: float, server_batch_s: float) -> Problem:
+    """m identical devices, 2 blocks, 10 batches: cut 1 splits, cut 2 is all local."""
+    b, act, weights = 10, np.array([4.0, 0.0]), np.array([2.0, 6.0])  # Mbit per round
+    dev = np.tile([b * device_batch_s, 2 * b * device_batch_s], (m, 1))
+    srv = np.array([b * server_batch_s, 0.0])
+    return Problem(tuple(f"d{i}" for i in range(m)), dev + srv, act + weights,
+                   np.ones((m, 2), bool), 40.0, b, dev, srv, act)
+
+
+def test_the_shared_server_model_is_eq_4_5_alone_and_the_servers_total_work_when_saturated():
+    bw = np.full(1, 10.0)
+    alone = shared_problem(1, 0.2, 0.5)
+    for cut in (1, 2):  # one device, or all local: nothing to share
+        cuts = np.array([cut])
+        assert alone.shared_server_round_times(cuts, bw) == pytest.approx(
+            alone.round_times(cuts, bw))
+    # eight devices whose batches need the server 5x longer than their own part: the server
+    # is busy all the time, so a round takes all their server work, not one device's
+    busy, cuts, bw = shared_problem(8, 0.1, 0.5), np.ones(8, int), np.full(8, 5.0)
+    shared = busy.shared_server_round_times(cuts, bw)
+    assert shared.max() > 0.95 * 8 * 10 * 0.5 > 2 * busy.round_times(cuts, bw).max()
+    assert np.allclose(shared, shared[0])  # identical devices, identical rounds
+    # a server that is hardly needed: close to eq. 4.5
+    idle = shared_problem(8, 2.0, 0.01)
+    assert idle.shared_server_round_times(cuts, bw) == pytest.approx(
+        idle.round_times(cuts, bw), rel=0.05)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 12), st.integers(1, 20),
        st.floats(0.5, 200))
@@ -191,7 +219,11 @@ def test_split_training_moves_the_models_bytes_over_the_planned_flows(torch_boar
     assert rounds["round"].tolist() == [0, 1, 2]
     assert set(rounds.columns) >= {"round_time_measured_s", "round_time_predicted_s",
                                    "accuracy", "loss", "server_peak_mem_mb",
-                                   "server_active_peak_mb", "bytes_sent"}
+                                   "server_active_peak_mb", "bytes_sent",
+                                   "round_time_predicted_shared_s", "fidelity_shared"}
+    # three devices' server-side blocks on one server: never faster than eq. 4.5's alone
+    assert (devices.round_time_predicted_shared_s >=
+            devices.round_time_predicted_s - 1e-9).all()
     assert (devices.cut == 2).all() and len(devices) == 9
     assert devices.bandwidth_mbit.sum() / 3 == pytest.approx(8.0, rel=1e-3)
     profiles = json.loads((out / "profiles.json").read_text())["srv"]

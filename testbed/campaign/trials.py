@@ -34,7 +34,8 @@ METRICS = {  # (mode, workload kind) -> its columns in trials.csv
                                "response_s_predicted_mean", "decision_ms"],
     ("emulated", "training"): ["rounds", "rounds_done", "round_time_measured_s",
                                "round_time_predicted_s", "fidelity", "fidelity_min",
-                               "fidelity_max", "accuracy_final", "server_peak_mem_mb",
+                               "fidelity_max", "round_time_predicted_shared_s",
+                               "fidelity_shared", "accuracy_final", "server_peak_mem_mb",
                                "server_active_peak_mb", "cuts"],
     ("emulated", "video"): ["streams", "streams_placed", "fps_measured", "fps_predicted",
                             "fidelity", "fidelity_min", "fidelity_max", "latency_ms_p50",
@@ -184,6 +185,11 @@ def _training_row(rounds, spec: dict, run_dir: Path) -> dict:
            "fidelity": _mean(steady.fidelity) if len(rounds) else float("nan"),
            "fidelity_min": float(steady.fidelity.min()) if len(rounds) else float("nan"),
            "fidelity_max": float(steady.fidelity.max()) if len(rounds) else float("nan"),
+           "round_time_predicted_shared_s":
+               float(rounds.round_time_predicted_shared_s.iloc[0]) if len(rounds) and
+               "round_time_predicted_shared_s" in rounds else float("nan"),
+           "fidelity_shared": _mean(steady.fidelity_shared) if len(rounds) and
+               "fidelity_shared" in rounds else float("nan"),
            "accuracy_final": float(rounds.accuracy.iloc[-1]) if len(rounds) else float("nan"),
            "server_peak_mem_mb": float(rounds.server_peak_mem_mb.max()) if len(rounds)
            else float("nan"),

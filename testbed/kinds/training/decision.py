@@ -15,7 +15,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from testbed.kinds.training.problem import BlockProfile, Problem, build
 from testbed.kinds.training.spec import Workload
@@ -41,6 +41,11 @@ class TrainingDecision:
     server_compute_predicted_s: dict[str, float] = field(default_factory=dict)
     comm_predicted_s: dict[str, float] = field(default_factory=dict)
     iterations: int = 1
+    # eq. 4.5 with the server shared by the devices at once (Problem.shared_server_round_times):
+    # not what the strategies optimise, but what the testbed's server can do; beside eq. 4.5
+    # it tells the scheduler's model error from the emulation's
+    round_shared_predicted_s: dict[str, float] = field(default_factory=dict)
+    makespan_shared_predicted_s: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainingDecision:
@@ -81,6 +86,10 @@ def to_plan(strategy: str, unit: Decidable, view: NetworkView, split: Split,
         {d: float(_device_s(p, i, int(split.cuts[i]))) for i, d in enumerate(p.devices)},
         {d: float(p.A[i, int(split.cuts[i]) - 1] - _device_s(p, i, int(split.cuts[i])))
          for i, d in enumerate(p.devices)}, comm, split.iterations)
+    shared = p.shared_server_round_times(split.cuts, split.bandwidth_mbit)
+    ext = replace(ext, round_shared_predicted_s={d: float(shared[i])
+                                                 for i, d in enumerate(p.devices)},
+                  makespan_shared_predicted_s=float(shared.max()))
     slowest = p.devices[int(split.round_s.argmax())]
     predicted[w.name] = JobPrediction(1.0 / split.makespan_s, f"device {slowest}",
                                       latency_s=split.makespan_s)

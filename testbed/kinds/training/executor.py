@@ -124,6 +124,7 @@ class Training(SingleUnit):
                     "bandwidth_mbit": ext.bandwidth_mbit[d],
                     "round_time_measured_s": s.t_device_done - s.start,
                     "round_time_predicted_s": ext.round_predicted_s[d],
+                    "round_time_predicted_shared_s": ext.round_shared_predicted_s.get(d),
                     "compute_s": None if r is None else r.compute_s,
                     "compute_predicted_s": ext.compute_predicted_s[d],
                     "server_compute_s": s.server_compute_s,
@@ -146,6 +147,10 @@ class Training(SingleUnit):
                     "round_time_measured_s": measured,
                     "round_time_predicted_s": ext.makespan_predicted_s,
                     "fidelity": measured / ext.makespan_predicted_s,
+                    # the server shared by the devices at once (not in eq. 4.5)
+                    "round_time_predicted_shared_s": ext.makespan_shared_predicted_s,
+                    "fidelity_shared": measured / ext.makespan_shared_predicted_s
+                    if ext.makespan_shared_predicted_s else None,
                     "aggregate_s": float(g.end.max() - g.t_device_done.max()),
                     "wall_s": float(g.end.max() - t0), "accuracy": float(g.accuracy.iloc[0]),
                     "loss": float(g.loss.iloc[0]),

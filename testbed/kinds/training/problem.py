@@ -54,6 +54,7 @@ class Problem:
     batches: int
     device_s: np.ndarray | None = None  # (M, N) the device's share of A
     server_s: np.ndarray | None = None  # (N,) the server's share of A
+    activation_mbit: np.ndarray | None = None  # (N,) the per-batch part of C (up and down)
 
     @property
     def blocks(self) -> int:
@@ -64,6 +65,35 @@ class Problem:
         i = np.arange(len(self.devices))
         comm = np.where(self.C[cuts - 1] > 0, self.C[cuts - 1] / np.maximum(bw, 1e-12), 0.0)
         return self.A[i, cuts - 1] + comm
+
+
+    def shared_server_round_times(self, cuts: np.ndarray, bw: np.ndarray) -> np.ndarray:
+        """Eq. 4.5 with the server's compute shared by the devices that use it at once.
+
+        Eq. 4.5 prices each device's server-side blocks as if the server served it alone;
+        one server serving M devices cannot. Each device is a loop of one batch at a time:
+        z_i seconds on its own (its blocks and the batch's transfers), then s_i seconds of
+        server work that waits behind the batches of other devices at the server. Mean-value
+        analysis of that closed network (one customer per device; the arrival theorem with
+        the arriving device's own batch removed) gives the server's response r_i; the round
+        is b x (z_i + r_i) plus the weights' transfers. With one device, or all local, it
+        is eq. 4.5 exactly."""
+        if self.device_s is None or self.server_s is None or self.activation_mbit is None:
+            return self.round_times(cuts, bw)
+        i, b = np.arange(len(self.devices)), self.batches
+        rate = np.maximum(bw, 1e-12)
+        act = self.activation_mbit[cuts - 1]
+        weights = np.where(self.C[cuts - 1] > 0, (self.C[cuts - 1] - act) / rate, 0.0)
+        z = (self.device_s[i, cuts - 1] + np.where(act > 0, act / rate, 0.0)) / b
+        s = self.server_s[cuts - 1] / b
+        r = s.copy()
+        for _ in range(1000):
+            queued = r / (z + r) if (z + r > 0).all() else np.zeros_like(r)
+            nxt = s * (1 + queued.sum() - queued)
+            if np.abs(nxt - r).max() < 1e-9:
+                break
+            r = 0.5 * (r + nxt)  # damped: the plain iteration can oscillate
+        return b * (z + r) + weights
 
 
 def build(devices: tuple[str, ...], profiles: dict[str, BlockProfile], server: str,
@@ -84,4 +114,4 @@ def build(devices: tuple[str, ...], profiles: dict[str, BlockProfile], server: s
     c = 2 * (batches * per_batch + params) * 8 / 1e6
     dev, srv_s = np.array(local), batches * server_after
     return Problem(devices, dev + srv_s[None, :], c, np.array(feasible), total_mbit, batches,
-                   dev, srv_s)
+                   dev, srv_s, 2 * batches * per_batch * 8 / 1e6)
