@@ -93,6 +93,9 @@ def make_handler(app):
 
 class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: a sixth client connecting at the same moment (a
+    # campaign's trials, a run's threads) got EAGAIN on a Unix socket instead of waiting
+    request_queue_size = 128
 
     def get_request(self):  # BaseHTTPRequestHandler expects an address tuple
         conn, _ = super().get_request()

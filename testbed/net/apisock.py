@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from pathlib import Path
 
 
@@ -19,14 +20,26 @@ class _UnixConnection(http.client.HTTPConnection):
         self.path = str(path)
 
     def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
+        """A Unix socket whose backlog is full refuses a connect with EAGAIN at once (it does
+        not wait like TCP): try again until the timeout, as a busy controller is not a dead
+        one."""
+        deadline = time.monotonic() + (self.timeout or 0)
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self.path)
+            except BlockingIOError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            except OSError:
+                s.close()
+                raise
+            self.sock = s
+            return
 
 
 def request(sock: Path, method: str, path: str, body: dict | None = None,
