@@ -15,7 +15,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from testbed.kinds.training.problem import BlockProfile, Problem, build
 from testbed.kinds.training.spec import Workload
@@ -77,6 +77,7 @@ def to_plan(strategy: str, unit: Decidable, view: NetworkView, split: Split,
         volume = int(p.C[cut - 1] * 1e6 / 8)  # bytes per round, both directions
         flows.append(Flow(w.name, d, "server", d, server, volume, view.paths(d, server)[0],
                           float(split.bandwidth_mbit[i]), PORT_BASE + i))
+    shared = p.shared_server_round_times(split.cuts, split.bandwidth_mbit)
     comm = {d: float(p.C[int(split.cuts[i]) - 1] / max(split.bandwidth_mbit[i], 1e-12))
             for i, d in enumerate(p.devices)}
     ext = TrainingDecision(
@@ -85,11 +86,8 @@ def to_plan(strategy: str, unit: Decidable, view: NetworkView, split: Split,
         {d: float(split.round_s[i]) for i, d in enumerate(p.devices)}, split.makespan_s,
         {d: float(_device_s(p, i, int(split.cuts[i]))) for i, d in enumerate(p.devices)},
         {d: float(p.A[i, int(split.cuts[i]) - 1] - _device_s(p, i, int(split.cuts[i])))
-         for i, d in enumerate(p.devices)}, comm, split.iterations)
-    shared = p.shared_server_round_times(split.cuts, split.bandwidth_mbit)
-    ext = replace(ext, round_shared_predicted_s={d: float(shared[i])
-                                                 for i, d in enumerate(p.devices)},
-                  makespan_shared_predicted_s=float(shared.max()))
+         for i, d in enumerate(p.devices)}, comm, split.iterations,
+        {d: float(shared[i]) for i, d in enumerate(p.devices)}, float(shared.max()))
     slowest = p.devices[int(split.round_s.argmax())]
     predicted[w.name] = JobPrediction(1.0 / split.makespan_s, f"device {slowest}",
                                       latency_s=split.makespan_s)

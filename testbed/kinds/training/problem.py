@@ -66,7 +66,6 @@ class Problem:
         comm = np.where(self.C[cuts - 1] > 0, self.C[cuts - 1] / np.maximum(bw, 1e-12), 0.0)
         return self.A[i, cuts - 1] + comm
 
-
     def shared_server_round_times(self, cuts: np.ndarray, bw: np.ndarray) -> np.ndarray:
         """Eq. 4.5 with the server's compute shared by the devices that use it at once.
 
