@@ -14,14 +14,10 @@ import ast
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import table, write_section  # noqa: E402
+from bench.report import figure, save_figure, table, write_section  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 ORDER = ("nmno", "wmno", "nmwo", "jstsh")
@@ -49,7 +45,7 @@ def axis(t: pd.DataFrame) -> tuple[str, str, pd.Series]:
 
 
 def plot(t: pd.DataFrame, label: str, title: str, dest: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = figure((6.4, 3.8))
     for i, s in enumerate(ORDER):
         g = t[t.scheduler == s].sort_values("x")
         if g.empty:
@@ -61,12 +57,7 @@ def plot(t: pd.DataFrame, label: str, title: str, dest: Path) -> None:
     ax.set_ylabel("frames/s per stream")
     ax.set_title(title)
     ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    dest.parent.mkdir(exist_ok=True)
-    fig.savefig(dest, dpi=100)
-    plt.close(fig)
+    save_figure(fig, ax, dest, dpi=100, fontsize=7, ncol=2)
 
 
 def main() -> None:

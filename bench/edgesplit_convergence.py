@@ -8,14 +8,13 @@ Usage: python bench/edgesplit_convergence.py results/edgesplit-fig4.8
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import table, write_section  # noqa: E402
+from bench.report import campaign_args, figure, save_figure, table, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results.md"
@@ -35,30 +34,17 @@ def load(results: Path) -> dict[str, pd.DataFrame]:
 
 
 def plot(per: dict[str, pd.DataFrame], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = figure((6.5, 3.8))
     for s, r in per.items():
         ax.plot(r.train_s, r.accuracy, marker=".", label=s)
     ax.set_xlabel("training time, s (sum of measured rounds)")
     ax.set_ylabel("test accuracy, %")
     ax.set_title("LeNet on digits, 4 emulated devices (thesis fig. 4.8)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, ax, path)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results", type=Path)
-    ap.add_argument("--note", default="", help="what the numbers say, appended to the text")
-    a = ap.parse_args()
+    a = campaign_args()
     per = {s: r for s in ORDER for k, r in load(a.results).items() if k == s}
     if "vanilla-fl" not in per:
         raise SystemExit(f"{a.results}: no vanilla-fl trial to compare with")

@@ -3,6 +3,7 @@ that produced it and the machine it ran on (re-running replaces only that sectio
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -34,6 +35,37 @@ def write_section(name: str, title: str, body: str, doc: Path = DOC) -> None:
     doc.parent.mkdir(exist_ok=True)
     doc.write_text(text)
     print(section)
+
+
+def campaign_args() -> argparse.Namespace:
+    """The command line of a script that reads a finished campaign: its results folder, and
+    what the numbers say (appended to the section's text)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--note", default="", help="what the numbers say, appended to the text")
+    return ap.parse_args()
+
+
+def figure(size: tuple[float, float]):
+    """A new figure and its axes, drawn off-screen (benchmarks run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def save_figure(fig, ax, path: Path, dpi: int = 130, **legend) -> None:
+    """Grid, legend, tight layout; write the figure to `path` and free it."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
 
 
 def table(headers: list[str], rows: list[list]) -> str:

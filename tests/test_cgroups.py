@@ -37,7 +37,7 @@ def test_v2_writer_on_a_unified_tree(tmp_path):
     for d in (root, root / "testbed", root / "testbed" / "tbt-cg"):
         assert (d / "cgroup.subtree_control").read_text().split() == ["+cpu", "+memory",
                                                                        "+pids"], d
-    assert (node / "cpu.max").read_text() == "50000 100000"
+    assert (node / "cpu.max").read_text() == "5000 10000"  # 10-ms periods (cpu_limits)
     assert (node / "memory.max").read_text() == str(256 * 10**6)  # MB = 10^6 bytes
     assert (node / "memory.swap.max").read_text() == "0"
     assert cgroups.limits(NAMES, "a", root) == {"cpu": 0.5, "memory_mb": 256}
@@ -63,9 +63,15 @@ def test_v1_writer_on_a_v1_tree(tmp_path):
     (mem / "memory.limit_in_bytes").write_text(str(2**63 - 4096))
     assert cgroups.mode(root) == "v1"
     cgroups.create(NAMES, "a", 0.25, 128, root=root)
-    assert (root / "cpu" / "testbed" / "tbt-cg" / "a" / "cpu.cfs_quota_us").read_text() == \
-        "25000"
+    cpu = root / "cpu" / "testbed" / "tbt-cg" / "a"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "2500"
+    assert (cpu / "cpu.cfs_period_us").read_text() == "10000"
     assert cgroups.limits(NAMES, "a", root) == {"cpu": 0.25, "memory_mb": 128}
+    # under 0.1 core the period grows so that the quota stays at the kernel's 1 ms or more
+    cgroups.set_limits(NAMES, "a", 0.04, None, root)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "1000"
+    assert (cpu / "cpu.cfs_period_us").read_text() == "25000"
+    assert cgroups.limits(NAMES, "a", root)["cpu"] == 0.04
 
 
 def test_a_limit_without_its_controller_is_refused(tmp_path):

@@ -103,7 +103,8 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     assert whole > 0.6 and whole > 1.2 * half, (half, whole)
     inspect = json.loads(subprocess.run(["docker", "inspect", f"tb-{name}.c2"],
                                         capture_output=True, text=True).stdout)[0]["HostConfig"]
-    assert inspect["CpuQuota"] == 100_000 and inspect["Memory"] == 512 * 10**6
+    assert inspect["CpuQuota"] == 10_000 and inspect["CpuPeriod"] == 10_000
+    assert inspect["Memory"] == 512 * 10**6
     assert api.status(name)["nodes"]["c2"]["cpu"] == 1
     bad = cli("node", "set", "c2", "--name", name, "--memory", "10MB")
     assert bad.returncode == 2 and "at least 64 MB" in bad.stderr

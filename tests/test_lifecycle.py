@@ -56,7 +56,7 @@ def test_up_status_exec_down(tmp_path):
         res = cli("exec", "a", "--name", name, "--", "cat", "/proc/self/cgroup")
         assert f"cpu:/testbed/{name}/a" in res.stdout
         with open(f"/sys/fs/cgroup/cpu/testbed/{name}/a/cpu.cfs_quota_us") as f:
-            assert int(f.read()) == 50_000
+            assert int(f.read()) == 5_000  # of 10 ms: cgroups.cpu_limits
         # every pair pings (meshes with cycles work)
         nodes = st["nodes"]
         for src in nodes:

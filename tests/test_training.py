@@ -153,6 +153,8 @@ def test_schedule_prints_cuts_bandwidths_and_predicted_rounds():
     ("devices: [d1, srv]", "devices[1]: 'srv' is the server"),
     ("total_bandwidth: 500Mbit", "more than the server's links carry (30 Mbit/s)"),
     ("batch_size: 0", "batch_size"),
+    ("scale: {work: 0}", "scale.work"),
+    ("scale: {data: 0.1}", "scale.data"),
 ])
 def test_bad_training_files_name_the_field(tmp_path, change, message):
     key = change.split(":")[0]
@@ -162,6 +164,32 @@ def test_bad_training_files_name_the_field(tmp_path, change, message):
     with pytest.raises(InputError, match=re.escape(message)) as e:
         api.schedule(TOPO, path, "edgesplit")
     assert str(path) in str(e.value)
+
+
+def test_scale_work_narrows_the_model_and_the_plan_follows(tmp_path):
+    """`scale: {work: f}`: layers sqrt(f) as wide, so weights and compute shrink about f-fold,
+    activations sqrt(f)-fold, and the same blocks (cut points) remain."""
+    sys.path.insert(0, str(ROOT / "workloads"))
+    from split_models import blocks
+
+    from testbed.kinds.training.decision import profile_here
+
+    for model in ("vgg16", "resnet50"):
+        full, small = blocks(model)[0], blocks(model, width=0.1 ** 0.5)[0]
+        assert len(full) == len(small)
+        p_full, p_small = (sum(q.numel() for b in bs for q in b.parameters())
+                           for bs in (full, small))
+        assert 0.07 < p_small / p_full < 0.13
+    full_p, small_p = profile_here("vgg16", 8), profile_here("vgg16", 8, 0.1 ** 0.5)
+    act = np.array(small_p.activation_bytes) / np.array(full_p.activation_bytes)
+    assert np.allclose(act[:13], 0.1 ** 0.5, rtol=0.03)  # the convolutions' outputs
+    assert sum(small_p.forward_s) + sum(small_p.backward_s) < 0.5 * (
+        sum(full_p.forward_s) + sum(full_p.backward_s))
+    vgg = ROOT / "workloads" / "split-fl-vgg16.yaml"
+    path = tmp_path / "small.yaml"
+    path.write_text(vgg.read_text() + "\nscale: {work: 0.1}\n")
+    big, little = (api.schedule(TOPO, f, "edgesplit-fix").extension for f in (vgg, path))
+    assert little.makespan_predicted_s < 0.3 * big.makespan_predicted_s
 
 
 def test_a_streams_scheduler_is_refused_for_training():
@@ -201,15 +229,15 @@ def torch_board(tmp_path):
 @pytest.mark.slow
 def test_split_training_moves_the_models_bytes_over_the_planned_flows(torch_board, edge_image,
                                                                      bring_up, tmp_path):
-    """EdgeSplit-Fix cuts LeNet after block 2 on a host node, a container and a board over
-    SSH: every batch's activations go up and their gradients come down over each device's
-    rate-capped flow, the weights at each round's end; the switches on the path count those
-    bytes."""
+    """EdgeSplit-Fix cuts LeNet (at half its work, `scale:`) after block 2 on a host node, a
+    container and a board over SSH: every batch's activations go up and their gradients come
+    down over each device's rate-capped flow, the weights at each round's end; the switches
+    on the path count those bytes."""
     ledger = bring_up("sfl", SMALL_TOPO.format(ssh=torch_board.ssh_yaml()))
     wl = tmp_path / "train.yaml"
     wl.write_text("kind: training\nserver: srv\ndevices: [d1, d2, nx1]\nmodel: lenet\n"
                   "dataset: digits\nbatch_size: 16\nbatches_per_round: 5\nrounds: 3\n"
-                  "total_bandwidth: 8Mbit\nlr: 0.05\n")
+                  "total_bandwidth: 8Mbit\nlr: 0.05\nscale: {work: 0.5}\n")
     out = tmp_path / "run"
     res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "edgesplit-fix",
               "--out", str(out), timeout=600)
@@ -226,7 +254,12 @@ def test_split_training_moves_the_models_bytes_over_the_planned_flows(torch_boar
             devices.round_time_predicted_s - 1e-9).all()
     assert (devices.cut == 2).all() and len(devices) == 9
     assert devices.bandwidth_mbit.sum() / 3 == pytest.approx(8.0, rel=1e-3)
+    # every process built LeNet at sqrt(0.5) of its width (a mismatch fails the weights'
+    # exchange): the second convolution's 16 channels are 11
+    assert json.loads((out / "run.json").read_text())["workload"]["width"] == \
+        pytest.approx(0.5 ** 0.5)
     profiles = json.loads((out / "profiles.json").read_text())["srv"]
+    assert profiles["activation_bytes"][1] == 16 * 11 * 5 * 5 * 4
     act, params = profiles["activation_bytes"][1], sum(profiles["param_bytes"][:2])
     expected = 3 * (5 * act + params)  # each way, per device over the three rounds
     sent = devices.groupby("device")[["bytes_up", "bytes_down"]].sum()

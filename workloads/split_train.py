@@ -77,6 +77,11 @@ def images(cfg: dict, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
+def model_blocks(cfg: dict) -> tuple[list[nn.Module], tuple]:
+    """The run's model at its width (see split_models: `scale: {work}`)."""
+    return blocks(cfg["model"], width=float(cfg.get("width", 1.0)))
+
+
 def block_state(bs: list[nn.Module], lo: int, hi: int) -> dict:
     """Blocks lo..hi-1's weights (buffers included) keyed by block index."""
     return {f"{k}.{name}": t.detach().clone() for k in range(lo, hi)
@@ -105,7 +110,7 @@ def profile(cfg: dict) -> dict:
     least `budget_s` (wall time per pass): under a CPU quota a short computation runs at full
     speed until the quota of the period is spent and then waits, so single timings are too
     fast and only the long run's rate counts."""
-    bs, shape = blocks(cfg["model"])
+    bs, shape = model_blocks(cfg)
     b = int(cfg["batch_size"])
     x = torch.randn(b, *shape)
     fwd = [[] for _ in bs]
@@ -140,7 +145,7 @@ def profile(cfg: dict) -> dict:
 
 def device(cfg: dict) -> None:
     torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
-    bs, shape = blocks(cfg["model"])
+    bs, shape = model_blocks(cfg)
     n, cut = len(bs), int(cfg["cut"])
     x, y = images(cfg, shape)
     mine = nn.ModuleList(bs[:cut])
@@ -376,18 +381,18 @@ class Server:
         torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
         self.cfg = cfg
         self.mode = cfg.get("server_mode", "split-nonpipe")
-        self.model, self.shape = blocks(cfg["model"])
+        self.model, self.shape = model_blocks(cfg)
         self.n = len(self.model)
         self.devices = cfg["devices"]  # [{name, cut, port}]
         self.lock = threading.Lock() if self.mode == "splitpipe-rw" else None
         if self.mode == "splitpipe-rw":
             self.spill = tempfile.mkdtemp(prefix="splitpipe-")
-            self.shared = blocks(cfg["model"])[0]
+            self.shared = model_blocks(cfg)[0]
             self.copies = {}
             for d in self.devices:
                 self._save(d["name"], block_state(self.model, int(d["cut"]), self.n))
         else:
-            self.copies = {d["name"]: blocks(cfg["model"])[0] for d in self.devices}
+            self.copies = {d["name"]: model_blocks(cfg)[0] for d in self.devices}
         held = [self.shared] if self.mode == "splitpipe-rw" else list(self.copies.values())
         part = [sum(q.numel() * q.element_size() for b in self.model[int(d["cut"]):]
                     for q in b.parameters()) for d in self.devices]

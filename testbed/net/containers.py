@@ -20,7 +20,7 @@ from testbed.errors import CapabilityError, NetworkError
 from testbed.images import client
 from testbed.naming import CONTAINER_LABEL, Names
 from testbed.net import netns
-from testbed.net.cgroups import CFS_PERIOD_US, MB
+from testbed.net.cgroups import MB, cpu_limits
 from testbed.topology.model import Node
 
 NODE_LABEL = "org.edge-testbed.node"
@@ -51,7 +51,8 @@ def start(names: Names, nodes: list[Node], share: dict[str, Path],
     def one(n: Node) -> tuple[str, int]:
         limits = {}
         if n.cpu is not None:
-            limits.update(cpu_period=CFS_PERIOD_US, cpu_quota=int(n.cpu * CFS_PERIOD_US))
+            quota, period = cpu_limits(n.cpu)
+            limits.update(cpu_period=period, cpu_quota=quota)
         if n.memory_mb is not None:
             limits.update(mem_limit=n.memory_mb * MB, memswap_limit=n.memory_mb * MB)
         extra = n.container or {}
@@ -149,7 +150,8 @@ def update(names: Names, node: str, cpu: float | None, memory_mb: int | None) ->
     c = client().containers.get(container_name(names, node))
     args = {}
     if cpu is not None:
-        args.update(cpu_period=CFS_PERIOD_US, cpu_quota=int(cpu * CFS_PERIOD_US))
+        quota, period = cpu_limits(cpu)
+        args.update(cpu_period=period, cpu_quota=quota)
     if memory_mb is not None:
         args.update(mem_limit=memory_mb * MB, memswap_limit=memory_mb * MB)
     if args:

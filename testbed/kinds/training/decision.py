@@ -115,7 +115,7 @@ for _name, (_fn, _summary) in STRATEGIES.items():
 
 
 @functools.lru_cache(maxsize=8)
-def profile_here(model: str, batch_size: int) -> BlockProfile:
+def profile_here(model: str, batch_size: int, width: float = 1.0) -> BlockProfile:
     """The model's per-block times on one core of this machine (offline planning)."""
     import torch
 
@@ -128,7 +128,8 @@ def profile_here(model: str, batch_size: int) -> BlockProfile:
     torch.set_num_threads(1)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            got = split_train.profile({"model": model, "batch_size": batch_size})
+            got = split_train.profile({"model": model, "batch_size": batch_size,
+                                       "width": width})
     finally:
         torch.set_num_threads(threads)
     return BlockProfile.from_dict(json.loads(json.dumps(got)))
@@ -136,7 +137,7 @@ def profile_here(model: str, batch_size: int) -> BlockProfile:
 
 def offline_problem(topo: Topology, w: Workload, view: NetworkView,
                     gops_per_core: float) -> Problem:
-    here = profile_here(w.spec.model, w.spec.batch_size)
+    here = profile_here(w.spec.model, w.spec.batch_size, w.width)
     nodes = (w.spec.server, *w.devices)
     profiles = {n: here.scaled(gops_per_core / view.nodes[n].speed_gops) for n in nodes}
     memory = {n: view.nodes[n].memory_bytes for n in nodes}

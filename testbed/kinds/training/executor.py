@@ -61,6 +61,7 @@ class Training(SingleUnit):
             # and the host share this machine's cores, and the profile is a timing
             said = self.processes.answers({f"profile.{node}": (node, {
                 "role": "profile", "model": spec.model, "batch_size": spec.batch_size,
+                "width": self.w.width,
                 "threads": self._threads(node)})}, PROFILE_TIMEOUT_S)
             self.block_profiles[node] = BlockProfile.from_dict(said[f"profile.{node}"])
         memory = {n: v.memory_bytes for n, v in self.profile.view.nodes.items()}
@@ -90,7 +91,8 @@ class Training(SingleUnit):
         trace = self.out / "traces"
         data, test = digits_partition(self.w) if spec.dataset == "digits" else \
             ([None] * len(self.w.devices), None)
-        common = {"model": spec.model, "lr": spec.lr, "rounds": spec.rounds,
+        common = {"model": spec.model, "width": self.w.width, "lr": spec.lr,
+                  "rounds": spec.rounds,
                   "batch_size": spec.batch_size, "batches_per_round": spec.batches_per_round}
         ports = {f.src: f.port for f in plan.flows}
         self.procs["server"] = self.processes.spawn(spec.server, "server", {
@@ -172,6 +174,7 @@ class Training(SingleUnit):
                              "server": spec.server, "devices": list(self.w.devices),
                              "rounds": spec.rounds, "batch_size": spec.batch_size,
                              "batches_per_round": spec.batches_per_round,
-                             "total_bandwidth_mbit": self.w.total_mbit},
+                             "total_bandwidth_mbit": self.w.total_mbit,
+                             "scale_work": spec.scale.work, "width": self.w.width},
                 "status": self.status, "reason": self.reason,
                 "decision": None if self.decision is None else self.decision.__dict__}

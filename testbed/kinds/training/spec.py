@@ -12,6 +12,7 @@
     total_bandwidth: 30Mbit      # B: what the devices' links to the server share
     lr: 0.05
     server_mode: split-nonpipe   # or splitpipe-bf | splitpipe-rw (SplitPipe, section 4.4.2)
+    scale: {work: 0.1}           # optional, laptop scale: every layer sqrt(0.1) as wide
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class PartitionSpec(Strict):
     seed: int = 0
 
 
+class TrainingScale(Strict):
+    work: float = Field(1.0, gt=0, le=4, description=(
+        "factor on the model's work per batch: every layer's channels (and hidden units) are "
+        "multiplied by sqrt(work), so compute and weights shrink about work-fold and "
+        "activations sqrt(work)-fold; the blocks and cut points stay the model's"))
+
+
 class TrainingFile(Strict):
     kind: Literal["training"]
     server: str
@@ -50,6 +58,7 @@ class TrainingFile(Strict):
     total_bandwidth: Rate = Field(description="B, Mbit/s shared by the devices' flows")
     lr: float = Field(0.05, gt=0, le=10)
     server_mode: Literal["split-nonpipe", "splitpipe-bf", "splitpipe-rw"] = "split-nonpipe"
+    scale: TrainingScale = TrainingScale()
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,11 @@ class Workload:
     @property
     def total_mbit(self) -> float:
         return float(self.spec.total_bandwidth)
+
+    @property
+    def width(self) -> float:
+        """The channel multiplier every process builds the model with."""
+        return self.spec.scale.work ** 0.5
 
 
 def loads(text: str, source: str, topo: Topology) -> Workload:
