@@ -146,6 +146,8 @@ def test_emulated_trials_run_at_once_on_two_hosts_and_a_lost_worker_is_a_failed_
     assert rows[rows.status == "done"].iloc[0].host in ("w1", "w2")
     assert ours() == set(), "the lost trial's testbed was not removed"
     assert not (tmp_path / "r" / "emu" / "running.json").exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"testbed-trial-{victim}-*")), \
+        "the lost worker's scratch directory was left behind"
 
 
 def test_host_pins_every_trial_to_the_labelled_host(ray_cluster, tmp_path):

@@ -9,7 +9,8 @@ appends the row to the one trials.csv as each trial ends.
 
 A trial has side effects (a testbed up on some host), so Ray never retries one
 (max_retries=0): a worker or host that dies gives a failed row with the reason, and the driver
-then removes that trial's testbed wherever it is. Testbeds of trials in flight are listed in
+then removes that trial's testbed wherever it is (and scratch directories of workers no longer
+alive on that host, named by their process id). Testbeds of trials in flight are listed in
 running.json, so a driver that was killed has them removed by the next run (--resume).
 Hosts whose project differs from the driver's (source files and installed pinned
 dependencies) are refused before anything runs, naming the host.
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
@@ -48,7 +51,20 @@ def _remove(names: list[str]) -> list[str]:
     here = [n for n in names if n in known_testbeds()]
     for n in here:
         lifecycle.down(n)
+    _sweep_scratch()
     return here
+
+
+SCRATCH_PREFIX = "testbed-trial-"
+
+
+def _sweep_scratch() -> None:
+    """Remove trial scratch directories on this host whose worker process is gone (killed
+    before its `with` block could clean up): each is named testbed-trial-<worker pid>-..."""
+    for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = d.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @ray.remote(max_retries=0)
@@ -56,7 +72,8 @@ def _trial(trial: Trial, mode: str, compute: str, name: str | None, plugins: lis
            k_paths: int) -> tuple[dict, bytes]:
     from testbed.campaign.trials import run_trial
 
-    with tempfile.TemporaryDirectory(prefix="testbed-trial-") as scratch:
+    _sweep_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         where = Path(scratch) / trial.id
         row = run_trial(trial, mode, where, compute, name, plugins, k_paths)
         blob = io.BytesIO()

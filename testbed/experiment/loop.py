@@ -221,7 +221,7 @@ class Experiment:
             if leaked:
                 self.enforcer.incident("flows not removed",
                                        f"ids {leaked}: `testbed flow rm --all`")
-            self.processes.fetch_traces()
+            self.processes.finish()
             table = self.write()
             records.write_shared(self.out, self.sampler, self.collectors, self.epoch0,
                                  [row for fs in self.flow_sets() for row in fs.rows],

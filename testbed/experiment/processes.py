@@ -91,10 +91,13 @@ class Processes:
             return ""
         return lines[-1] if lines else "(no output; killed by a signal?)"
 
-    def fetch_traces(self) -> None:
-        """Bring back traces written in containers or on devices."""
+    def finish(self) -> None:
+        """Bring back traces written in containers or on devices, then remove the directories
+        that only carried this run's files."""
         for files, trace in self.traces:
             files.fetch(trace)
+        for files in self.files.values():
+            files.close()
 
     @staticmethod
     def stop(procs: list[subprocess.Popen]) -> None:

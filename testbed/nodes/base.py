@@ -52,6 +52,9 @@ class Files:
         """A testbed wall-clock time (s) as the node's own clock shows it."""
         return t
 
+    def close(self) -> None:
+        """The run is over and its traces are back: remove what only this run needed."""
+
     def testbed_clock(self, t: float) -> float:
         """A time the node's clock stamped (e.g. in a message it sent), on the testbed's."""
         return t
@@ -91,10 +94,8 @@ class UnprivilegedFiles(SharedDir):
         os.chown(path, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
         return str(path)
 
-    def fetch(self, local: Path) -> None:
-        super().fetch(local)
-        if not any(self.dir.iterdir()):
-            self.dir.rmdir()
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)  # configs handed over; traces are back
 
 
 class NodeKind:
