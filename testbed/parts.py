@@ -44,6 +44,9 @@ def build_part(topo: Topology, names: Names, host: str | None, place: dict[str, 
             nodes.of(k).create(topo, names, members)
 
     cut = {lk.index for lk in topo.cut_links}
+    # devices joining this host's switches: their tunnel ends are made where the host's
+    # address is (on one machine that is daemon 0's namespace, so nothing to move)
+    boards = [n for n in mine if host is not None and not nodes.of(n.kind).local]
     progress(f"veths ({len(mine) + sum(lk.a in ours for lk in topo.links)} pairs)")
     where = switch_ports(topo, names, place, ours)  # daemon -> its switch-side interfaces
     for k in where:  # each made in its daemon's namespace: no moves
@@ -51,7 +54,7 @@ def build_part(topo: Topology, names: Names, host: str | None, place: dict[str, 
         with netns.netlink(ns) as ip:
             try:
                 for n in mine:
-                    if place[n.name] == k:
+                    if place[n.name] == k and n not in boards:
                         nodes.of(n.kind).add_port(ip, names, n, group, planned.get(n.kind, {}))
                 for lk in topo.links:
                     if place[lk.a] == k and lk.a in ours and lk.index not in cut:
@@ -63,6 +66,12 @@ def build_part(topo: Topology, names: Names, host: str | None, place: dict[str, 
     if cut:
         progress("tunnels to the other hosts")
         hosts.add_tunnels(topo, names, place, group, host)
+    if boards:
+        progress(f"tunnels to devices ({len(boards)})")
+        with netns.netlink(topo.host(host).netns) as ip:
+            for n in boards:
+                nodes.of(n.kind).add_port(ip, names, n, group, planned.get(n.kind, {}),
+                                          into=NETNS_DIR / shards.namespace(names, place[n.name]))
     tunnel_ends = {names.link_port(i, e) for i in cut for e in (0, 1)}
     for k, ifnames in where.items():
         ns = shards.namespace(names, k)

@@ -29,6 +29,7 @@ class FakeBoard:
         with torch, as a Jetson has its own; default: this host's /usr/bin/python3)."""
         self.dir = workdir / f"board{index}"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.index = index
         self.netns = f"tbt-board{index}"
         self.host_if, self.board_if = f"tbtb{index}h", f"tbtb{index}d"
         self.host_ip, self.ip = f"172.31.{250 - index}.1", f"172.31.{250 - index}.2"
@@ -113,6 +114,23 @@ class FakeBoard:
                 os.kill(pid, signal.SIGKILL)
         self.sshd.wait()
         self.sshd = None
+
+    def join(self, netns: str, subnet: str) -> FakeBoard:
+        """Also wire the board to namespace `netns` (a "host" of a split topology), routing
+        `subnet` (the hosts' network) that way: its tunnel then runs to that host while SSH
+        still comes from this machine."""
+        near, far = f"172.30.{250 - self.index}.1", f"172.30.{250 - self.index}.2"
+        mine, theirs = f"tbtj{self.index}d", f"tbtj{self.index}h"
+        for cmd in (["ip", "-n", self.netns, "link", "add", mine, "type", "veth", "peer",
+                     "name", theirs, "netns", netns],
+                    ["ip", "-n", self.netns, "addr", "add", f"{far}/30", "dev", mine],
+                    ["ip", "-n", self.netns, "link", "set", mine, "up"],
+                    ["ip", "-n", self.netns, "route", "add", subnet, "via", near],
+                    ["ip", "-n", netns, "addr", "add", f"{near}/30", "dev", theirs],
+                    ["ip", "-n", netns, "link", "set", theirs, "up"],
+                    ["ip", "-n", netns, "route", "add", f"{self.ip}/32", "via", far]):
+            subprocess.run(cmd, check=True, capture_output=True)
+        return self
 
     def close(self) -> None:
         self.stop_sshd()

@@ -130,15 +130,19 @@ class Attachment:
 
 
 def plan(names: Names, node: Node, report: DeviceReport, egress_mbit: float | None,
-         ) -> Attachment:
+         host_ip: str | None = None) -> Attachment:
+    """`host_ip`: the address of the host whose switch the board joins, in a topology split
+    over hosts (the board must reach it; `check` asked); None: this machine's address on the
+    route to the board."""
     ep = Endpoint.of(node.name, node.ssh)
     try:
         device_ip = socket.gethostbyname(ep.host)
     except OSError as e:
         raise CapabilityError(f"{ep.where}: cannot resolve {ep.host}: {e}") from None
-    with IPRoute() as ip:
-        routes = ip.route("get", dst=device_ip)
-    host_ip = routes[0].get_attr("RTA_PREFSRC") if routes else None
+    if host_ip is None:
+        with IPRoute() as ip:
+            routes = ip.route("get", dst=device_ip)
+        host_ip = routes[0].get_attr("RTA_PREFSRC") if routes else None
     if not host_ip:
         raise CapabilityError(f"{ep.where}: this host has no route to {device_ip}")
     vni = int(hashlib.sha1(f"{names.testbed}/{node.name}".encode()).hexdigest()[:6], 16) or 1

@@ -126,8 +126,11 @@ class NodeKind:
         """The nodes themselves (namespaces, cgroups, containers)."""
 
     def add_port(self, ip: IPRoute, names: Names, node: Node, group: int, planned: dict,
-                 ) -> None:
-        """The node's port on this host (names.host_port), the end its switch attaches to."""
+                 into: Path | None = None) -> None:
+        """The node's port on this host (names.host_port), the end its switch attaches to,
+        made in `ip`'s namespace. `into` is given for a tunnel end only (a device's port on a
+        host of a split topology): made where the host's address is, moved into the switch
+        daemon's namespace `into` at once, its socket staying with the address."""
         ip.link("add", ifname=names.host_port(node.index), kind="veth", group=group,
                 peer={"ifname": "eth0", "net_ns_fd": str(NETNS_DIR / names.netns(node.name))})
 

@@ -104,9 +104,16 @@ class Device(NodeKind):
                 with Session(Endpoint.of(n.name, n.ssh), accept_new_host_keys,
                              retry_for_s=3) as s:
                     report = dev_attach.probe(s)
+                    missing = list(report.missing)
+                    if n.host:  # its tunnel goes to the host whose switch it joins
+                        address = topo.host(n.host).address
+                        if s.run(f"ip route get {address}", timeout=10).code != 0:
+                            missing.append(f"a route to host {n.host}'s address {address} "
+                                           f"(its tunnel ends there; or set nodes.{n.name}.host "
+                                           "to a host it reaches)")
             except TestbedError as e:
                 return n.name, None, str(e)
-            lacks = f"{s.ep.where} lacks: {'; '.join(report.missing)}" if report.missing else None
+            lacks = f"{s.ep.where} lacks: {'; '.join(missing)}" if missing else None
             return n.name, report, lacks
 
         with ThreadPoolExecutor(max(1, min(8, len(nodes)))) as pool:  # in parallel
@@ -130,18 +137,20 @@ class Device(NodeKind):
         return out
 
     def plan(self, topo: Topology, names: Names, nodes: list[Node], checked: dict) -> dict:
-        return {n.name: dev_attach.plan(names, n, checked[n.name], egress_mbit(topo, n.name))
+        return {n.name: dev_attach.plan(names, n, checked[n.name], egress_mbit(topo, n.name),
+                                        topo.host(n.host).address if n.host else None)
                 for n in nodes}
 
     def create(self, topo: Topology, names: Names, nodes: list[Node]) -> None:
         pass  # the board exists; its end of the tunnel is made in `finish`
 
     def add_port(self, ip: IPRoute, names: Names, node: Node, group: int, planned: dict,
-                 ) -> None:
+                 into: Path | None = None) -> None:
         a = planned[node.name]  # the node port is the tunnel's end on this host
         ip.link("add", ifname=names.host_port(node.index), kind="vxlan", group=group,
                 vxlan_id=a.vni, vxlan_local=a.host_ip, vxlan_group=a.device_ip,
-                vxlan_port=dev_attach.VXLAN_PORT, mtu=1500 - dev_attach.VXLAN_OVERHEAD)
+                vxlan_port=dev_attach.VXLAN_PORT, mtu=1500 - dev_attach.VXLAN_OVERHEAD,
+                **({"net_ns_fd": str(into)} if into else {}))
 
     def tune_port(self, sock: socket.socket, ifname: str) -> None:
         disable_gro(sock, ifname)

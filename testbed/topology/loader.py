@@ -213,11 +213,10 @@ def _on_hosts(topo: Topology, spec: TopologyFile, node_specs: dict[str, NodeSpec
                                 _did_you_mean(ns.host, spec.hosts) or
                                 f"use one of {', '.join(spec.hosts)}")
         pinned[n] = ns.host
-    devices = [n.name for n in topo.nodes if n.kind == "device"]
-    if devices:
-        raise TopologyError(source, f"nodes.{devices[0]}.kind", "device nodes cannot be part "
-                            "of a topology split over hosts yet", "remove `hosts:` or the device")
-    place = partition.split({n.name: partition.node_cpu(n.cpu) for n in topo.nodes},
+    # a board computes on itself: it weighs nothing in a host's share of the CPU, and joins
+    # the host its links pull it to (its tunnel end and switch live there)
+    place = partition.split({n.name: 0.0 if n.kind == "device" else partition.node_cpu(n.cpu)
+                             for n in topo.nodes},
                             [(lk.a, lk.b, lk.shape.bw_mbit) for lk in topo.links],
                             list(spec.hosts), pinned)
     hosts = tuple(Host(name=h, address=v.address, netns=v.netns) for h, v in spec.hosts.items())
