@@ -1,12 +1,15 @@
 """Entry point of the controller process: os-ken with FabricApp, plus the flow API over HTTP.
 
-    python -m controllers.run STATE_DIR OF_PORT
+    python -m controllers.run STATE_DIR OF_PORT [TLS_PORT]
 
 OpenFlow listens on 127.0.0.1:OF_PORT and accepts a connection only when the process at the
 other end runs as root (the testbed's own ovs-vswitchd): any other local user is cut off
 before it can claim a switch's datapath id. It also listens on the Unix socket
 STATE_DIR/of.sock (root only, like the API) for the switch daemons that run in namespaces of
-their own (testbed/net/shards.py): a socket path reaches across network namespaces. The flow
+their own (testbed/net/shards.py): a socket path reaches across network namespaces. With
+TLS_PORT, switches of a split topology's hosts connect over TLS on that port from their
+hosts' relays (testbed/net/ofrelay.py), each proving itself with a certificate of the
+testbed's own CA (testbed/net/tls.py). The flow
 API is HTTP over the Unix socket STATE_DIR/api.sock (mode 0600 in a 0700 directory: root
 only). See docs/flow-api.md.
 """
@@ -128,8 +131,9 @@ def loopback_peer_uid(local_port: int, peer_port: int) -> int | None:
     return None
 
 
-def only_root_peers(of_port: int) -> None:
-    """Wrap os-ken's connection handler: close connections from non-root processes at once."""
+def only_root_peers(of_port: int):
+    """Wrap os-ken's connection handler: close connections from non-root processes at once.
+    Returns the handler it wrapped (for connections proven another way)."""
     from os_ken.controller import controller
 
     inner = controller.datapath_connection_factory
@@ -147,6 +151,7 @@ def only_root_peers(of_port: int) -> None:
         return inner(sock, address)
 
     controller.datapath_connection_factory = guarded
+    return inner
 
 
 class _UnixStream:
@@ -190,8 +195,64 @@ def serve_openflow_unix(path: Path) -> None:
     hub.spawn(loop)
 
 
+def serve_openflow_tls(port: int, tls_dir: Path, handler) -> None:
+    """Accept switches of other hosts over TLS on every address, port `port`: only with a host
+    certificate of this testbed's CA (testbed/net/tls.py). TLS ends here, in one asyncio
+    loop; os-ken gets the plain stream through a socket pair (so no TLS object is ever read
+    and written from two threads)."""
+    import asyncio
+    import socket
+    import ssl
+
+    from os_ken.lib import hub
+
+    from testbed.net.ofrelay import splice
+
+    log = logging.getLogger("testbed.controller")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls_dir / "controller.crt", tls_dir / "controller.key")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(tls_dir / "ca.crt")
+
+    async def switch(sock: socket.socket, peer) -> None:
+        # the handshake is done on the raw accepted socket: no plain reader can swallow the
+        # client's first TLS bytes before TLS starts
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=ctx, ssl_handshake_timeout=10)
+        except (TimeoutError, ssl.SSLError, OSError) as e:
+            log.warning("refused an OpenFlow TLS connection from %s: %s", peer,
+                        str(e) or type(e).__name__)
+            sock.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        subject = dict(f[0] for f in writer.get_extra_info("peercert")["subject"])
+        log.info("switch connection over TLS from %s (%s)", peer, subject.get("commonName"))
+        ours, theirs = socket.socketpair()
+        hub.spawn(handler, _UnixStream(ours), (f"tls:{peer[0]}", peer[1]))
+        await splice((reader, writer), await asyncio.open_connection(sock=theirs))
+
+    async def serve() -> None:
+        server = socket.create_server(("0.0.0.0", port), backlog=1024, reuse_port=False)
+        server.setblocking(False)
+        loop = asyncio.get_running_loop()
+        tasks = set()  # keep a reference to every connection's task while it runs
+        while True:
+            sock, peer = await loop.sock_accept(server)
+            task = asyncio.create_task(switch(sock, peer))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
+
+
 def main() -> None:
     state_dir, of_port = sys.argv[1], int(sys.argv[2])
+    tls_port = int(sys.argv[3]) if len(sys.argv) > 3 else None
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # nothing to flush: flows.json is atomic
     os.environ["TESTBED_STATE_DIR"] = state_dir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -201,7 +262,7 @@ def main() -> None:
 
     cfg.CONF(args=["--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(of_port)],
              project="os_ken")
-    only_root_peers(of_port)
+    plain = only_root_peers(of_port)
     mgr = AppManager.get_instance()
     mgr.load_apps(["controllers.fabric_app"])
     services = mgr.instantiate_apps(**mgr.create_contexts())
@@ -209,6 +270,8 @@ def main() -> None:
     sock = Path(state_dir) / "api.sock"
     serve_api(app, sock)
     serve_openflow_unix(Path(state_dir) / "of.sock")
+    if tls_port:  # switches on the hosts of a split topology
+        serve_openflow_tls(tls_port, Path(state_dir) / "tls", plain)
     logging.getLogger("testbed.controller").info("flow API on %s", sock)
     hub.joinall(services)
 

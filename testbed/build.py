@@ -18,10 +18,11 @@ from testbed import nodes, parts
 from testbed.cleanup import teardown
 from testbed.errors import CapabilityError, InputError, NetworkError
 from testbed.naming import Names
-from testbed.net import cgroups, hosts, ovs, reach, shards
+from testbed.net import cgroups, hosts, ovs, reach, shards, tls
 from testbed.net.controller import free_port, start_controller, wait_controller_ready
 from testbed.net.ledger import Ledger, known_testbeds, write_private
 from testbed.net.links import link_group
+from testbed.net.ofrelay import ControllerLink
 from testbed.net.probe import NODE_COST_MB, probe
 from testbed.routing import Fabric
 from testbed.topology.model import Node, Topology
@@ -51,6 +52,8 @@ def check_host(topo: Topology, cluster: str | None = None) -> None:
             "available memory); use fewer nodes or a larger host (`testbed doctor`)")
     if not caps.ovs:
         raise CapabilityError("Open vSwitch is not running; run `make setup`")
+    if topo.hosts:
+        hosts.controller_addresses(topo)  # every host's switches can reach the controller
     if topo.hosts and cluster:
         from testbed import hosted
 
@@ -127,6 +130,7 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
         if plan:
             ledger.extra[f"{k}s"] = {n: a.to_dict() for n, a in plan.items()}
     ledger.save()
+    links = _controller_links(topo, names, ledger) if topo.hosts else {}
     progress("controller")
     start_controller(ledger)  # first: OVS backs off its reconnect attempts up to 8 s
     if topo.hosts:
@@ -146,11 +150,12 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
         ledger.extra["cluster"] = cluster
         ledger.save()
         ledger.extra["parts"] = hosted.build_parts(topo, names, place, planned, ledger.of_port,
-                                                   cluster, progress)
+                                                   cluster, progress, links)
     else:
         for host in [h.name for h in topo.hosts] or [None]:
             parts.build_part(topo, names, host, place, planned, ledger.of_port,
-                       progress if host is None else lambda s, h=host: progress(f"{h}: {s}"))
+                             progress if host is None else
+                             lambda s, h=host: progress(f"{h}: {s}"), links.get(host))
 
     progress("routes")
     wait_controller_ready(ledger)
@@ -159,6 +164,18 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
                               "switch_daemons": 1 + len(daemons)}
     for k, ns in kinds.items():
         nodes.of(k).confirm(names, ns)
+
+
+def _controller_links(topo: Topology, names: Names, ledger: Ledger) -> dict[str, ControllerLink]:
+    """A split topology's hosts reach the controller over TLS (testbed/net/ofrelay.py): a
+    port on every address of this machine, a CA of this testbed's own, and per host the
+    address it dials and its certificate."""
+    controller, creds = tls.issue(topo.name, [h.name for h in topo.hosts])
+    controller.write(names.state_dir / "tls", "controller")
+    ledger.extra["controller_tls_port"] = port = free_port("0.0.0.0")
+    ledger.save()
+    return {h: ControllerLink(address, port, creds[h])
+            for h, address in hosts.controller_addresses(topo).items()}
 
 
 PER_HOP_WARN_MS = 1.0

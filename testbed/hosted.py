@@ -9,9 +9,8 @@ testbed (found by names, as after a crash), then removes the driver's part. The 
 records the cluster before any part is built, so `down` also works after the driver was
 killed mid-build.
 
-Limit (docs/scale-out.md): the switches reach the controller through its Unix socket, so
-every host must be on the driver's machine (a namespace with `netns:`); a Ray node on another
-machine is refused by name until OpenFlow over TCP between machines is built.
+Each host's switches reach the controller over TLS through a relay on that host
+(testbed/net/ofrelay.py); the host's certificate travels with its build task.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import ray
 
 from testbed.errors import InputError, NetworkError
 from testbed.naming import Names
+from testbed.net.ofrelay import ControllerLink
 from testbed.raycluster import LABEL, alive, check_hosts, connect, on
 from testbed.topology.model import Topology
 
@@ -37,11 +37,12 @@ def _check(topo: Topology, host: str) -> None:
 
 @ray.remote(num_cpus=0, max_retries=0)
 def _build(topo: Topology, host: str, place: dict[str, int], planned: dict[str, dict],
-           of_port: int) -> dict:
+           of_port: int, controller: ControllerLink) -> dict:
     from testbed.parts import build_part
 
     t0 = time.monotonic()
-    build_part(topo, Names(topo.name), host, place, planned, of_port, lambda s: None)
+    build_part(topo, Names(topo.name), host, place, planned, of_port, lambda s: None,
+               controller)
     ctx = ray.get_runtime_context()
     return {"host": host, "built_by": ctx.get_node_labels().get(LABEL), "pid": os.getpid(),
             "ray_node": ctx.get_node_id(), "seconds": round(time.monotonic() - t0, 2)}
@@ -55,10 +56,8 @@ def _remove(testbed: str) -> list[str]:
 
 
 def _nodes(topo: Topology) -> dict[str, dict]:
-    """Host -> its live Ray node (by label), refusing hosts without one and nodes on another
-    machine."""
+    """Host -> its live Ray node (by label), refusing hosts without one."""
     live = alive()
-    here = ray.util.get_node_ip_address()
     out = {}
     for h in topo.hosts:
         node = next((n for n in live if n.get("Labels", {}).get(LABEL) == h.name), None)
@@ -66,12 +65,6 @@ def _nodes(topo: Topology) -> dict[str, dict]:
             raise InputError(f"{topo.source}: hosts.{h.name}: no node of the cluster is "
                              f"labelled {LABEL}={h.name}; on that host run as root `ray start "
                              f"--address HEAD:6379 --labels {LABEL}={h.name}`")
-        if node.get("NodeManagerAddress") != here:
-            raise InputError(f"{topo.source}: hosts.{h.name}: its Ray node runs on another "
-                             f"machine ({node.get('NodeManagerAddress')}); the switches reach "
-                             "the controller through this machine's Unix socket, so a split "
-                             "topology's hosts must be namespaces on this machine for now "
-                             "(docs/scale-out.md)")
         out[h.name] = node
     return out
 
@@ -92,13 +85,15 @@ def check(topo: Topology, cluster: str) -> None:
 
 
 def build_parts(topo: Topology, names: Names, place: dict[str, int], planned: dict,
-                of_port: int, cluster: str, progress: Callable[[str], None]) -> list[dict]:
-    """Every host's part built on its host, all at once; what each reported."""
+                of_port: int, cluster: str, progress: Callable[[str], None],
+                controller: dict[str, ControllerLink]) -> list[dict]:
+    """Every host's part built on its host, all at once; what each reported. `controller`:
+    how each host's switches reach the controller (its certificate travels with the task)."""
     connect(cluster)
     where = _nodes(topo)
     progress(f"{len(where)} hosts building their parts")
     refs = {h: _build.options(scheduling_strategy=on(node)).remote(
-        topo, h, place, planned, of_port) for h, node in where.items()}
+        topo, h, place, planned, of_port, controller[h]) for h, node in where.items()}
     out, failed = [], []
     for h, ref in refs.items():
         try:

@@ -102,7 +102,10 @@ def status(name: str | None = None) -> dict:
                          "running": alive, "api": str(names.api_socket),
                          "switches_ready": health["ready"] if health else 0,
                          "flows": health["flows"] if health else 0,
-                         "links_down": health.get("links_down", []) if health else []}
+                         "links_down": health.get("links_down", []) if health else [],
+                         # where the hosts of a split topology reach it (OpenFlow over TLS)
+                         **({"tls_port": tls} if (tls := ledger.extra.get(
+                             "controller_tls_port")) else {})}
     states = link_states(ledger)
     for i, link in enumerate(out["links"]):
         link["state"] = states.get(i, "missing")

@@ -15,9 +15,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from testbed import nodes
 from testbed.errors import NetworkError
 from testbed.naming import HOST_PORT_OFPORT, NETNS_DIR, Names, link_ofport
-from testbed.net import hosts, netns, ovs, shaping, shards
+from testbed.net import hosts, netns, ofrelay, ovs, shaping, shards
 from testbed.net.ethtool import disable_gro, disable_segmentation, disable_tx_checksum
 from testbed.net.links import interface_indexes, link_group
+from testbed.net.ofrelay import ControllerLink
 from testbed.net.probe import probe
 from testbed.topology.model import Topology
 
@@ -25,18 +26,24 @@ Progress = Callable[[str], None]
 
 
 def build_part(topo: Topology, names: Names, host: str | None, place: dict[str, int],
-               planned: dict[str, dict], of_port: int, progress: Progress) -> None:
+               planned: dict[str, dict], of_port: int, progress: Progress,
+               controller: ControllerLink | None = None) -> None:
     """Build what runs on one host of a split topology (`host` None: the whole topology, on
     this machine): its switch daemons, its nodes, their ports and links (and its ends of the
     links cut between hosts), addresses, switches and shaping. A split topology's parts share
-    nothing but the tunnels, so each host builds its own, on that host."""
+    nothing but the tunnels and the controller (reached over TLS through `controller`), so
+    each host builds its own, on that host."""
     group = link_group(names)
     mine = [n for n in topo.nodes if host is None or n.host == host]
     ours = {n.name for n in mine}
     daemons = sorted({place[n.name] for n in mine} - {0})
+    names.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a host's own, elsewhere
     if daemons:
         progress(f"switch daemons ({len(daemons)})")
-        shards.start(names, daemons)
+        shards.start(names, daemons, relayed=controller is not None)
+        if controller is not None and host is not None:
+            progress("relay to the controller (TLS)")
+            ofrelay.start(names, host, topo.host(host).netns, daemons, controller)
     for k in nodes.KINDS:
         members = [n for n in mine if n.kind == k]
         if members:

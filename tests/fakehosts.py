@@ -1,6 +1,9 @@
 """Two "hosts" on one machine for split topologies: two network namespaces joined by a veth
-pair (the network between the hosts), each holding one address. Used by tests and bench/.
-Everything is named from `prefix` and removed by close(), also when a test fails."""
+pair (the network between the hosts), each holding one address. Each is also wired to this
+machine (the driver's, where the controller runs) by a veth pair of its own, with a route to
+its address that way: its switches reach the controller over TLS from there, as a host on
+another machine would over the LAN. Used by tests and bench/. Everything is named from
+`prefix` and removed by close(), also when a test fails."""
 
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ class FakeHosts:
         self.hosts = {h: (f"{prefix}-host{h}", f"{subnet}.{i}", f"{prefix}mg{h.upper()}")
                       for i, h in enumerate("ab", 1)}
         self.mtu = mtu
+        third = subnet.rsplit(".", 1)[1]  # the driver's /30 to each host: 172.29.<third>.*
+        self.driver = {h: (f"{prefix}dr{h.upper()}", f"172.29.{third}.{4 * i + 1}",
+                           f"172.29.{third}.{4 * i + 2}") for i, h in enumerate("ab")}
 
     def yaml(self, names: tuple[str, str] = ("a", "b")) -> str:
         """The topology file's `hosts:` section, the hosts called `names`."""
@@ -40,9 +46,17 @@ class FakeHosts:
         for ns, addr, dev in self.hosts.values():
             _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             _ip("-n", ns, "link", "set", dev, "mtu", str(self.mtu), "up")
+        for h, (ns, addr, _) in self.hosts.items():
+            dev, mine, theirs = self.driver[h]
+            _ip("link", "add", dev, "type", "veth", "peer", "dr0", "netns", ns)
+            _ip("addr", "add", f"{mine}/30", "dev", dev)
+            _ip("link", "set", dev, "up")
+            _ip("-n", ns, "addr", "add", f"{theirs}/30", "dev", "dr0")
+            _ip("-n", ns, "link", "set", "dr0", "up")
+            _ip("route", "add", f"{addr}/32", "via", theirs)
         return self
 
-    def close(self) -> None:
+    def close(self) -> None:  # the driver's veths and routes go with the namespaces
         for ns, _, _ in self.hosts.values():
             if (NETNS_DIR / ns).exists():
                 _ip("netns", "del", ns)

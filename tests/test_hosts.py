@@ -5,19 +5,24 @@ real VXLAN tunnels between the two addresses, carrying real traffic through real
 from __future__ import annotations
 
 import re
+import socket
+import ssl
+import struct
 import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from testbed import api, measure
 from testbed.errors import CapabilityError, TopologyError
+from testbed.net import tls
 from testbed.routing import FlowSpec
 from testbed.sdn import FlowClient
 from testbed.topology import partition
 from testbed.topology.loader import loads
 from testbed.topology.model import Topology
-from tests.conftest import cli, needs_root, snapshot
+from tests.conftest import cli, needs_root, snapshot, wait_for
 
 SPLIT = """
 hosts:
@@ -58,6 +63,7 @@ def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_ho
 
         st = api.status(ledger.name)
         assert all(lk["state"] == "up" for lk in st["links"]), st["links"]
+        assert st["controller"]["tls_port"] == ledger.extra["controller_tls_port"]
         assert {n: info["host"] for n, info in st["nodes"].items()} == on
         shown = cli("status", "--name", ledger.name)
         assert shown.returncode == 0, shown.stderr
@@ -82,10 +88,39 @@ def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_ho
         hops = {f["id"]: f for f in client.list()}[flow.id]["hops"]
         assert [h["node"] for h in hops] == [src, lk.b, dst]
         assert min(h["bytes"] for h in hops) > 4 * got * 1e6 / 8 * 0.9
+
+        # every host's switches came in over TLS through its relay, with its certificate;
+        # without one, or with another testbed's, the controller's TLS port turns you away
+        log = (ledger.names.state_dir / "controller.log").read_text()
+        for h in ("a", "b"):
+            assert f"(host {h})" in log, log[-2000:]
+        assert _tls_attempt(ledger, None) == "closed"
+        _, foreign = tls.issue("someone-else", ["a"])
+        assert _tls_attempt(ledger, foreign["a"].write(tmp_path / "foreign", "host-a")) == \
+            "closed"
+        log = lambda: (ledger.names.state_dir / "controller.log").read_text()  # noqa: E731
+        wait_for(lambda: "peer did not return a certificate" in log() and
+                 "certificate verify failed" in log(), 5, "both refusals logged")
     finally:
         api.down(ledger.name)
     assert snapshot() == before
     assert {h: _links_in(ns) for h, ns in two_hosts.namespaces().items()} == host_links
+
+
+def _tls_attempt(ledger, creds: tuple[Path, Path, Path] | None) -> str:
+    """Open the controller's TLS port as a switch would (with `creds`: CA, cert, key files);
+    what came back to an OpenFlow HELLO."""
+    port = ledger.extra["controller_tls_port"]
+    ctx = ssl.create_default_context(cafile=ledger.names.state_dir / "tls" / "ca.crt")
+    if creds:
+        ctx.load_cert_chain(creds[1], creds[2])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname=tls.CONTROLLER_NAME) as s:
+                s.sendall(struct.pack("!BBHI", 4, 0, 8, 1))
+                return "answered" if s.recv(64) else "closed"
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return "closed"
 
 
 @needs_root

@@ -19,18 +19,21 @@ CONTROLLER_READY_TIMEOUT_S = 120.0
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
 def start_controller(ledger: Ledger) -> None:
-    """Start the os-ken controller as a detached process that outlives `testbed up`."""
+    """Start the os-ken controller as a detached process that outlives `testbed up` (with a
+    TLS port for other hosts' switches when the ledger has one: it keeps it across restarts,
+    so the hosts' relays need not be told)."""
     log = open(ledger.names.state_dir / "controller.log", "ab")  # noqa: SIM115 (child keeps it)
     proc = subprocess.Popen(
         [sys.executable, "-m", "controllers.run", str(ledger.names.state_dir),
-         str(ledger.of_port)],
+         str(ledger.of_port), *([str(tls)] if (tls := ledger.extra.get("controller_tls_port"))
+                                else [])],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         cwd=CHECKOUT)
     log.close()

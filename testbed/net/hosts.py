@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.errors import CapabilityError, NetworkError
@@ -71,6 +72,26 @@ def check(topo: Topology, datapath: str, only: str | None = None) -> None:
             raise CapabilityError(f"{topo.source}: hosts.{h.name}.address: {h.address} is not "
                                   f"an address of {where}; set hosts.{h.name}.address to one "
                                   f"of its addresses on the network between the hosts{other}")
+
+
+def controller_addresses(topo: Topology) -> dict[str, str]:
+    """Host -> this machine's address on the route to that host: where its relay reaches the
+    controller. Raises CapabilityError naming a host this machine has no route to."""
+    out = {}
+    with IPRoute() as ip:
+        for h in topo.hosts:
+            try:
+                routes = ip.route("get", dst=h.address)
+            except NetlinkError:
+                routes = []
+            src = routes[0].get_attr("RTA_PREFSRC") if routes else None
+            if not src:
+                raise CapabilityError(
+                    f"{topo.source}: hosts.{h.name}.address: this machine has no route to "
+                    f"{h.address}, and host {h.name}'s switches reach the controller here; "
+                    "give this machine an address on the network between the hosts")
+            out[h.name] = src
+    return out
 
 
 def vni(names: Names, link: Link) -> int:

@@ -133,22 +133,34 @@ def list_names(prefix: str) -> list[str]:
 
 
 def _enter_then(name: str, make):
+    try:
+        fd = os.open(NETNS_DIR / name, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NetworkError(f"network namespace {name} does not exist") from None
+    try:
+        return _enter_fd_then(fd, make, name)
+    finally:
+        os.close(fd)
+
+
+def _enter_fd_then(fd: int, make, what: str):
+    """make() run by a thread that enters the namespace behind `fd` and leaves it after."""
     def work():
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            fd = os.open(NETNS_DIR / name, os.O_RDONLY)
-        except FileNotFoundError:
-            os.close(home)
-            raise NetworkError(f"network namespace {name} does not exist") from None
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"enter {name}")
+            _check(_libc.setns(fd, CLONE_NEWNET), f"enter {what}")
             return make()
         finally:
             _libc.setns(home, CLONE_NEWNET)
-            os.close(fd)
             os.close(home)
 
     return _in_thread(work)
+
+
+def socket_in(fd: int, family: int, kind: int) -> socket.socket:
+    """A socket living in the namespace behind the open descriptor `fd` (a process kept
+    in one namespace can still make sockets in another it was handed)."""
+    return _enter_fd_then(fd, lambda: socket.socket(family, kind), f"namespace fd {fd}")
 
 
 @contextlib.contextmanager

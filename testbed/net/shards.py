@@ -10,7 +10,8 @@ share a namespace (each opens the tap `ovs-netdev`), hence one namespace per dae
 switch-side ends of the node ports and links are made in it, so every link is still a shaped
 veth pair and every node still has its own switch. The switches reach the one controller over
 its Unix socket (`of.sock` in the state directory, linked from each daemon's run directory),
-which crosses namespaces.
+which crosses namespaces; on the hosts of a split topology a relay listens there instead and
+carries the connection to the controller over TLS (testbed/net/ofrelay.py).
 
 Daemon k runs in namespace `tb-<testbed>._sw<k>` (a name no node can have), so `down` stops
 it with the nodes' processes and removes its namespace with theirs, also after a SIGKILL.
@@ -76,19 +77,22 @@ def controller_target(names: Names, k: int, of_port: int) -> str:
     return f"tcp:127.0.0.1:{of_port}" if k == 0 else f"unix:{run_dir(names, k)}/controller.sock"
 
 
-def start(names: Names, ks: list[int]) -> None:
+def start(names: Names, ks: list[int], relayed: bool = False) -> None:
     """Make each daemon's namespace, then start its ovsdb-server and ovs-vswitchd in it (all
-    daemons at once). Raises NetworkError with the daemon's log when one does not start."""
+    daemons at once). `relayed`: the controller is on another machine, and the host's relay
+    (testbed/net/ofrelay.py) will listen at each daemon's controller.sock. Raises
+    NetworkError with the daemon's log when one does not start."""
     netns.create([namespace(names, k) for k in ks])
     with ThreadPoolExecutor(max_workers=min(8, len(ks) or 1)) as pool:
-        for _ in pool.map(lambda k: _start_one(names, k), ks):
+        for _ in pool.map(lambda k: _start_one(names, k, relayed), ks):
             pass
 
 
-def _start_one(names: Names, k: int) -> None:
+def _start_one(names: Names, k: int, relayed: bool) -> None:
     d = run_dir(names, k)
-    d.mkdir(mode=0o700, exist_ok=True)
-    (d / "controller.sock").symlink_to(names.state_dir / "of.sock")
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not relayed:
+        (d / "controller.sock").symlink_to(names.state_dir / "of.sock")
     env = {**os.environ, "OVS_RUNDIR": str(d), "OVS_LOGDIR": str(d), "OVS_DBDIR": str(d)}
     inside = ["ip", "netns", "exec", namespace(names, k)]
     common = ["--no-chdir", "--detach", f"--log-file={d}/%s.log", f"--pidfile={d}/%s.pid",
