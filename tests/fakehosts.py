@@ -56,7 +56,9 @@ class FakeHosts:
             _ip("route", "add", f"{addr}/32", "via", theirs)
         return self
 
-    def close(self) -> None:  # the driver's veths and routes go with the namespaces
+    def close(self) -> None:
+        for dev, _, _ in self.driver.values():  # not left to the namespaces' deferred cleanup
+            subprocess.run(["ip", "link", "del", dev], capture_output=True)
         for ns, _, _ in self.hosts.values():
             if (NETNS_DIR / ns).exists():
                 _ip("netns", "del", ns)
