@@ -99,19 +99,39 @@ def start(names: Names, host: str, host_netns: str | None, daemons: list[int],
         time.sleep(0.02)
 
 
+async def _connect(ns_fd: int, address: str, port: int) -> socket.socket:
+    """A TCP connection to the controller from the host's namespace. A refused one is tried
+    again for a while: the controller may be starting (at `up`, or restarted), and a switch
+    told to retry would wait its own back-off of up to 8 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CONNECT_TIMEOUT_S
+    while True:
+        sock = netns.socket_in(ns_fd, socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (address, port)),
+                                   max(0.1, deadline - loop.time()))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except ConnectionRefusedError:
+            sock.close()
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+        except BaseException:
+            sock.close()
+            raise
+
+
 async def _relay(ns_fd: int, address: str, port: int, ctx: ssl.SSLContext,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    loop = asyncio.get_running_loop()
-    sock = netns.socket_in(ns_fd, socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
     try:
-        await asyncio.wait_for(loop.sock_connect(sock, (address, port)), CONNECT_TIMEOUT_S)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = await _connect(ns_fd, address, port)
         controller = await asyncio.wait_for(asyncio.open_connection(
             sock=sock, ssl=ctx, server_hostname=CONTROLLER_NAME), CONNECT_TIMEOUT_S)
     except (TimeoutError, OSError, ssl.SSLError) as e:
-        log.warning("cannot reach the controller at %s:%d: %s", address, port, e)
-        sock.close()
+        log.warning("cannot reach the controller at %s:%d: %s", address, port,
+                    str(e) or type(e).__name__)
         writer.close()
         return
     await splice((reader, writer), controller)
