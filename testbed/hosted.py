@@ -15,6 +15,7 @@ Each host's switches reach the controller over TLS through a relay on that host
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import ray
 
 from testbed.errors import InputError, NetworkError
 from testbed.naming import Names
+from testbed.net.ledger import Ledger
 from testbed.net.ofrelay import ControllerLink
 from testbed.raycluster import LABEL, alive, check_hosts, connect, on
 from testbed.topology.model import Topology
@@ -53,6 +55,81 @@ def _remove(testbed: str) -> list[str]:
     from testbed.cleanup import teardown
 
     return teardown(testbed)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _status(ledger: Ledger, host: str) -> tuple[dict[str, bool], dict[str, dict], float]:
+    from testbed import nodes
+    from testbed.net import shards
+    from testbed.net.links import port_states
+
+    by_kind: dict[str, list[str]] = {}
+    for node, info in ledger.topology["nodes"].items():
+        if info.get("host") == host:
+            by_kind.setdefault(info["kind"], []).append(node)
+    states = {}
+    for kind, members in by_kind.items():
+        states.update(nodes.of(kind).status(ledger, members))
+    return port_states(ledger, host), states, shards.cpu_seconds(ledger.names)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _exec(ledger: Ledger, node: str, argv: list[str], unprivileged: bool,
+          timeout_s: float | None) -> tuple[int, bytes, bytes]:
+    import subprocess
+
+    from testbed import nodes
+
+    kind = nodes.of_node(ledger, node)
+    full, enter = kind.command(ledger, node, argv, True, unprivileged)
+    env = {**kind.environment(ledger, node), **os.environ}
+    try:
+        res = subprocess.run(full, preexec_fn=enter, capture_output=True, env=env,  # noqa: PLW1509
+                             timeout=timeout_s, check=False)
+    except FileNotFoundError:
+        return 127, b"", f"command not found in node {node}: {argv[0]}\n".encode()
+    except subprocess.TimeoutExpired:
+        return 124, b"", f"no end within {timeout_s:g} s: stopped\n".encode()
+    return res.returncode, res.stdout, res.stderr
+
+
+def _labelled(cluster: str) -> dict[str | None, dict]:
+    connect(cluster)
+    return {n.get("Labels", {}).get(LABEL): n for n in alive()}
+
+
+def status_on_hosts(ledger: Ledger) -> tuple[dict[str, bool], dict[str, dict], float]:
+    """From every host of a topology built through a cluster, at once: its link ends' states,
+    its nodes' statuses and its switch daemons' CPU seconds (a host without a live Ray node
+    reports nothing: its links show as missing, its nodes as absent)."""
+    topo = Topology.from_dict(ledger.topology)
+    live = _labelled(ledger.extra["cluster"])
+    refs = [_status.options(scheduling_strategy=on(live[h.name])).remote(ledger, h.name)
+            for h in topo.hosts if h.name in live]
+    ports: dict[str, bool] = {}
+    states: dict[str, dict] = {}
+    cpu = 0.0
+    for ref in refs:
+        with contextlib.suppress(ray.exceptions.RayError):
+            p, st, c = ray.get(ref, timeout=60)
+            ports.update(p)
+            states.update(st)
+            cpu += c
+    for node in ledger.topology["nodes"]:
+        states.setdefault(node, {"present": False, "unreachable_host": True})
+    return ports, states, cpu
+
+
+def exec_on_host(ledger: Ledger, node: str, argv: list[str], unprivileged: bool = False,
+                 timeout_s: float | None = None) -> tuple[int, bytes, bytes]:
+    """Run `argv` in `node` by a Ray task on the node's host; (exit code, stdout, stderr)."""
+    host = ledger.topology["nodes"][node]["host"]
+    live = _labelled(ledger.extra["cluster"])
+    if host not in live:
+        raise NetworkError(f"node {node} is on host {host}, which has no live Ray node "
+                           f"labelled {LABEL}={host}")
+    return ray.get(_exec.options(scheduling_strategy=on(live[host])).remote(
+        ledger, node, argv, unprivileged, timeout_s))
 
 
 def _nodes(topo: Topology) -> dict[str, dict]:
@@ -109,8 +186,7 @@ def build_parts(topo: Topology, names: Names, place: dict[str, int], planned: di
 def remove_parts(testbed: str, topo: Topology, cluster: str) -> list[str]:
     """Ask every host's node to remove what it has of `testbed` (one host after another:
     several may share a machine); what each removed."""
-    connect(cluster)
-    labelled = {n.get("Labels", {}).get(LABEL): n for n in alive()}
+    labelled = _labelled(cluster)
     done = []
     for h in topo.hosts:
         if h.name not in labelled:

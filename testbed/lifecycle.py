@@ -93,9 +93,15 @@ def status(name: str | None = None) -> dict:
     names = ledger.names
     out = dict(ledger.topology)
     out["phase"] = ledger.phase
+    if ledger.extra.get("cluster"):  # each host reports its own part, through Ray
+        from testbed import hosted
+
+        ports, node_states, daemons_cpu = hosted.status_on_hosts(ledger)
+    else:
+        ports, node_states, daemons_cpu = None, None, shards.cpu_seconds(names)
     out["fabric"] = {**ledger.extra.get("fabric", {}),  # proof and idle latency at `up`
                      "switch_daemons": ledger.extra.get("switch_daemons", 1),
-                     "switch_daemons_cpu_s": round(shards.cpu_seconds(names), 2)}
+                     "switch_daemons_cpu_s": round(daemons_cpu, 2)}
     alive = bool(ledger.controller and ledger.controller.alive())
     health = controller_health(ledger) if alive else None
     out["controller"] = {"pid": ledger.controller.pid if ledger.controller else None,
@@ -106,7 +112,7 @@ def status(name: str | None = None) -> dict:
                          # where the hosts of a split topology reach it (OpenFlow over TLS)
                          **({"tls_port": tls} if (tls := ledger.extra.get(
                              "controller_tls_port")) else {})}
-    states = link_states(ledger)
+    states = link_states(ledger, ports)
     for i, link in enumerate(out["links"]):
         link["state"] = states.get(i, "missing")
         link["interfaces"] = [names.link_port(i, 0), names.link_port(i, 1)]
@@ -114,9 +120,12 @@ def status(name: str | None = None) -> dict:
     for node, info in out["nodes"].items():
         info["netns"] = names.netns(node)
         by_kind.setdefault(info["kind"], []).append(node)
-    for kind, members in by_kind.items():
-        for node, state in nodes.of(kind).status(ledger, members).items():
-            out["nodes"][node].update(state)
+    if node_states is None:
+        node_states = {}
+        for kind, members in by_kind.items():
+            node_states.update(nodes.of(kind).status(ledger, members))
+    for node, state in node_states.items():
+        out["nodes"][node].update(state)
     for node in ledger.extra.get("stopped", {}):  # crashed by `node stop` or a timeline
         out["nodes"][node]["stopped"] = True
     return out
@@ -193,12 +202,27 @@ def workload_command(ledger: Ledger, node: str, program: str) -> tuple[list[str]
     return nodes.of_node(ledger, node).workload_command(ledger, node, program)
 
 
+def on_cluster_host(ledger: Ledger, node: str) -> bool:
+    """Whether `node` belongs to a host part built through a Ray cluster (so commands in it
+    go through that host's Ray node: the host may be another machine)."""
+    _node_info(ledger, node)
+    return bool(ledger.extra.get("cluster") and ledger.topology["nodes"][node].get("host")
+                and ledger.topology["nodes"][node]["kind"] != "device")
+
+
 def exec_in_node(name: str | None, node: str, argv: list[str],
                  unprivileged: bool = False) -> None:
     """Replace this process with `argv` running inside the node."""
     ledger = resolve(name)
     if not argv:
         raise InputError("no command given; write `testbed exec NODE -- CMD ARGS...`")
+    if on_cluster_host(ledger, node):  # run by the node's host; output and exit code back
+        from testbed import hosted
+
+        code, out, err = hosted.exec_on_host(ledger, node, argv, unprivileged)
+        os.write(1, out)
+        os.write(2, err)
+        raise SystemExit(code)
     full, enter = in_node(ledger, node, argv, tie_to_parent=False, unprivileged=unprivileged)
     for k, v in nodes.of_node(ledger, node).environment(ledger, node).items():
         os.environ.setdefault(k, v)  # the caller's variables win, as with docker exec -e
@@ -224,7 +248,20 @@ def popen(name: str | None, node: str, argv: list[str], unprivileged: bool = Fal
 def run_in_node(name: str | None, node: str, argv: list[str], timeout: float | None = None,
                 env: dict | None = None) -> subprocess.CompletedProcess:
     """Run one command inside a node to completion, capturing its output as text (not an
-    experiment: that is `api.experiment`)."""
+    experiment: that is `api.experiment`); on the node's host for a topology built through
+    a cluster."""
+    ledger = resolve(name)
+    if on_cluster_host(ledger, node):
+        from testbed import hosted
+
+        if env:
+            raise InputError(f"node {node} is on a host of the cluster: its commands run "
+                             "with the node's own environment there")
+        code, out, err = hosted.exec_on_host(ledger, node, argv, timeout_s=timeout)
+        if code == 124 and timeout is not None:
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return subprocess.CompletedProcess(argv, code, out.decode(errors="replace"),
+                                           err.decode(errors="replace"))
     proc = popen(name, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                  env=env)
     try:

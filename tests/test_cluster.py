@@ -2,6 +2,7 @@
 Ray's own testing utility (a head with no CPUs and two worker nodes, each advertising one
 `testbed_host` and labelled w1/w2), the real `testbed` command as the driver."""
 
+import json
 import os
 import shutil
 import signal
@@ -196,12 +197,27 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         got = measure.iperf3(ledger.name, lk.a, lk.b, seconds=3, omit=1, port=5303)
         ideal = measure.ideal_goodput_mbit(lk.shape.bw_mbit)
         assert abs(got - ideal) / ideal < 0.05, (got, ideal)
+
+        # status and exec go through each host's Ray node (the host may be another machine)
+        st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)
+        assert all(link["state"] == "up" for link in st["links"]), st["links"]
+        assert all(info["present"] for info in st["nodes"].values())
+        assert st["fabric"]["switch_daemons_cpu_s"] > 0  # read on the hosts, summed
+        node = next(n.name for n in topo.nodes if n.host == "w2")
+        res = cli("exec", node, "--name", "tbt-raysplit", "--", "sh", "-c",
+                  "tr '\\0' ' ' < /proc/$PPID/cmdline; ip -o -4 addr show eth0; exit 7")
+        assert res.returncode == 7, res.stderr
+        assert res.stdout.startswith("ray::_exec"), res.stdout  # run by the Ray task there
+        assert topo.node(node).ip in res.stdout  # inside the node's namespace
         res = cli("down", "--name", "tbt-raysplit")
         assert res.returncode == 0, res.stderr
         assert "host w1:" in res.stdout and "host w2:" in res.stdout, res.stdout
     finally:
         if "tbt-raysplit" in known_testbeds():
             cli("down", "--name", "tbt-raysplit")
+        import ray
+
+        ray.shutdown()  # iperf3's client ran through the host's Ray node, from this process
     assert snapshot() == before
 
 
