@@ -14,7 +14,7 @@ import contextlib
 import json
 from collections.abc import Callable
 
-from testbed import nodes, parts
+from testbed import nodes, parts, proof
 from testbed.cleanup import teardown
 from testbed.errors import CapabilityError, InputError, NetworkError
 from testbed.naming import Names
@@ -160,7 +160,7 @@ def _build(topo: Topology, names: Names, ledger: Ledger, progress: Progress,
     progress("routes")
     wait_controller_ready(ledger)
 
-    ledger.extra["fabric"] = {**prove(topo, names, progress=progress),
+    ledger.extra["fabric"] = {**prove(topo, names, progress=progress, cluster=cluster),
                               "switch_daemons": 1 + len(daemons)}
     for k, ns in kinds.items():
         nodes.of(k).confirm(names, ns)
@@ -178,70 +178,29 @@ def _controller_links(topo: Topology, names: Names, ledger: Ledger) -> dict[str,
             for h, address in hosts.controller_addresses(topo).items()}
 
 
-PER_HOP_WARN_MS = 1.0
-
-
 def prove(topo: Topology, names: Names, all_pairs: bool = False,
-          progress: Progress = lambda s: None) -> dict:
+          progress: Progress = lambda s: None, cluster: str | None = None) -> dict:
     """Prove the network forwards (a sample growing linearly with the topology, or every
     pair) and measure what the fabric itself costs: idle RTT over one hop and over the
-    longest shortest path. Raises NetworkError naming unreachable pairs."""
-    where = {n.name: (nodes.of(n.kind).reach_namespace(names, n.name), n.ip) for n in topo.nodes}
-    local = {n for n, (ns, _) in where.items() if ns is not None}
+    longest shortest path. With `cluster`, each host probes from its own nodes, through its
+    Ray node. Raises NetworkError naming unreachable pairs."""
+    local = {n.name for n in topo.nodes if nodes.of(n.kind).reach_namespace(names, n.name)}
+    everyone = [n.name for n in topo.nodes]
     if all_pairs:
-        pairs = [(a, b) for a in sorted(local) for b in where if a != b]
+        pairs = [(a, b) for a in sorted(local) for b in everyone if a != b]
     else:
-        pairs = reach.proof_pairs(list(where), [(lk.a, lk.b) for lk in topo.links], local,
+        pairs = reach.proof_pairs(everyone, [(lk.a, lk.b) for lk in topo.links], local,
                                   seed=topo.name)
     progress(f"reachability ({len(pairs)} pairs{'' if all_pairs else ': links + sample'})")
-    with reach.Prober(where) as prober:
-        missing = prober.unreachable(pairs)
-        if missing:
-            shown = ", ".join(f"{a}->{b}" for a, b in missing[:5])
-            raise NetworkError(f"{len(missing)} of {len(pairs)} node pairs checked cannot reach "
-                               f"each other ({shown} ...)")
-        progress("fabric latency")
-        latency = fabric_latency(topo, local, prober)
+    if cluster:
+        from testbed import hosted
+
+        missing, latency = hosted.probe_on_hosts(topo, pairs, cluster)
+    else:
+        missing, latency = proof.probe(topo, names, pairs, None)
+    if missing:
+        shown = ", ".join(f"{a}->{b}" for a, b in missing[:5])
+        raise NetworkError(f"{len(missing)} of {len(pairs)} node pairs checked cannot reach "
+                           f"each other ({shown} ...)")
     return {"datapath": ovs.datapath_type(), "pairs_proved": len(pairs),
             "all_pairs": all_pairs, **latency}
-
-
-def fabric_latency(topo: Topology, local: set[str], prober: reach.Prober) -> dict:
-    """Idle RTT of one link and of the longest shortest path between local nodes (found by
-    a double sweep), and the per-hop cost it implies."""
-    adjacency = {n.name: [] for n in topo.nodes}
-    for lk in topo.links:
-        adjacency[lk.a].append(lk.b)
-        adjacency[lk.b].append(lk.a)
-    link = next(((lk.a, lk.b) for lk in topo.links if {lk.a, lk.b} <= local), None)
-    if link is None:
-        return {}
-    far = link[0]
-    for _ in range(2):  # two sweeps: from any node to its farthest, then from that one
-        start = far
-        dist = _hop_counts(adjacency, start)
-        far = max((n for n in dist if n in local), key=lambda n: (dist[n], n))
-    hops = dist[far]
-    one = prober.rtt_ms(*link)
-    longest = prober.rtt_ms(start, far) if hops > 1 else one
-    per_hop = longest / hops if longest is not None and hops else None
-    return {"rtt_one_hop_ms": _r(one), "longest_path": [start, far], "longest_path_hops": hops,
-            "rtt_longest_path_ms": _r(longest), "rtt_per_hop_ms": _r(per_hop),
-            "slow": per_hop is not None and per_hop > PER_HOP_WARN_MS}
-
-
-def _hop_counts(adjacency: dict[str, list[str]], start: str) -> dict[str, int]:
-    dist, frontier = {start: 0}, [start]
-    while frontier:
-        nxt = []
-        for v in frontier:
-            for w in adjacency[v]:
-                if w not in dist:
-                    dist[w] = dist[v] + 1
-                    nxt.append(w)
-        frontier = nxt
-    return dist
-
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)

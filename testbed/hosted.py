@@ -93,6 +93,36 @@ def _exec(ledger: Ledger, node: str, argv: list[str], unprivileged: bool,
     return res.returncode, res.stdout, res.stderr
 
 
+@ray.remote(num_cpus=0, max_retries=0)
+def _probe(topo: Topology, host: str, pairs: list[tuple[str, str]], latency: bool,
+           ) -> tuple[list[tuple[str, str]], dict]:
+    from testbed.proof import probe
+
+    return probe(topo, Names(topo.name), pairs, host, latency)
+
+
+def probe_on_hosts(topo: Topology, pairs: list[tuple[str, str]], cluster: str,
+                   ) -> tuple[list[tuple[str, str]], dict]:
+    """Every host probes the pairs whose source it holds, at once (its Ray node enters its
+    nodes' namespaces); the host with the most nodes also measures the fabric's latency.
+    A host without a live Ray node counts all its pairs as unreachable."""
+    live = _labelled(cluster)
+    count = {h.name: sum(n.host == h.name for n in topo.nodes) for h in topo.hosts}
+    timer = max(count, key=lambda h: (count[h], h))
+    refs = {h.name: _probe.options(scheduling_strategy=on(live[h.name])).remote(
+        topo, h.name, pairs, h.name == timer) for h in topo.hosts if h.name in live}
+    missing: list[tuple[str, str]] = []
+    latency: dict = {}
+    for h in topo.hosts:
+        if h.name not in refs:
+            missing += [(a, b) for a, b in pairs if topo.node(a).host == h.name]
+            continue
+        lost, measured = ray.get(refs[h.name], timeout=300)
+        missing += [tuple(p) for p in lost]
+        latency = latency or measured
+    return missing, latency
+
+
 def _labelled(cluster: str) -> dict[str | None, dict]:
     connect(cluster)
     return {n.get("Labels", {}).get(LABEL): n for n in alive()}

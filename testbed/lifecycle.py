@@ -137,7 +137,8 @@ def check(name: str | None = None, all_pairs: bool = False,
     the result replaces what `up` recorded. Raises NetworkError naming unreachable pairs."""
     ledger = resolve(name)
     topo = Topology.from_dict(ledger.topology, ledger.topology_file)
-    fabric = {**build.prove(topo, ledger.names, all_pairs, progress),
+    fabric = {**build.prove(topo, ledger.names, all_pairs, progress,
+                            ledger.extra.get("cluster")),
               "switch_daemons": ledger.extra.get("switch_daemons", 1)}
     ledger.extra["fabric"] = fabric
     ledger.save()

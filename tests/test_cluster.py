@@ -198,6 +198,15 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         ideal = measure.ideal_goodput_mbit(lk.shape.bw_mbit)
         assert abs(got - ideal) / ideal < 0.05, (got, ideal)
 
+        # the proof of reachability was run by the hosts, each from its own nodes, and
+        # `check` does it again the same way
+        fabric = ledger.extra["fabric"]
+        assert fabric["pairs_proved"] >= len(topo.links) and fabric["rtt_one_hop_ms"] > 0
+        res = cli("check", "--name", "tbt-raysplit")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert Ledger.load("tbt-raysplit").extra["fabric"]["pairs_proved"] == \
+            fabric["pairs_proved"]
+
         # status and exec go through each host's Ray node (the host may be another machine)
         st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)
         assert all(link["state"] == "up" for link in st["links"]), st["links"]

@@ -156,7 +156,7 @@ def test_a_device_joins_the_host_it_reaches_in_a_split_topology(two_hosts, tmp_p
             assert st["nodes"]["nx1"]["host"] == "b"
             ideal = measure.ideal_goodput_mbit(5)
             for src, dst in [("e1", "nx1"), ("nx1", "e1")]:  # over the cut link and the board's
-                got = measure.iperf3(ledger.name, src, dst, seconds=5, omit=1, port=5311)
+                got = measure.iperf3(ledger.name, src, dst, seconds=3, omit=1, port=5311)
                 assert abs(got - ideal) / ideal < 0.03, f"{src}->{dst}: {got:.3f} vs {ideal:.3f}"
             res = cli("exec", "nx1", "--name", ledger.name, "--", "sh", "-c", "exit 3")
             assert res.returncode == 3, res.stderr
