@@ -26,7 +26,7 @@ from testbed.errors import InputError, NetworkError
 from testbed.naming import Names
 from testbed.net.ledger import Ledger
 from testbed.net.ofrelay import ControllerLink
-from testbed.raycluster import LABEL, alive, check_hosts, connect, on
+from testbed.raycluster import LABEL, alive, call_on_host, check_hosts, connect, on
 from testbed.topology.model import Topology
 
 
@@ -73,9 +73,8 @@ def _status(ledger: Ledger, host: str) -> tuple[dict[str, bool], dict[str, dict]
     return port_states(ledger, host), states, shards.cpu_seconds(ledger.names)
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def _exec(ledger: Ledger, node: str, argv: list[str], unprivileged: bool,
-          timeout_s: float | None) -> tuple[int, bytes, bytes]:
+def _exec_here(ledger: Ledger, node: str, argv: list[str], unprivileged: bool,
+               timeout_s: float | None) -> tuple[int, bytes, bytes]:
     import subprocess
 
     from testbed import nodes
@@ -153,13 +152,8 @@ def status_on_hosts(ledger: Ledger) -> tuple[dict[str, bool], dict[str, dict], f
 def exec_on_host(ledger: Ledger, node: str, argv: list[str], unprivileged: bool = False,
                  timeout_s: float | None = None) -> tuple[int, bytes, bytes]:
     """Run `argv` in `node` by a Ray task on the node's host; (exit code, stdout, stderr)."""
-    host = ledger.topology["nodes"][node]["host"]
-    live = _labelled(ledger.extra["cluster"])
-    if host not in live:
-        raise NetworkError(f"node {node} is on host {host}, which has no live Ray node "
-                           f"labelled {LABEL}={host}")
-    return ray.get(_exec.options(scheduling_strategy=on(live[host])).remote(
-        ledger, node, argv, unprivileged, timeout_s))
+    return call_on_host(ledger.extra["cluster"], ledger.topology["nodes"][node]["host"],
+                        _exec_here, ledger, node, argv, unprivileged, timeout_s)
 
 
 def _nodes(topo: Topology) -> dict[str, dict]:

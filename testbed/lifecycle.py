@@ -207,8 +207,7 @@ def on_cluster_host(ledger: Ledger, node: str) -> bool:
     """Whether `node` belongs to a host part built through a Ray cluster (so commands in it
     go through that host's Ray node: the host may be another machine)."""
     _node_info(ledger, node)
-    return bool(ledger.extra.get("cluster") and ledger.topology["nodes"][node].get("host")
-                and ledger.topology["nodes"][node]["kind"] != "device")
+    return nodes.cluster_host(ledger, node) is not None
 
 
 def exec_in_node(name: str | None, node: str, argv: list[str],

@@ -72,6 +72,26 @@ def on(node: dict) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
 
 
+@ray.remote(num_cpus=0, max_retries=0)
+def _call(fn, args: tuple):
+    return fn(*args)
+
+
+def call_on_host(address: str, host: str, fn, *args):
+    """fn(*args) run by the Ray node labelled `testbed-host=<host>` (fn importable there, e.g.
+    a node kind's method: what must act on that host's kernel); its result, or its error."""
+    connect(address)
+    node = next((n for n in alive() if n.get("Labels", {}).get(LABEL) == host), None)
+    if node is None:
+        from testbed.errors import NetworkError
+
+        raise NetworkError(f"host {host} has no live Ray node labelled {LABEL}={host}")
+    try:
+        return ray.get(_call.options(scheduling_strategy=on(node)).remote(fn, args))
+    except ray.exceptions.RayTaskError as e:
+        raise e.as_instanceof_cause() from None
+
+
 def check_hosts(mode: str, host: str | None) -> None:
     """Refuse a cluster with a host that runs another version of the project, or none that
     can run these trials."""

@@ -159,18 +159,22 @@ class FlowClient:
         """Each source node's kind installs its flows' classes (netlink in a namespace, tc
         over SSH on a device); what the node then holds is read back and checked."""
         for node, group in self._by_source(flows).items():
-            held = nodes.of_node(self.ledger, node).set_flow_rates(
-                self.ledger, node, self._rules(group))
+            held = nodes.on_node_host(self.ledger, node,
+                                      nodes.of_node(self.ledger, node).set_flow_rates,
+                                      self.ledger, node, self._rules(group))
             verify_rates(node, group, *held)
 
     def _remove_rates(self, flows: list[FlowSpec]) -> None:
         for node, group in self._by_source(flows).items():
-            nodes.of_node(self.ledger, node).remove_flow_rates(self.ledger, node,
-                                                               self._rules(group))
+            nodes.on_node_host(self.ledger, node,
+                               nodes.of_node(self.ledger, node).remove_flow_rates,
+                               self.ledger, node, self._rules(group))
 
     def rate_classes(self, node: str) -> dict[int, int]:
         """Read back: flow id -> rate in bit/s of its class on the node's interface."""
-        rates, _ = nodes.of_node(self.ledger, node).flow_rates(self.ledger, node)
+        rates, _ = nodes.on_node_host(self.ledger, node,
+                                      nodes.of_node(self.ledger, node).flow_rates,
+                                      self.ledger, node)
         return {m - CLASS_BASE: r for m, r in rates.items() if m >= CLASS_BASE}
 
 

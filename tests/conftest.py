@@ -109,6 +109,8 @@ def snapshot() -> dict:
         "containers": sorted(boxes.split()),
         "controllers": sorted(line.split()[0] for line in procs.splitlines()
                               if "controllers.run" in line and " Z" not in line),
+        "relays": sorted(line.split()[0] for line in procs.splitlines()  # split topologies'
+                         if "testbed.net.ofrelay" in line and " Z" not in line),
         "state": known_testbeds(),
     }
 

@@ -17,6 +17,8 @@ import pytest
 from testbed import measure
 from testbed.campaign.sweep import load_campaign
 from testbed.net.ledger import Ledger, known_testbeds
+from testbed.routing import FlowSpec
+from testbed.sdn import FlowClient
 from testbed.topology.model import Topology
 from tests.conftest import (
     ROOT,
@@ -216,8 +218,19 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         res = cli("exec", node, "--name", "tbt-raysplit", "--", "sh", "-c",
                   "tr '\\0' ' ' < /proc/$PPID/cmdline; ip -o -4 addr show eth0; exit 7")
         assert res.returncode == 7, res.stderr
-        assert res.stdout.startswith("ray::_exec"), res.stdout  # run by the Ray task there
+        assert res.stdout.startswith("ray::_call"), res.stdout  # run by the Ray task there
         assert topo.node(node).ip in res.stdout  # inside the node's namespace
+
+        # a per-flow rate is set (and read back) at its source by that node's host
+        src, dst = lk.b, lk.a  # over the cut link, from w2's side if the link's b is there
+        client = FlowClient(ledger)
+        flow = client.add([FlowSpec(src=src, dst=dst, path=(src, dst), dport=5304,
+                                    rate_mbit=4)])[0]
+        assert client.rate_classes(src) == {flow.id: 4_000_000}
+        got = measure.iperf3(ledger.name, src, dst, seconds=3, omit=1, port=5304)
+        assert abs(got - measure.ideal_goodput_mbit(4)) / measure.ideal_goodput_mbit(4) < 0.05
+        client.remove_all()
+        assert client.rate_classes(src) == {}
         res = cli("down", "--name", "tbt-raysplit")
         assert res.returncode == 0, res.stderr
         assert "host w1:" in res.stdout and "host w2:" in res.stdout, res.stdout

@@ -83,17 +83,19 @@ def start(names: Names, host: str, host_netns: str | None, daemons: list[int],
     log_path = names.state_dir / f"relay-{host}.log"
     try:
         with open(log_path, "ab") as out:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", shards.namespace(names, daemons[0]), sys.executable,
-                 "-m", "testbed.net.ofrelay", str(ns_fd), link.address, str(link.port),
-                 str(ca), str(cert), str(key), *map(str, sockets)],
+            # `setsid -f`: not a child of this process, so it outlives a builder that is a
+            # Ray worker (Ray kills a worker's direct children when the worker exits)
+            started = subprocess.run(
+                ["setsid", "-f", "ip", "netns", "exec", shards.namespace(names, daemons[0]),
+                 sys.executable, "-m", "testbed.net.ofrelay", str(ns_fd), link.address,
+                 str(link.port), str(ca), str(cert), str(key), *map(str, sockets)],
                 pass_fds=(ns_fd,), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True, cwd=CHECKOUT)
+                stderr=subprocess.STDOUT, cwd=CHECKOUT, check=False)
     finally:
         os.close(ns_fd)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not all(s.is_socket() for s in sockets):
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if started.returncode != 0 or time.monotonic() > deadline:
             raise NetworkError(f"host {host}: the relay to the controller did not start: "
                                f"{log_path.read_text()[-600:]}")
         time.sleep(0.02)

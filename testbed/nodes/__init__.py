@@ -35,3 +35,23 @@ def of_node(ledger: Ledger, node: str) -> NodeKind:
         nodes = ", ".join(ledger.topology["nodes"])
         raise InputError(f"no node {node!r} in testbed {ledger.name} (nodes: {nodes})")
     return of(ledger.topology["nodes"][node]["kind"])
+
+
+def cluster_host(ledger: Ledger, node: str) -> str | None:
+    """The host whose Ray node must act on `node`'s kernel state (its namespace, cgroups, tc)
+    when the topology was built through a cluster (the host may be another machine); None
+    when this process can (everything on this machine, or a device: reached over SSH)."""
+    info = ledger.topology["nodes"][node]
+    if ledger.extra.get("cluster") and info.get("host") and of(info["kind"]).local:
+        return info["host"]
+    return None
+
+
+def on_node_host(ledger: Ledger, node: str, fn, *args):
+    """fn(*args) where `node` lives: here, or by its host's Ray node (cluster_host)."""
+    host = cluster_host(ledger, node)
+    if host is None:
+        return fn(*args)
+    from testbed.raycluster import call_on_host
+
+    return call_on_host(ledger.extra["cluster"], host, fn, *args)
