@@ -83,18 +83,11 @@ def set_link(name: str | None, a: str, b: str, bw: float | None = None,
     for key, v in given.items():
         if v < 0 or (key == "bw_mbit" and v == 0) or (key == "loss_pct" and v > 100):
             raise InputError(f"{key} {v:g} is out of range")
-    netem_ok = probe().netem
     new = {e: replace(shape_now(ledger, e), **given) for e in chosen}
     held = {}
-    for ns, mine in _by_namespace(ledger, chosen).items():
-        with netns.netlink(ns) as ip:
-            index = {e.ifname: ip.link_lookup(ifname=e.ifname)[0] for e in mine}
-            for e in mine:
-                shaping.change(ip, index[e.ifname], shape_now(ledger, e), new[e], netem_ok)
-            now = shaping.read_back(ip, list(index.values()))
-            for e in mine:
-                shaping.verify(now, index[e.ifname], e.ifname, new[e])
-                held[e.ifname] = now[index[e.ifname]]
+    for (ns, at), mine in _by_namespace(ledger, chosen).items():
+        held.update(nodes.on_node_host(ledger, at, _reshape, ns, [
+            (e.ifname, shape_now(ledger, e), new[e]) for e in mine]))
     record = ledger.extra.setdefault("links_now", {})
     for e, shape in new.items():
         record[f"{e.index}:{e.src}"] = asdict(shape)
@@ -103,13 +96,43 @@ def set_link(name: str | None, a: str, b: str, bw: float | None = None,
     return [_describe(e, held[e.ifname]) for e in chosen]
 
 
-def _by_namespace(ledger: Ledger, chosen: list[LinkEnd]) -> dict[str | None, list[LinkEnd]]:
-    """Link ends grouped by the namespace of their switch daemon (testbed/net/shards.py)."""
+def _by_namespace(ledger: Ledger, chosen: list[LinkEnd],
+                  ) -> dict[tuple[str | None, str], list[LinkEnd]]:
+    """Link ends grouped by the namespace of their switch daemon (testbed/net/shards.py), each
+    group with a node whose host holds that namespace (the kernel changes are made there)."""
     where = shards.port_namespaces(ledger.names, ledger.extra, ledger.topology["links"])
     out: dict[str | None, list[LinkEnd]] = {}
     for e in chosen:
         out.setdefault(where[e.ifname], []).append(e)
-    return out
+    return {(ns, mine[0].src): mine for ns, mine in out.items()}
+
+
+# ---- what is done on the host of a group of link ends (testbed.nodes.on_node_host) ---------
+def _reshape(ns: str | None, changes: list[tuple[str, LinkShape, LinkShape]]) -> dict:
+    """Change each interface's shaping from old to new, read it back and check it;
+    interface -> what the kernel holds."""
+    netem_ok = probe().netem
+    with netns.netlink(ns) as ip:
+        index = {name: ip.link_lookup(ifname=name)[0] for name, _, _ in changes}
+        for name, old, new in changes:
+            shaping.change(ip, index[name], old, new, netem_ok)
+        now = shaping.read_back(ip, list(index.values()))
+        for name, _, new in changes:
+            shaping.verify(now, index[name], name, new)
+    return {name: now[index[name]] for name, _, _ in changes}
+
+
+def _set_up(ns: str | None, ifnames: list[str], up: bool) -> None:
+    with netns.netlink(ns) as ip:
+        for name in ifnames:
+            ip.link("set", index=ip.link_lookup(ifname=name)[0], state="up" if up else "down")
+
+
+def _read_shapes(ns: str | None, ifnames: list[str]) -> dict[str, dict]:
+    with netns.netlink(ns) as ip:
+        index = interface_indexes(ip)
+        now = shaping.read_back(ip, [index[n] for n in ifnames if n in index])
+    return {n: now.get(index.get(n, -1), {}) for n in ifnames}
 
 
 def _sync_topology(ledger: Ledger, i: int) -> None:
@@ -144,25 +167,25 @@ def set_link_state(name: str | None, a: str, b: str, up: bool) -> None:
 
 def _set_ports(ledger: Ledger, links: list[int], up: bool) -> None:
     chosen = [e for i in links for e in ends(ledger, *ledger.topology["links"][i]["between"])]
-    for ns, mine in _by_namespace(ledger, chosen).items():
-        with netns.netlink(ns) as ip:
-            for e in mine:
-                ip.link("set", index=ip.link_lookup(ifname=e.ifname)[0],
-                        state="up" if up else "down")
+    for (ns, at), mine in _by_namespace(ledger, chosen).items():
+        nodes.on_node_host(ledger, at, _set_up, ns, [e.ifname for e in mine], up)
 
 
 def links(name: str | None) -> list[dict]:
     """Every link with its state and, per direction, the shaping the kernel holds now."""
     ledger = resolve(name)
-    states = link_states(ledger)
+    if ledger.extra.get("cluster"):  # each host reads its own link ends
+        from testbed import hosted
+
+        states = link_states(ledger, hosted.status_on_hosts(ledger)[0])
+    else:
+        states = link_states(ledger)
     out = []
     all_ends = [e for lk in ledger.topology["links"] for e in ends(ledger, *lk["between"])]
     held: dict[str, dict] = {}
-    for ns, group in _by_namespace(ledger, all_ends).items():
-        with netns.netlink(ns) as ip:
-            index = interface_indexes(ip)
-            now = shaping.read_back(ip, [index[e.ifname] for e in group if e.ifname in index])
-        held.update({e.ifname: now.get(index.get(e.ifname, -1), {}) for e in group})
+    for (ns, at), group in _by_namespace(ledger, all_ends).items():
+        held.update(nodes.on_node_host(ledger, at, _read_shapes, ns,
+                                       [e.ifname for e in group]))
     for i, lk in enumerate(ledger.topology["links"]):
         mine = [e for e in all_ends if e.index == i]
         out.append({"between": list(lk["between"]), "state": states.get(i, "missing"),
@@ -183,7 +206,7 @@ def stop_node(name: str | None, node: str) -> dict:
     already = set(ledger.extra.get("links_down", []))
     taken = [i for i in mine if i not in already]
     _set_ports(ledger, taken, up=False)
-    killed = nodes.of_node(ledger, node).crash(ledger, node)
+    killed = nodes.on_node_host(ledger, node, nodes.of_node(ledger, node).crash, ledger, node)
     ledger.extra.setdefault("stopped", {})[node] = {"links": taken, "at": time.time()}
     ledger.save()
     return {"node": node, "links_down": len(taken), "killed": killed}
@@ -196,7 +219,7 @@ def start_node(name: str | None, node: str) -> dict:
     stopped = ledger.extra.get("stopped", {})
     if node not in stopped:
         raise InputError(f"node {node} is not stopped (`testbed node stop {node}` crashes it)")
-    nodes.of_node(ledger, node).restart(ledger, node)
+    nodes.on_node_host(ledger, node, nodes.of_node(ledger, node).restart, ledger, node)
     _set_ports(ledger, stopped[node]["links"], up=True)
     entry = stopped.pop(node)
     ledger.save()

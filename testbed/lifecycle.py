@@ -167,7 +167,8 @@ def set_node(name: str | None, node: str, cpu: float | None = None,
     if memory_mb is not None and memory_mb < 64:
         raise InputError(f"--memory {memory_mb} MB is too little; give at least 64 MB")
     try:
-        nodes.of_node(ledger, node).set_limits(ledger, node, cpu, memory_mb, info["cpu"])
+        nodes.on_node_host(ledger, node, nodes.of_node(ledger, node).set_limits, ledger, node,
+                           cpu, memory_mb, info["cpu"])
     except TestbedError:
         raise
     except OSError as e:  # also the engine's refusals (requests' errors are OSErrors)

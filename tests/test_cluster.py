@@ -231,6 +231,26 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         assert abs(got - measure.ideal_goodput_mbit(4)) / measure.ideal_goodput_mbit(4) < 0.05
         client.remove_all()
         assert client.rate_classes(src) == {}
+
+        # live changes act on each end's host: a cut link reshaped in place, a node stopped,
+        # restarted and given a new CPU limit
+        res = cli("link", "set", lk.a, lk.b, "--bw", "8", "--name", "tbt-raysplit")
+        assert res.returncode == 0, res.stderr
+        shown = json.loads(cli("link", "ls", "--name", "tbt-raysplit", "--json").stdout)
+        cut = next(x for x in shown if sorted(x["between"]) == sorted([lk.a, lk.b]))
+        assert cut["state"] == "up" and [d["bw_mbit"] for d in cut["directions"]] == [8, 8]
+        got = measure.iperf3(ledger.name, lk.a, lk.b, seconds=3, omit=1, port=5305)
+        assert abs(got - measure.ideal_goodput_mbit(8)) / measure.ideal_goodput_mbit(8) < 0.05
+        assert cli("node", "stop", node, "--name", "tbt-raysplit").returncode == 0
+        st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)
+        assert st["nodes"][node]["stopped"] and any(
+            link["state"] == "down" for link in st["links"] if node in link["between"])
+        assert cli("node", "start", node, "--name", "tbt-raysplit").returncode == 0
+        res = cli("node", "set", node, "--cpu", "0.2", "--name", "tbt-raysplit")
+        assert res.returncode == 0, res.stderr
+        st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)
+        assert all(link["state"] == "up" for link in st["links"]), st["links"]
+        assert st["nodes"][node]["applied"]["cpu"] == 0.2, st["nodes"][node]
         res = cli("down", "--name", "tbt-raysplit")
         assert res.returncode == 0, res.stderr
         assert "host w1:" in res.stdout and "host w2:" in res.stdout, res.stdout
