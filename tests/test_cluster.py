@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from testbed import measure
+from testbed import api, measure
 from testbed.campaign.sweep import load_campaign
 from testbed.net.ledger import Ledger, known_testbeds
 from testbed.routing import FlowSpec
@@ -209,8 +209,9 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         assert Ledger.load("tbt-raysplit").extra["fabric"]["pairs_proved"] == \
             fabric["pairs_proved"]
 
-        # status and exec go through each host's Ray node (the host may be another machine)
-        st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)
+        # status and exec go through each host's Ray node (the host may be another machine);
+        # the library's calls below share this process's one connection to the cluster
+        st = api.status("tbt-raysplit")
         assert all(link["state"] == "up" for link in st["links"]), st["links"]
         assert all(info["present"] for info in st["nodes"].values())
         assert st["fabric"]["switch_daemons_cpu_s"] > 0  # read on the hosts, summed
@@ -234,21 +235,19 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
 
         # live changes act on each end's host: a cut link reshaped in place, a node stopped,
         # restarted and given a new CPU limit
-        res = cli("link", "set", lk.a, lk.b, "--bw", "8", "--name", "tbt-raysplit")
-        assert res.returncode == 0, res.stderr
-        shown = json.loads(cli("link", "ls", "--name", "tbt-raysplit", "--json").stdout)
-        cut = next(x for x in shown if sorted(x["between"]) == sorted([lk.a, lk.b]))
+        api.set_link("tbt-raysplit", lk.a, lk.b, bw=8)
+        cut = next(x for x in api.links("tbt-raysplit")
+                   if sorted(x["between"]) == sorted([lk.a, lk.b]))
         assert cut["state"] == "up" and [d["bw_mbit"] for d in cut["directions"]] == [8, 8]
         got = measure.iperf3(ledger.name, lk.a, lk.b, seconds=3, omit=1, port=5305)
         assert abs(got - measure.ideal_goodput_mbit(8)) / measure.ideal_goodput_mbit(8) < 0.05
-        assert cli("node", "stop", node, "--name", "tbt-raysplit").returncode == 0
-        st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)
+        api.stop_node("tbt-raysplit", node)
+        st = api.status("tbt-raysplit")
         assert st["nodes"][node]["stopped"] and any(
             link["state"] == "down" for link in st["links"] if node in link["between"])
-        assert cli("node", "start", node, "--name", "tbt-raysplit").returncode == 0
-        res = cli("node", "set", node, "--cpu", "0.2", "--name", "tbt-raysplit")
-        assert res.returncode == 0, res.stderr
-        st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)
+        api.start_node("tbt-raysplit", node)
+        api.set_node("tbt-raysplit", node, cpu=0.2)
+        st = json.loads(cli("status", "--name", "tbt-raysplit", "--json").stdout)  # the CLI's
         assert all(link["state"] == "up" for link in st["links"]), st["links"]
         assert st["nodes"][node]["applied"]["cpu"] == 0.2, st["nodes"][node]
         res = cli("down", "--name", "tbt-raysplit")
