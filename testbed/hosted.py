@@ -74,14 +74,18 @@ def _status(ledger: Ledger, host: str) -> tuple[dict[str, bool], dict[str, dict]
 
 
 def _exec_here(ledger: Ledger, node: str, argv: list[str], unprivileged: bool,
-               timeout_s: float | None) -> tuple[int, bytes, bytes]:
+               timeout_s: float | None, program: str | None) -> tuple[int, bytes, bytes]:
     import subprocess
 
     from testbed import nodes
 
     kind = nodes.of_node(ledger, node)
+    extra: dict[str, str] = {}
+    if program:  # workloads/<program> as this host has it (its checkout, its Python)
+        prefix, extra = kind.workload_command(ledger, node, program)
+        argv = [*prefix, *argv]
     full, enter = kind.command(ledger, node, argv, True, unprivileged)
-    env = {**kind.environment(ledger, node), **os.environ}
+    env = {**kind.environment(ledger, node), **os.environ, **extra}
     try:
         res = subprocess.run(full, preexec_fn=enter, capture_output=True, env=env,  # noqa: PLW1509
                              timeout=timeout_s, check=False)
@@ -90,6 +94,33 @@ def _exec_here(ledger: Ledger, node: str, argv: list[str], unprivileged: bool,
     except subprocess.TimeoutExpired:
         return 124, b"", f"no end within {timeout_s:g} s: stopped\n".encode()
     return res.returncode, res.stdout, res.stderr
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _workload_each(ledger: Ledger, members: list[str], program: str, args: list[str],
+                   timeout_s: float | None) -> dict[str, tuple[int, bytes, bytes]]:
+    return {n: _exec_here(ledger, n, args, False, timeout_s, program) for n in members}
+
+
+def workload_on_hosts(ledger: Ledger, members: dict[str, list[str]], program: str,
+                      args: list[str], timeout_s: float | None,
+                      ) -> dict[str, tuple[int, bytes, bytes]]:
+    """workloads/`program` with `args` in each host's `members`, one node after another on
+    each host and every host at once (e.g. measuring node speeds: nodes of one host would
+    share its cores, nodes of two hosts do not); node -> (exit code, stdout, stderr)."""
+    live = _labelled(ledger.extra["cluster"])
+    missing = [h for h in members if h not in live]
+    if missing:
+        raise NetworkError(f"host {missing[0]} has no live Ray node labelled {LABEL}={missing[0]}")
+    refs = {h: _workload_each.options(scheduling_strategy=on(live[h])).remote(
+        ledger, names, program, args, timeout_s) for h, names in members.items()}
+    out = {}
+    for h, ref in refs.items():
+        try:
+            out.update(ray.get(ref))
+        except ray.exceptions.RayError as e:
+            raise NetworkError(f"host {h}: {str(e).splitlines()[-1][:300]}") from None
+    return out
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -150,10 +181,12 @@ def status_on_hosts(ledger: Ledger) -> tuple[dict[str, bool], dict[str, dict], f
 
 
 def exec_on_host(ledger: Ledger, node: str, argv: list[str], unprivileged: bool = False,
-                 timeout_s: float | None = None) -> tuple[int, bytes, bytes]:
-    """Run `argv` in `node` by a Ray task on the node's host; (exit code, stdout, stderr)."""
+                 timeout_s: float | None = None, program: str | None = None,
+                 ) -> tuple[int, bytes, bytes]:
+    """Run `argv` in `node` by a Ray task on the node's host (after workloads/`program`, as
+    that host runs it, if given); (exit code, stdout, stderr)."""
     return call_on_host(ledger.extra["cluster"], ledger.topology["nodes"][node]["host"],
-                        _exec_here, ledger, node, argv, unprivileged, timeout_s)
+                        _exec_here, ledger, node, argv, unprivileged, timeout_s, program)
 
 
 def _nodes(topo: Topology) -> dict[str, dict]:

@@ -237,8 +237,19 @@ def exec_in_node(name: str | None, node: str, argv: list[str],
 def popen(name: str | None, node: str, argv: list[str], unprivileged: bool = False,
           **kwargs) -> subprocess.Popen:
     """Start `argv` inside a node as a child of this process (so it can be waited and killed).
-    The node's own environment (a container's ENV) is added under the caller's."""
+    The node's own environment (a container's ENV) is added under the caller's. Not for a node
+    on a host of a cluster (another machine, maybe): run_in_node, exec and runs work there."""
     ledger = resolve(name)
+    if on_cluster_host(ledger, node):
+        raise InputError(f"node {node} is on host {ledger.topology['nodes'][node]['host']} "
+                         "of a cluster: it cannot be a child of this process; use run_in_node "
+                         "(output and exit code back at its end) or `testbed run`")
+    return popen_in(ledger, node, argv, unprivileged, **kwargs)
+
+
+def popen_in(ledger: Ledger, node: str, argv: list[str], unprivileged: bool = False,
+             **kwargs) -> subprocess.Popen:
+    """popen for a testbed given by its ledger (which a cluster host has no file of)."""
     full, enter = in_node(ledger, node, argv, unprivileged=unprivileged)
     own = nodes.of_node(ledger, node).environment(ledger, node)
     if own:
@@ -253,16 +264,10 @@ def run_in_node(name: str | None, node: str, argv: list[str], timeout: float | N
     a cluster."""
     ledger = resolve(name)
     if on_cluster_host(ledger, node):
-        from testbed import hosted
-
         if env:
             raise InputError(f"node {node} is on a host of the cluster: its commands run "
                              "with the node's own environment there")
-        code, out, err = hosted.exec_on_host(ledger, node, argv, timeout_s=timeout)
-        if code == 124 and timeout is not None:
-            raise subprocess.TimeoutExpired(argv, timeout)
-        return subprocess.CompletedProcess(argv, code, out.decode(errors="replace"),
-                                           err.decode(errors="replace"))
+        return _on_host(ledger, node, argv, timeout)
     proc = popen(name, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                  env=env)
     try:
@@ -272,6 +277,49 @@ def run_in_node(name: str | None, node: str, argv: list[str], timeout: float | N
         out, err = proc.communicate()
         raise
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def run_workload(ledger: Ledger, node: str, program: str, args: list[str],
+                 timeout: float | None = None) -> subprocess.CompletedProcess:
+    """workloads/`program` with `args` run to completion in `node`, output as text: with this
+    checkout's programs, or with its host's own for a node on a host of a cluster."""
+    if on_cluster_host(ledger, node):
+        return _on_host(ledger, node, args, timeout, program)
+    argv, env = workload_command(ledger, node, program)
+    return run_in_node(ledger.name, node, [*argv, *args], timeout, env={**os.environ, **env})
+
+
+def run_workload_each(ledger: Ledger, members: list[str], program: str, args: list[str],
+                      timeout: float | None = None) -> dict[str, subprocess.CompletedProcess]:
+    """run_workload in each of `members`, one after another, except that the hosts of a
+    cluster run theirs at the same time (their nodes share no cores)."""
+    by_host: dict[str, list[str]] = {}
+    for node in members:
+        if on_cluster_host(ledger, node):
+            by_host.setdefault(ledger.topology["nodes"][node]["host"], []).append(node)
+    out = {}
+    if by_host:
+        from testbed import hosted
+
+        for node, (code, said, err) in hosted.workload_on_hosts(ledger, by_host, program, args,
+                                                                 timeout).items():
+            out[node] = subprocess.CompletedProcess(args, code, said.decode(errors="replace"),
+                                                    err.decode(errors="replace"))
+    for node in members:
+        if node not in out:
+            out[node] = run_workload(ledger, node, program, args, timeout)
+    return {n: out[n] for n in members}
+
+
+def _on_host(ledger: Ledger, node: str, argv: list[str], timeout: float | None,
+             program: str | None = None) -> subprocess.CompletedProcess:
+    from testbed import hosted
+
+    code, out, err = hosted.exec_on_host(ledger, node, argv, timeout_s=timeout, program=program)
+    if code == 124 and timeout is not None:
+        raise subprocess.TimeoutExpired(argv, timeout)
+    return subprocess.CompletedProcess(argv, code, out.decode(errors="replace"),
+                                       err.decode(errors="replace"))
 
 
 def link_interface(name: str | None, a: str, b: str, side: str | None = None) -> str:

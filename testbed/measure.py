@@ -30,20 +30,14 @@ def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: floa
     """
     reverse = "-R" in (extra or [])
     dst_ip = api.status(name)["nodes"][dst]["ip"]
-    server = api.popen(name, dst, ["iperf3", "-s", "-1", "-J", "-p", str(port)],
-                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server_argv = ["iperf3", "-s", "-1", "-J", "-p", str(port)]
+    if api.on_cluster_host(api.resolve(name), dst):  # its host (maybe another machine) runs it
+        return _iperf3_on_hosts(name, src, dst, dst_ip, server_argv, seconds, omit, extra)
+    server = api.popen(name, dst, server_argv, stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True)
     try:
-        res = None
-        for _ in range(50):  # the server needs a moment to listen
-            res = api.run_in_node(name, src, ["iperf3", "-c", dst_ip, "-p", str(port), "-t",
-                                      str(int(seconds + omit + 1)), *(["-J"] if reverse else []),
-                                      *(extra or [])],
-                          timeout=seconds + omit + 30)
-            if res.returncode == 0:
-                break
-            time.sleep(0.1)
-        if res is None or res.returncode != 0:
-            raise NetworkError(f"iperf3 {src}->{dst} failed: {(res.stdout or '')[-300:]}")
+        res = _client(name, src, dst, dst_ip, port, seconds, omit, [
+            *(["-J"] if reverse else []), *(extra or [])])
         server_out = server.communicate(timeout=30)[0]
         report = json.loads(res.stdout if reverse else server_out)
     finally:
@@ -51,6 +45,49 @@ def iperf3(name: str | None, src: str, dst: str, seconds: float = 10, omit: floa
             server.kill()
             server.wait()
     return goodput_mbit(report, omit, seconds)
+
+
+def _client(name: str | None, src: str, dst: str, dst_ip: str, port: int, seconds: float,
+            omit: float, extra: list[str]) -> subprocess.CompletedProcess:
+    res = None
+    for _ in range(50):  # the server needs a moment to listen
+        res = api.run_in_node(name, src, ["iperf3", "-c", dst_ip, "-p", str(port), "-t",
+                                          str(int(seconds + omit + 1)), *extra],
+                              timeout=seconds + omit + 30)
+        if res.returncode == 0 and not _refused(res.stdout, extra):
+            return res
+        time.sleep(0.1)
+    raise NetworkError(f"iperf3 {src}->{dst} failed: {(res.stdout or '')[-300:]}")
+
+
+def _refused(stdout: str, extra: list[str]) -> bool:
+    """Whether a client with -J could not even start its test (it exits 0 then, the error
+    in its report)."""
+    if "-J" not in extra:
+        return False
+    try:
+        return "error" in json.loads(stdout)
+    except json.JSONDecodeError:
+        return True
+
+
+def _iperf3_on_hosts(name: str | None, src: str, dst: str, dst_ip: str, server_argv: list[str],
+                     seconds: float, omit: float, extra: list[str] | None) -> float:
+    """iperf3 when the server's node is on a host of a cluster: the host's Ray node runs the
+    server (from a thread here: it ends after one client, or 20 s without one), and the
+    receiver's records come back inside the client's report (--get-server-output)."""
+    import threading
+
+    limit = seconds + omit + 60
+    threading.Thread(target=api.run_in_node, daemon=True, kwargs={
+        "name": name, "node": dst, "argv": [*server_argv, "--idle-timeout", "20"],
+        "timeout": limit}).start()
+    port = int(server_argv[server_argv.index("-p") + 1])
+    reverse = "-R" in (extra or [])
+    res = _client(name, src, dst, dst_ip, port, seconds, omit,
+                  ["-J", *([] if reverse else ["--get-server-output"]), *(extra or [])])
+    report = json.loads(res.stdout)
+    return goodput_mbit(report if reverse else report["server_output_json"], omit, seconds)
 
 
 def goodput_mbit(report: dict, omit: float, seconds: float) -> float:

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from testbed import api, measure
 from testbed.campaign.sweep import load_campaign
+from testbed.experiment.options import RunOptions
+from testbed.lifecycle import load_topology
 from testbed.net.ledger import Ledger, known_testbeds
 from testbed.routing import FlowSpec
 from testbed.sdn import FlowClient
@@ -31,6 +34,10 @@ from tests.conftest import (
 )
 from tests.test_campaign import campaign_file
 from tests.test_hosts import SPLIT
+
+# the split topology at 8 nodes: what goes through the hosts' Ray nodes is the same as at 20
+# (tests/test_hosts.py), and each run measures every node's speed first (seconds per node)
+SMALL_SPLIT = SPLIT.replace("nodes: 20", "nodes: 8")
 
 pytestmark = [needs_root, pytest.mark.slow]
 
@@ -173,7 +180,7 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
     """`testbed up --cluster`: host w1's part is built by the Ray node labelled w1, w2's by
     w2's; `testbed down` has each of them remove its part; a host without a node is refused
     before anything is built."""
-    text = SPLIT.replace("  a: {", "  w1: {").replace("  b: {", "  w2: {")
+    text = SMALL_SPLIT.replace("  a: {", "  w1: {").replace("  b: {", "  w2: {")
     before = snapshot()
     missing = tmp_path / "w3.yaml"
     missing.write_text("name: tbt-raysplit\n" + text.replace("  w2: {", "  w3: {"))
@@ -233,6 +240,8 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         client.remove_all()
         assert client.rate_classes(src) == {}
 
+        _requests_go_through_the_hosts(ledger, topo, tmp_path)
+
         # live changes act on each end's host: a cut link reshaped in place, a node stopped,
         # restarted and given a new CPU limit
         api.set_link("tbt-raysplit", lk.a, lk.b, bw=8)
@@ -259,6 +268,80 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         import ray
 
         ray.shutdown()  # iperf3's client ran through the host's Ray node, from this process
+    assert snapshot() == before
+
+
+def _task_parents(parents: set[str]) -> None:
+    """Add the command of each running task process's parent, found in /proc (a task is
+    started with its configuration in a host's scratch directory, testbed-run-*)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not any(b"testbed-run-" in a for a in cmd):
+                continue
+            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            parents.add(Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")[0].decode())
+        except OSError:
+            continue
+
+
+def _requests_go_through_the_hosts(ledger: Ledger, topo: Topology, tmp_path: Path) -> None:
+    """A requests run on the split topology, its two edges on two hosts: orders go in on each
+    service's stdin and events come out on its stdout through the hosts' Ray actors."""
+    lk = topo.cut_links[0]
+    (tmp_path / "r.yaml").write_text(
+        "kind: requests\nservice: {name: classify, work: {per_mb: 3, base: 0.1}}\n"
+        f"edges: [{lk.a}, {lk.b}]\nreplicas: {{{lk.a}: 1, {lk.b}: 1}}\nperiod: 2s\n"
+        "arrivals: {per_period: 4, seed: 1}\nsize: {uniform: [50kB, 200kB]}\nduration: 4s\n")
+    out = tmp_path / "rq"
+    api.experiment(ledger.name, tmp_path / "r.yaml", RunOptions("greedy-ect", out))
+    reqs = pd.read_csv(out / "requests.csv")
+    assert len(reqs) == 8 and (reqs.status == "done").all(), reqs
+    assert set(pd.read_csv(out / "service_profile.csv").edge) == {lk.a, lk.b}
+    assert (reqs.edge != reqs.source).any()  # some crossed the cut link
+
+
+def test_a_campaign_on_a_split_topology_runs_its_tasks_through_the_hosts(
+        ray_cluster, two_hosts, tmp_path):
+    """`testbed campaign --cluster` on a topology split over hosts: the trial runs from the
+    driver with its topology built over the hosts, and every task process is started by its
+    host's Ray actor (so the host may be another machine); logs, traces and the nodes' CPU
+    samples come back into the trial's directory, and nothing is left on either host."""
+    text = SMALL_SPLIT.replace("  a: {", "  w1: {").replace("  b: {", "  w2: {")
+    (tmp_path / "split.yaml").write_text("name: tbt-peek\n" + text)
+    lk = load_topology(tmp_path / "split.yaml", None).cut_links[0]
+    src, far = lk.a, lk.b  # on different hosts
+    (tmp_path / "jobs.yaml").write_text(
+        f"jobs:\n  - name: j\n    source: {src}\n    input: 20kB\n    duration: 5s\n"
+        f"    tasks:\n      work: {{work: 0.002, memory: 64MB, node: {far}}}\n")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "splitc", "mode": "emulated", "topology": yaml.safe_load(text),
+        "jobs": "jobs.yaml", "grid": {"scheduler": ["otfs"]}, "repetitions": 1}))
+    before = snapshot()
+    parents: set[str] = set()
+    driver = _campaign(path, ray_cluster.address)
+    try:
+        wait_for(lambda: _task_parents(parents) or parents or driver.poll() is not None, 180,
+                 "the task processes")
+        said = driver.communicate(timeout=300)[0]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 0, said
+    assert parents and all(p.startswith("ray::HostProcesses") for p in parents), parents
+    (row,) = pd.read_csv(tmp_path / "r" / "splitc" / "trials.csv").itertuples()
+    assert row.status == "done" and row.jobs_done == 1, row
+    run = next((tmp_path / "r" / "splitc" / "trials").iterdir()) / "run"
+    (job,) = pd.read_csv(run / "jobs.csv").itertuples()
+    assert job.items_done > 10 and job.placement == f"work@{far}", job
+    assert 0.85 < job.fidelity < 1.15, job  # measured vs predicted, across the cut link
+    assert {p.name for p in (run / "traces").glob("*.csv")} >= {"j.source.csv", "j.work.csv"}
+    assert (run / "logs" / "j.work.log").exists()
+    usage = pd.read_csv(run / "nodes.csv").groupby("node").cpu_s.max()
+    assert usage[far] > 0.05 and len(usage) == 8, usage  # read on each node's host
+    assert not list(Path(tempfile.gettempdir()).glob("testbed-run-*"))  # the hosts' scratch
     assert snapshot() == before
 
 

@@ -78,14 +78,19 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
     if dry_run:
         return pending
     mode, compute = campaign.spec.mode, campaign.spec.compute
+    # a topology split over hosts takes the whole cluster: its trials run one after another
+    # from here, each topology built over the hosts (`testbed up --cluster`)
+    split = cluster if mode == "emulated" and any(
+        t.topology.get("hosts") for t in campaign.trials) else None
     if cluster:
         from testbed.campaign import cluster as on_ray
 
         on_ray.connect(cluster)
-        on_ray.check_hosts(mode, campaign.spec.host)
+        on_ray.check_hosts("simulated" if split else mode, campaign.spec.host)
+        cluster = None if split else cluster  # trials on the hosts, or from here
     out.mkdir(parents=True, exist_ok=True)
     history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "resume": resume, "pending": len(pending), "cluster": cluster,
+                    "resume": resume, "pending": len(pending), "cluster": split or cluster,
                     "settings": now})
     (out / "campaign.json").write_text(json.dumps({
         "spec": campaign.spec.model_dump(), "source": str(campaign.source),
@@ -125,7 +130,7 @@ def run_campaign(path: str | Path, resume: bool = False, jobs: int = 1, dry_run:
             if mode == "emulated":
                 _running(out, [{"trial": trial.id, "testbed": name}], None)
             row = run_trial(trial, mode, out / "trials" / trial.id, compute, name, plugins,
-                            campaign.spec.k_paths)
+                            campaign.spec.k_paths, split)
             finished(trial, row)
             _running(out, [], None)
     return pending

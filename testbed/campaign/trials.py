@@ -61,8 +61,9 @@ def testbed_name(trial: Trial) -> str:
 
 def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "synthetic",
               name: str | None = None, plugins: list[str] | None = None,
-              k_paths: int = 3) -> dict:
-    """One trial; `plugins` are imported first (a worker process may not have them)."""
+              k_paths: int = 3, cluster: str | None = None) -> dict:
+    """One trial; `plugins` are imported first (a worker process may not have them).
+    `cluster`: the Ray cluster whose hosts build a split topology's parts."""
     from testbed.schedulers.plugins import load_module
 
     for p in plugins or []:
@@ -79,7 +80,7 @@ def run_trial(trial: Trial, mode: str, trial_dir: Path, compute: str = "syntheti
             row.update(_simulated(trial, topo_path, jobs_path, k_paths))
         else:
             row.update(_emulated(trial, name, topo_path, jobs_path, trial_dir, compute,
-                                 k_paths))
+                                 k_paths, cluster))
     except TestbedError as e:
         row.update(status="failed", reason=str(e))
     except Exception as e:  # a bug or an unexpected fault: recorded, the campaign goes on
@@ -110,12 +111,12 @@ def _simulated(trial: Trial, topo_path: Path, jobs_path: Path, k_paths: int = 3)
 
 
 def _emulated(trial: Trial, name: str, topo_path: Path, jobs_path: Path, trial_dir: Path,
-              compute: str, k_paths: int = 3) -> dict:
+              compute: str, k_paths: int = 3, cluster: str | None = None) -> dict:
     from testbed import lifecycle as api
     from testbed.experiment.options import RunOptions
     from testbed.kinds import run
 
-    api.up(topo_path)
+    api.up(topo_path, cluster=cluster)
     try:
         jobs = run(name, jobs_path, RunOptions(scheduler=trial.scheduler,
                                                out_dir=trial_dir / "run", seed=trial.seed,

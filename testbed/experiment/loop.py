@@ -169,7 +169,8 @@ class Experiment:
                                   str(self.opts.timeline or self.ledger.topology_file))
         actions = [a for a in actions if a.what not in WORKLOAD_EVENTS]  # the network's
         self.prepare()
-        self.sampler = Sampler(self.ledger, self.enforcer.client, self.opts.sample_s).start()
+        self.sampler = Sampler(self.ledger, self.enforcer.client, self.processes.usage,
+                               self.opts.sample_s).start()
         self.t0 = self.sampler.t0
         self.timeline = Player(self.ledger, actions, self.t0).start()
         if actions:

@@ -1,7 +1,8 @@
 """Task processes of a run on host, docker and device nodes, for every workload kind: each
 gets its configuration (written beside the run and handed to the node the way its kind
 moves files), a log file, and, if it writes a trace, a trace path the node can write to;
-traces come back from containers and boards at the end (on the testbed's clock).
+traces come back from containers and boards at the end (on the testbed's clock). Nodes on
+a host of a cluster-built topology run theirs through that host (testbed/experiment/remote.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from testbed import lifecycle, nodes
 from testbed.errors import NetworkError
 from testbed.net.ledger import Ledger
 from testbed.nodes.base import Files
+
+if TYPE_CHECKING:
+    from testbed.experiment.remote import HostLink
 
 
 class Processes:
@@ -25,6 +30,15 @@ class Processes:
             (out / sub).mkdir(parents=True, exist_ok=True)
         self.files: dict[str, Files] = {}  # node -> how its files travel
         self.traces: list[tuple[Files, Path]] = []  # traces to bring back
+        self.hosts: dict[str, HostLink] = {}  # cluster host -> its processes of this run
+        remote = {nodes.cluster_host(ledger, n) for n in ledger.topology["nodes"]} - {None}
+        if remote:  # each host's actor started now, not at a unit's start (seconds)
+            from testbed.experiment.remote import HostLink
+
+            self.hosts = {h: HostLink(ledger, h, out, program, unprivileged)
+                          for h in sorted(remote)}
+            for link in self.hosts.values():
+                link.ready()
 
     def spawn(self, node: str, label: str, config: dict, talk: bool = False) -> subprocess.Popen:
         """Start workloads/<program> on `node` with `config` (its "trace", if any, is a path
@@ -33,6 +47,11 @@ class Processes:
         its stdin and stdout are pipes to this process (orders in, events out) and only
         stderr goes to the log."""
         kind = nodes.of_node(self.ledger, node)
+        host = nodes.cluster_host(self.ledger, node)
+        if host is not None:  # started by that host (maybe another machine)
+            (self.out / "configs" / f"{label}.json").write_text(json.dumps(config, indent=1))
+            (self.out / "logs" / f"{label}.log").write_bytes(b"")  # fed as it grows there
+            return self.hosts[host].spawn(node, label, config, talk)
         if node not in self.files:
             self.files[node] = kind.files(self.ledger, node, self.unprivileged)
         files = self.files[node]
@@ -52,7 +71,7 @@ class Processes:
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": log,
                  "text": True, "bufsize": 1} if talk else \
             {"stdout": log, "stderr": subprocess.STDOUT}
-        p = lifecycle.popen(self.ledger.name, node, [*argv, cfg_path], unprivileged=drop,
+        p = lifecycle.popen_in(self.ledger, node, [*argv, cfg_path], unprivileged=drop,
                             env={**os.environ, **env}, **pipes)
         log.close()
         return p
@@ -78,6 +97,18 @@ class Processes:
             self.stop(list(procs.values()))
         return out
 
+    def usage(self, nodes_by_host: dict[str | None, list[str]]) -> dict:
+        """node -> (CPU seconds, memory bytes) or None, read where each node lives (None:
+        this machine)."""
+        out = {}
+        for host, names in nodes_by_host.items():
+            if host is None:
+                out.update({n: nodes.of_node(self.ledger, n).usage(self.ledger, n)
+                            for n in names})
+            else:
+                out.update(self.hosts[host].usage(names))
+        return out
+
     def testbed_clock(self, node: str, t):
         """Times `node` stamped (seconds; a number or a pandas Series) on the testbed's clock:
         a board's clock may be off, a host's and a container's are this one."""
@@ -94,6 +125,8 @@ class Processes:
     def finish(self) -> None:
         """Bring back traces written in containers or on devices, then remove the directories
         that only carried this run's files."""
+        for link in self.hosts.values():
+            link.finish()
         for files, trace in self.traces:
             files.fetch(trace)
         for files in self.files.values():

@@ -3,7 +3,6 @@ container, its board), so the schedulers plan with the speeds the run will meet.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -51,10 +50,10 @@ def profile(ledger: Ledger, topology: Topology, compute: str, gops_per_core: flo
         float(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)
         for _ in range(3))
     speeds, unable = {}, {}
+    measured = lifecycle.run_workload_each(ledger, list(ledger.topology["nodes"]),
+                                           PROBE_PROGRAM.name, ["--calibrate"], timeout=60)
     for node, info in ledger.topology["nodes"].items():
-        argv, env = lifecycle.workload_command(ledger, node, PROBE_PROGRAM.name)
-        res = lifecycle.run_in_node(ledger.name, node, [*argv, "--calibrate"], timeout=60,
-                                    env={**os.environ, **env})
+        res = measured[node]
         said = (res.stderr or res.stdout).strip()
         if cannot_run(res.returncode, said):  # a stock image without python3/setpriv
             unable[node] = (f"cannot run tasks ({said.splitlines()[-1][:160]}); a node that "

@@ -1,22 +1,29 @@
 """Samples, at a fixed interval during a run, the switch port counters (per link direction,
-from the controller) and each node's CPU time and memory (as its kind reports them)."""
+from the controller) and each node's CPU time and memory (as its kind reports them, read
+where the node lives: `usage`, Processes.usage)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 from testbed import nodes
 from testbed.errors import TestbedError
 from testbed.net.ledger import Ledger
 from testbed.sdn import FlowClient
 
+Usage = Callable[[dict[str | None, list[str]]], dict[str, tuple[float, int] | None]]
+
 
 class Sampler:
-    def __init__(self, ledger: Ledger, client: FlowClient, interval_s: float = 1.0) -> None:
-        self.ledger, self.client, self.interval_s = ledger, client, interval_s
-        self.kinds = {n: nodes.of_node(ledger, n) for n in ledger.topology["nodes"]}
+    def __init__(self, ledger: Ledger, client: FlowClient, usage: Usage,
+                 interval_s: float = 1.0) -> None:
+        self.ledger, self.client, self.usage, self.interval_s = ledger, client, usage, interval_s
+        self.by_host: dict[str | None, list[str]] = {}
+        for n in ledger.topology["nodes"]:
+            self.by_host.setdefault(nodes.cluster_host(ledger, n), []).append(n)
         self.links: list[dict] = []
         self.nodes: list[dict] = []
         self._stop = threading.Event()
@@ -44,8 +51,7 @@ class Sampler:
                     self.links.append({"t_s": t, "node": node, "to": peer,
                                        "tx_bytes": c["tx_bytes"], "rx_bytes": c["rx_bytes"],
                                        "tx_dropped": c["tx_dropped"]})
-        for node, kind in self.kinds.items():
-            used = kind.usage(self.ledger, node)
+        for node, used in self.usage(self.by_host).items():  # a lost host's nodes: none
             if used is None:  # sampled another way (a device over SSH: board_stats.csv)
                 continue
             cpu_s, mem = used

@@ -126,7 +126,7 @@ class Requests(Experiment):
     def _talker(self, node: str, label: str, config: dict) -> Talker:
         proc = self.processes.spawn(node, label, config, talk=True)
         t = Talker(node, label, proc)
-        offset = getattr(self.processes.files[node], "offset", None)  # a board's clock
+        offset = getattr(self.processes.files.get(node), "offset", None)  # a board's clock
         shift_s = offset.offset_s if offset is not None else 0.0
 
         def read() -> None:
