@@ -10,7 +10,11 @@ as in tests/test_hosts.py. Measured:
 - shaping on a cut link: a 20 Mbit/s link's goodput against the ideal 20 x 1448/1514;
 - bring-up (`testbed up`, wall clock) of a 20-node random mesh on one host, split over two
   hosts built by this process, and split over two hosts built by a local Ray cluster's two
-  labelled nodes (`--cluster`).
+  labelled nodes (`--cluster`);
+- a run (`testbed run`) on that split mesh, one 8-s job whose source and task sit on the two
+  ends of a cut link: its task processes started by this process, then by each host's Ray
+  actor (what a host on another machine needs): measured beside predicted throughput,
+  latency and the run's wall time (node profiling included).
 
 Usage: python bench/hosts.py [--repeats 3] [--no-ray]
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import table, write_section  # noqa: E402
 from testbed import api, measure  # noqa: E402
+from testbed.experiment.options import RunOptions  # noqa: E402
 from testbed.topology import load  # noqa: E402
 from tests.fakehosts import FakeHosts  # noqa: E402
 
@@ -35,6 +40,8 @@ LINE = ("nodes: {n1: {host: a}, n2: {host: a}, n3: {host: b}, n4: {host: b}}\n"
         "links:\n  - {between: [n1, n2]}\n  - {between: [n2, n3]}\n  - {between: [n3, n4]}\n"
         "  - {between: [n1, n3], bw: 20}\n")
 MESH = "generate:\n  random_mesh: {nodes: 20, degree: 3, bw_mean: 20, seed: 3}\n"
+JOB = ("jobs:\n  - name: j\n    source: {src}\n    input: 20kB\n    duration: 8s\n"
+       "    tasks:\n      work: {{work: 0.002, memory: 64MB, node: {dst}}}\n")
 
 
 def fake_hosts(mtu: int) -> FakeHosts:
@@ -78,7 +85,23 @@ def cut_link_rows(tmp: Path) -> list[list]:
     return rows
 
 
-def bring_up_rows(tmp: Path, repeats: int, ray: bool) -> list[list]:
+def run_row(label: str, path: Path, cluster: str | None, tmp: Path) -> list:
+    ledger = api.up(path, cluster=cluster)
+    try:
+        lk = load(path).cut_links[0]
+        jobs = tmp / "jobs.yaml"
+        jobs.write_text(JOB.format(src=lk.a, dst=lk.b))
+        t0 = time.monotonic()
+        job = api.experiment(ledger.name, jobs, RunOptions("otfs", tmp / "run")).iloc[0]
+        took = time.monotonic() - t0
+    finally:
+        api.down(ledger.name)
+    return [label, f"{took:.1f}", f"{job.throughput_measured_items_s:.1f}",
+            f"{job.throughput_predicted_items_s:.1f}", f"{job.fidelity:.3f}",
+            f"{job.latency_ms_p50:.2f}"]
+
+
+def bring_up_rows(tmp: Path, repeats: int, ray: bool) -> tuple[list[list], list[list]]:
     hosts = fake_hosts(1500).start()
     one, split = tmp / "one.yaml", tmp / "split.yaml"
     one.write_text("name: tbb-one\n" + MESH)
@@ -94,12 +117,14 @@ def bring_up_rows(tmp: Path, repeats: int, ray: bool) -> list[list]:
             cluster.add_node(num_cpus=1, labels={"testbed-host": h})
         cluster.wait_for_nodes()
         cases.append(("two hosts, built by their Ray nodes", split, cluster.address))
-    rows = []
+    rows, runs = [], []
     try:
         for label, path, address in cases:
             took = [up_seconds(path, address) for _ in range(repeats)]
             rows.append([label, len(topo.cut_links) if path == split else 0,
                          f"{statistics.median(took):.2f}", f"{min(took):.2f}-{max(took):.2f}"])
+        for label, path, address in cases[1:]:
+            runs.append(run_row(label, path, address, tmp))
     finally:
         hosts.close()
         if cluster is not None:
@@ -107,7 +132,7 @@ def bring_up_rows(tmp: Path, repeats: int, ray: bool) -> list[list]:
 
             ray_mod.shutdown()
             cluster.shutdown()
-    return rows
+    return rows, runs
 
 
 def main() -> None:
@@ -117,7 +142,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tunnel = cut_link_rows(Path(d))
-        bring = bring_up_rows(Path(d), args.repeats, not args.no_ray)
+        bring, runs = bring_up_rows(Path(d), args.repeats, not args.no_ray)
     body = ("A cut link (VXLAN between the two hosts' namespaces) against a link inside a host "
             "(veth), one hop, unshaped; shaped: a 20 Mbit/s cut link's goodput against the "
             "ideal.\n\n"
@@ -125,7 +150,12 @@ def main() -> None:
                      "TCP inside, Mbit/s", "TCP cut, Mbit/s", "20 Mbit/s cut: got / ideal"],
                     tunnel)
             + f"\n\nBring-up of a 20-node random mesh (degree 3), median of {args.repeats}:\n\n"
-            + table(["layout", "links cut", "up, s", "range, s"], bring))
+            + table(["layout", "links cut", "up, s", "range, s"], bring)
+            + "\n\nA run on the split mesh: one 8-s job (20 kB items) from a node on one host "
+            "to a task on the other, across a cut link; the run's wall time includes "
+            "measuring the 20 nodes' speeds:\n\n"
+            + table(["task processes started", "run, s", "items/s measured",
+                     "items/s predicted", "measured/predicted", "latency p50, ms"], runs))
     write_section("hosts", "A topology split over two hosts (one machine)", body)
     print(body)
 

@@ -18,6 +18,7 @@ import yaml
 from testbed import api, measure
 from testbed.campaign.sweep import load_campaign
 from testbed.experiment.options import RunOptions
+from testbed.experiment.processes import Processes
 from testbed.lifecycle import load_topology
 from testbed.net.ledger import Ledger, known_testbeds
 from testbed.routing import FlowSpec
@@ -248,8 +249,6 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         cut = next(x for x in api.links("tbt-raysplit")
                    if sorted(x["between"]) == sorted([lk.a, lk.b]))
         assert cut["state"] == "up" and [d["bw_mbit"] for d in cut["directions"]] == [8, 8]
-        got = measure.iperf3(ledger.name, lk.a, lk.b, seconds=3, omit=1, port=5305)
-        assert abs(got - measure.ideal_goodput_mbit(8)) / measure.ideal_goodput_mbit(8) < 0.05
         api.stop_node("tbt-raysplit", node)
         st = api.status("tbt-raysplit")
         assert st["nodes"][node]["stopped"] and any(
@@ -299,6 +298,13 @@ def _requests_go_through_the_hosts(ledger: Ledger, topo: Topology, tmp_path: Pat
     assert len(reqs) == 8 and (reqs.status == "done").all(), reqs
     assert set(pd.read_csv(out / "service_profile.csv").edge) == {lk.a, lk.b}
     assert (reqs.edge != reqs.source).any()  # some crossed the cut link
+    # one question, answered on stdout when stdin closes (how kinds profile their nodes)
+    processes = Processes(ledger, tmp_path / "ask", "request_service.py", False)
+    try:
+        said = processes.answers({"ask": (lk.b, {"role": "client", "max_bytes": 10})}, 60)
+    finally:
+        processes.finish()
+    assert said["ask"]["event"] == "ready", said
 
 
 def test_a_campaign_on_a_split_topology_runs_its_tasks_through_the_hosts(
