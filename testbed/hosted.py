@@ -53,7 +53,9 @@ def _build(topo: Topology, host: str, place: dict[str, int], planned: dict[str, 
 @ray.remote(num_cpus=0, max_retries=0)
 def _remove(testbed: str) -> list[str]:
     from testbed.cleanup import teardown
+    from testbed.raycluster import RUN_SCRATCH, sweep_scratch
 
+    sweep_scratch(RUN_SCRATCH)  # files of runs whose driver was killed
     return teardown(testbed)
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import socket
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from testbed.errors import InputError
 RESOURCE = "testbed_host"  # one per emulation host: `ray start ... --resources`
 LABEL = "testbed-host"  # a host's name (`host:` in campaigns, `hosts:`): `ray start --labels`
 DIST = "edge-testbed"
+RUN_SCRATCH = "testbed-run-"  # + a run's host actor pid: its processes' files on that host
 
 
 def fingerprint() -> str:
@@ -90,6 +93,15 @@ def call_on_host(address: str, host: str, fn, *args):
         return ray.get(_call.options(scheduling_strategy=on(node)).remote(fn, args))
     except ray.exceptions.RayTaskError as e:
         raise e.as_instanceof_cause() from None
+
+
+def sweep_scratch(prefix: str) -> None:
+    """Remove this host's scratch directories `<prefix><worker pid>-...` whose Ray worker is
+    gone (killed before it could clean up: a lost trial, a run whose driver died)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = d.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def check_hosts(mode: str, host: str | None) -> None:

@@ -73,10 +73,11 @@ def wait_for(cond, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def small_emulated_campaign(tmp_path: Path, name: str, schedulers: list[str]) -> Path:
+def small_emulated_campaign(tmp_path: Path, name: str, schedulers: list[str],
+                            duration_s: int = 6) -> Path:
     """A campaign of one short job on a 4-node mesh, one trial per scheduler, emulated."""
     (tmp_path / "jobs.yaml").write_text(
-        "jobs:\n  - {name: chain, source: n1, input: 20kB, duration: 6s,\n"
+        f"jobs:\n  - {{name: chain, source: n1, input: 20kB, duration: {duration_s}s,\n"
         "     tasks: {t: {work: 0.01, memory: 64MB, node: n3}}}\n")
     path = tmp_path / "campaign.yaml"
     path.write_text(

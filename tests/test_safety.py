@@ -301,7 +301,7 @@ def test_a_killed_emulated_campaign_resumes_to_completion(tmp_path):
     from testbed.campaign.run import run_campaign
     from testbed.net.ledger import known_testbeds
 
-    path = small_emulated_campaign(tmp_path, "killed", ["otfa", "tp"])
+    path = small_emulated_campaign(tmp_path, "killed", ["otfa", "tp"], duration_s=3)
     results = tmp_path / "results"
     before = snapshot()
     proc = subprocess.Popen(

@@ -130,9 +130,12 @@ def test_memory_decides_what_a_device_can_train():
 
 
 def test_schedule_prints_cuts_bandwidths_and_predicted_rounds():
-    plans = {s: json.loads(cli("schedule", str(TOPO), str(LENET), "-s", s, "--json",
-                               check=True).stdout)
-             for s in ("edgesplit", "adaptive-fl", "vanilla-fl", "edgesplit-fix")}
+    # the CLI's JSON once; the other strategies through the library, in this process (each
+    # CLI process imports torch: seconds)
+    plans = {"edgesplit": json.loads(cli("schedule", str(TOPO), str(LENET), "-s", "edgesplit",
+                                         "--json", check=True).stdout)}
+    plans.update({s: json.loads(api.schedule(TOPO, LENET, s).to_json())
+                  for s in ("adaptive-fl", "vanilla-fl", "edgesplit-fix")})
     for s, plan in plans.items():
         ext = plan["extension"]
         assert plan["kind"] == "training" and ext["strategy"] == s

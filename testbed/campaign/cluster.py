@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
@@ -38,6 +37,7 @@ from testbed.raycluster import (  # noqa: F401 (connect, check_hosts: this modul
     connect,
     host_name,
     on,
+    sweep_scratch,
 )
 
 Finished = Callable[[Trial, dict], None]
@@ -51,20 +51,11 @@ def _remove(names: list[str]) -> list[str]:
     here = [n for n in names if n in known_testbeds()]
     for n in here:
         lifecycle.down(n)
-    _sweep_scratch()
+    sweep_scratch(SCRATCH_PREFIX)
     return here
 
 
 SCRATCH_PREFIX = "testbed-trial-"
-
-
-def _sweep_scratch() -> None:
-    """Remove trial scratch directories on this host whose worker process is gone (killed
-    before its `with` block could clean up): each is named testbed-trial-<worker pid>-..."""
-    for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = d.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(d, ignore_errors=True)
 
 
 @ray.remote(max_retries=0)
@@ -72,7 +63,7 @@ def _trial(trial: Trial, mode: str, compute: str, name: str | None, plugins: lis
            k_paths: int) -> tuple[dict, bytes]:
     from testbed.campaign.trials import run_trial
 
-    _sweep_scratch()
+    sweep_scratch(SCRATCH_PREFIX)
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         where = Path(scratch) / trial.id
         row = run_trial(trial, mode, where, compute, name, plugins, k_paths)

@@ -156,6 +156,15 @@ class Experiment:
                             lambda owner, why: self.stop_unit(owner, "failed", why))
 
     def run(self) -> pd.DataFrame:
+        actions = load_actions(self.ledger, self.topology, self.opts.timeline,
+                               self.opts.duration_s, self.opts.seed)  # bad input: before all
+        self.processes.start()  # on a cluster: each host's actor (a second or so)
+        try:
+            return self._run(actions)
+        finally:  # however the run failed, no process or host actor outlives it
+            self.processes.finish()
+
+    def _run(self, actions: list[Action]) -> pd.DataFrame:
         self.progress("profiling node speeds")
         self.profile = profile(self.ledger, self.topology, self.opts.compute,
                                self.opts.gops_per_core, self.opts.k_paths)
@@ -163,8 +172,6 @@ class Experiment:
         for node, why in self.profile.unable.items():
             self.progress(f"node {node} is left out of placement: {why}")
             self.enforcer.incident(f"node {node} left out of placement", why)
-        actions = load_actions(self.ledger, self.topology, self.opts.timeline,
-                               self.opts.duration_s, self.opts.seed)
         self.take_workload_events([a for a in actions if a.what in WORKLOAD_EVENTS],
                                   str(self.opts.timeline or self.ledger.topology_file))
         actions = [a for a in actions if a.what not in WORKLOAD_EVENTS]  # the network's

@@ -31,14 +31,20 @@ class Processes:
         self.files: dict[str, Files] = {}  # node -> how its files travel
         self.traces: list[tuple[Files, Path]] = []  # traces to bring back
         self.hosts: dict[str, HostLink] = {}  # cluster host -> its processes of this run
-        remote = {nodes.cluster_host(ledger, n) for n in ledger.topology["nodes"]} - {None}
-        if remote:  # each host's actor started now, not at a unit's start (seconds)
+
+    def start(self) -> Processes:
+        """On a topology built through a cluster: start each host's actor now, not when the
+        first unit starts (it takes a second or so). finish() ends them."""
+        remote = {nodes.cluster_host(self.ledger, n) for n in self.ledger.topology["nodes"]}
+        remote.discard(None)
+        if remote and not self.hosts:
             from testbed.experiment.remote import HostLink
 
-            self.hosts = {h: HostLink(ledger, h, out, program, unprivileged)
+            self.hosts = {h: HostLink(self.ledger, h, self.out, self.program, self.unprivileged)
                           for h in sorted(remote)}
             for link in self.hosts.values():
                 link.ready()
+        return self
 
     def spawn(self, node: str, label: str, config: dict, talk: bool = False) -> subprocess.Popen:
         """Start workloads/<program> on `node` with `config` (its "trace", if any, is a path
@@ -51,7 +57,7 @@ class Processes:
         if host is not None:  # started by that host (maybe another machine)
             (self.out / "configs" / f"{label}.json").write_text(json.dumps(config, indent=1))
             (self.out / "logs" / f"{label}.log").write_bytes(b"")  # fed as it grows there
-            return self.hosts[host].spawn(node, label, config, talk)
+            return self.start().hosts[host].spawn(node, label, config, talk)
         if node not in self.files:
             self.files[node] = kind.files(self.ledger, node, self.unprivileged)
         files = self.files[node]
@@ -125,12 +131,14 @@ class Processes:
     def finish(self) -> None:
         """Bring back traces written in containers or on devices, then remove the directories
         that only carried this run's files."""
-        for link in self.hosts.values():
+        hosts, traces, files = self.hosts, self.traces, self.files
+        self.hosts, self.traces, self.files = {}, [], {}  # finished once, however often called
+        for link in hosts.values():
             link.finish()
-        for files, trace in self.traces:
-            files.fetch(trace)
-        for files in self.files.values():
-            files.close()
+        for f, trace in traces:
+            f.fetch(trace)
+        for f in files.values():
+            f.close()
 
     @staticmethod
     def stop(procs: list[subprocess.Popen]) -> None:

@@ -28,7 +28,7 @@ import ray
 
 from testbed.experiment.processes import Processes
 from testbed.net.ledger import Ledger
-from testbed.raycluster import LABEL, alive, connect, on
+from testbed.raycluster import LABEL, RUN_SCRATCH, alive, connect, on, sweep_scratch
 
 FOLLOW_S = 0.2  # how long one report from a host waits for news
 PIPE_BYTES = 1 << 20  # room in a RemoteProcess's stdout before the host's reports wait
@@ -39,7 +39,8 @@ class HostProcesses:
     """One run's processes on this host. Calls come from the driver's HostLink."""
 
     def __init__(self, ledger: Ledger, program: str, unprivileged: bool) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix=f"testbed-run-{os.getpid()}-"))
+        sweep_scratch(RUN_SCRATCH)  # left by runs whose driver was killed
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{RUN_SCRATCH}{os.getpid()}-"))
         here = {k: v for k, v in ledger.extra.items() if k != "cluster"}  # act on this host
         ledger = dataclasses.replace(ledger, extra=here)
         self.processes = Processes(ledger, self.dir, program, unprivileged)
