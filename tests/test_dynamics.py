@@ -116,6 +116,13 @@ timeline:
     - {at: 2s, link: [a, c], down: true, for: 3s}
     - {at: 6s, link: [a, b], set: {bw: 4}}
 """)
+    (tmp_path / "bad.yaml").write_text("timeline:\n  events:\n"
+                                       "    - {at: 2s, link: [a, c], set: {cpu: 1}}\n")
+    res = cli("run", str(tmp_path / "jobs.yaml"), "--name", ledger.name, "-s", "otfa",
+              "--timeline", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "never"))
+    assert res.returncode == 2 and "bad.yaml" in res.stderr and "set.cpu" in res.stderr, \
+        res.stderr
+    assert not (tmp_path / "never").exists()  # refused before anything was made
     out = tmp_path / "run"
     res = cli("run", str(tmp_path / "jobs.yaml"), "--name", ledger.name, "-s", "otfa",
               "--timeline", str(tmp_path / "timeline.yaml"), "--out", str(out))

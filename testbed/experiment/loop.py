@@ -48,6 +48,8 @@ class Experiment:
                  progress: Progress = lambda s: None) -> None:
         self.ledger, self.units, self.opts, self.progress = ledger, units, opts, progress
         self.topology = Topology.from_dict(ledger.topology, ledger.topology_file)
+        self.actions = load_actions(ledger, self.topology, opts.timeline, opts.duration_s,
+                                    opts.seed)  # a bad timeline: refused before anything is made
         self.out = opts.out_dir
         for sub in ("traces", "decisions"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
@@ -156,11 +158,9 @@ class Experiment:
                             lambda owner, why: self.stop_unit(owner, "failed", why))
 
     def run(self) -> pd.DataFrame:
-        actions = load_actions(self.ledger, self.topology, self.opts.timeline,
-                               self.opts.duration_s, self.opts.seed)  # bad input: before all
         self.processes.start()  # on a cluster: each host's actor (a second or so)
         try:
-            return self._run(actions)
+            return self._run(self.actions)
         finally:  # however the run failed, no process or host actor outlives it
             self.processes.finish()
 

@@ -31,6 +31,7 @@ class Processes:
         self.files: dict[str, Files] = {}  # node -> how its files travel
         self.traces: list[tuple[Files, Path]] = []  # traces to bring back
         self.hosts: dict[str, HostLink] = {}  # cluster host -> its processes of this run
+        self.finished = False
 
     def start(self) -> Processes:
         """On a topology built through a cluster: start each host's actor now, not when the
@@ -131,14 +132,15 @@ class Processes:
     def finish(self) -> None:
         """Bring back traces written in containers or on devices, then remove the directories
         that only carried this run's files."""
-        hosts, traces, files = self.hosts, self.traces, self.files
-        self.hosts, self.traces, self.files = {}, [], {}  # finished once, however often called
-        for link in hosts.values():
+        if self.finished:  # once, however often called (the nodes' clocks stay known)
+            return
+        self.finished = True
+        for link in self.hosts.values():
             link.finish()
-        for f, trace in traces:
-            f.fetch(trace)
-        for f in files.values():
-            f.close()
+        for files, trace in self.traces:
+            files.fetch(trace)
+        for files in self.files.values():
+            files.close()
 
     @staticmethod
     def stop(procs: list[subprocess.Popen]) -> None:

@@ -146,8 +146,7 @@ def run(name: str | None, workload_file: str | Path, opts: RunOptions,
                          "so far (`testbed schedule`); their emulated run is not built yet")
     if opts.compute not in ("synthetic", "torch"):
         raise InputError(f"--compute {opts.compute!r}: use synthetic or torch")
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    return kind.executor(ledger, units, opts, progress).run()
+    return kind.executor(ledger, units, opts, progress).run()  # it makes opts.out_dir
 
 
 register(WorkloadKind("streams", "DAG jobs processing streams of items (ENTS, DCEI)",
