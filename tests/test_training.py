@@ -4,6 +4,7 @@ match the model's activation and weight sizes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -70,6 +71,25 @@ def test_the_shared_server_model_is_eq_4_5_alone_and_the_servers_total_work_when
     idle = shared_problem(8, 2.0, 0.01)
     assert idle.shared_server_round_times(cuts, bw) == pytest.approx(
         idle.round_times(cuts, bw), rel=0.05)
+
+
+def test_devices_arriving_together_share_a_nonpipe_server_and_queue_at_splitpipe():
+    """Four identical devices start together: one batch is 0.1 s forward, 0.02 s up, 0.1 s
+    at the server alone, 0.02 s down, 0.1 s backward. A non-pipe server runs the four
+    batches at once at a quarter speed each, so every batch waits for all four (0.64 s a
+    cycle); SplitPipe serves them one after another and the devices fall into a pipeline
+    in which the server is never idle (0.4 s a cycle once started)."""
+    m, b, cuts, bw = 4, 10, np.ones(4, int), np.full(4, 10.0)
+    together = shared_problem(m, 0.2, 0.1)
+    weights = 2.0 / 10.0  # Mbit / (Mbit/s), half before the batches, half after
+    cycle = 0.1 + 0.02 + m * 0.1 + 0.02 + 0.1
+    assert together.shared_server_round_times(cuts, bw) == pytest.approx(b * cycle + weights)
+    queued = dataclasses.replace(together, one_batch_at_a_time=True)
+    rounds = queued.shared_server_round_times(cuts, bw)
+    assert len(set(np.round(rounds, 9))) == m  # served in turn, they end in turn
+    server_work = m * b * 0.1  # the server's busy time is a floor for the last device
+    assert server_work < rounds.max() <= server_work + weights + 0.12 + 0.12 + 0.1 * m
+    assert rounds.max() < b * cycle  # pipelining beats four batches at a quarter speed
 
 
 @settings(max_examples=60, deadline=None)

@@ -122,6 +122,39 @@ def test_jstsh_maps_by_transfer_plus_detection_and_offloads_to_idle_devices():
     assert all(m_ == "e1" or m_ == "e2" for m_ in nearest.detect.values())
 
 
+def test_playing_a_decision_out_follows_the_edge_workers_rules():
+    """The worker takes turns and a detector keeps only the newest frame: one stream on a
+    device twice as slow as its camera completes half the camera's frames; two streams whose
+    crops go to one shared instance on another device are both served, every frame; and a
+    window of two frames waiting for re-ID caps a stream whose re-ID is slower than its
+    camera at the re-ID device's pace."""
+    from testbed.kinds.video.playback import play
+    from testbed.kinds.video.spec import Pedestrians
+
+    view = star(2, 2, bw=[100.0])
+    two = tuple(Stream(f"s{k}", f"cam{k}", 5.0, 1_000, 1.0, 1_000, MB, MB, True)
+                for k in range(2))
+    crowd = {f"s{k}": Pedestrians(((0.0, 1.0),)) for k in range(2)}
+    none = {f"s{k}": Pedestrians(((0.0, 0.0),)) for k in range(2)}
+    every = {"s0": 1, "s1": 1}
+    slow = Problem(two[:1], ("e0", "e1"), {"e0": 0.4, "e1": 0.01}, {"e0": 0.01, "e1": 0.01},
+                   {"e0": MB, "e1": MB}, view)
+    alone = play(slow, Mapping({"s0": "e0"}, {"s0": 0}, ("e0",)), none, every, 2.0, 20.0)
+    assert alone["s0"] == pytest.approx(2.5, abs=0.1)  # one frame per 0.4 s of detection
+    shared = Problem(two, ("e0", "e1"), {"e0": 0.05, "e1": 0.05}, {"e0": 0.02, "e1": 0.02},
+                     {"e0": MB, "e1": MB}, view)
+    both = play(shared, Mapping({"s0": "e0", "s1": "e0"}, {"s0": 0, "s1": 0}, ("e1",)),
+                crowd, every, 2.0, 20.0)
+    assert both == pytest.approx({"s0": 5.0, "s1": 5.0}, abs=0.1)  # the camera's rate
+    reid_bound = Problem(two[:1], ("e0", "e1"), {"e0": 0.01, "e1": 0.01},
+                         {"e0": 0.01, "e1": 0.5}, {"e0": MB, "e1": MB}, view)
+    capped = play(reid_bound, Mapping({"s0": "e0"}, {"s0": 0}, ("e1",)), crowd, every,
+                  2.0, 20.0)
+    assert capped["s0"] == pytest.approx(2.0, abs=0.15)  # one 0.5-s crop at a time on e1
+    assert predict_fps(reid_bound, Mapping({"s0": "e0"}, {"s0": 0}, ("e1",)))["s0"] == \
+        pytest.approx(2.0, abs=0.05)  # max-min agrees where nothing takes turns
+
+
 def test_predicted_frame_rates_share_an_overloaded_device():
     view = star(1, 2)
     streams = tuple(Stream(f"s{k}", f"cam{k}", 10.0, 10_000, 0.0, 20_000, MB, MB, True)

@@ -41,9 +41,10 @@ class TrainingDecision:
     server_compute_predicted_s: dict[str, float] = field(default_factory=dict)
     comm_predicted_s: dict[str, float] = field(default_factory=dict)
     iterations: int = 1
-    # eq. 4.5 with the server shared by the devices at once (Problem.shared_server_round_times):
-    # not what the strategies optimise, but what the testbed's server can do; beside eq. 4.5
-    # it tells the scheduler's model error from the emulation's
+    # eq. 4.5's terms played out in time with one server shared by the devices
+    # (Problem.shared_server_round_times): not what the strategies optimise, but what the
+    # testbed's server can do; beside eq. 4.5 it tells the scheduler's model error from the
+    # emulation's
     round_shared_predicted_s: dict[str, float] = field(default_factory=dict)
     makespan_shared_predicted_s: float = 0.0
 
@@ -142,7 +143,7 @@ def offline_problem(topo: Topology, w: Workload, view: NetworkView,
     profiles = {n: here.scaled(gops_per_core / view.nodes[n].speed_gops) for n in nodes}
     memory = {n: view.nodes[n].memory_bytes for n in nodes}
     return build(w.devices, profiles, w.spec.server, memory, w.spec.batches_per_round,
-                 w.total_mbit)
+                 w.total_mbit, one_batch_at_a_time=w.spec.server_mode != "split-nonpipe")
 
 
 def schedule_offline(topo: Topology, w: Workload, strategy: str,

@@ -66,7 +66,8 @@ class Training(SingleUnit):
             self.block_profiles[node] = BlockProfile.from_dict(said[f"profile.{node}"])
         memory = {n: v.memory_bytes for n, v in self.profile.view.nodes.items()}
         problem = build(self.w.devices, self.block_profiles, spec.server, memory,
-                        spec.batches_per_round, self.w.total_mbit)
+                        spec.batches_per_round, self.w.total_mbit,
+                        one_batch_at_a_time=self.server_mode != "split-nonpipe")
         self.units = [Decidable(self.w, problem)]
 
     # ---- the decision loop's hooks ---------------------------------------------------------

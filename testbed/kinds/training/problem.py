@@ -55,6 +55,8 @@ class Problem:
     device_s: np.ndarray | None = None  # (M, N) the device's share of A
     server_s: np.ndarray | None = None  # (N,) the server's share of A
     activation_mbit: np.ndarray | None = None  # (N,) the per-batch part of C (up and down)
+    device_forward_s: np.ndarray | None = None  # (M, N) the forward part of device_s
+    one_batch_at_a_time: bool = False  # the server's mode: SplitPipe (True) or non-pipe
 
     @property
     def blocks(self) -> int:
@@ -70,41 +72,79 @@ class Problem:
         """Eq. 4.5 with the server's compute shared by the devices that use it at once.
 
         Eq. 4.5 prices each device's server-side blocks as if the server served it alone;
-        one server serving M devices cannot. Each device is a loop of one batch at a time:
-        z_i seconds on its own (its blocks and the batch's transfers), then s_i seconds of
-        server work that waits behind the batches of other devices at the server. Mean-value
-        analysis of that closed network (one customer per device; the arrival theorem with
-        the arriving device's own batch removed) gives the server's response r_i; the round
-        is b x (z_i + r_i) plus the weights' transfers. With one device, or all local, it
-        is eq. 4.5 exactly."""
+        one server serving M devices cannot. This plays one round out in time, with no
+        parameter of its own: every device downloads its weights, then per batch runs its
+        forward blocks, sends the activations, waits for the server's part, receives the
+        gradients and runs its backward blocks, and at the end uploads its weights; every
+        transfer at the device's own rate. The server either runs every waiting batch at
+        once, each at 1/n of its speed alone (split-nonpipe: one thread per device), or one
+        batch at a time in arrival order (SplitPipe). Devices that start together and run
+        at similar speeds reach the server together, which is why the round can take nearly
+        all the devices' server work. With one device, or all local, it is eq. 4.5."""
         if self.device_s is None or self.server_s is None or self.activation_mbit is None:
             return self.round_times(cuts, bw)
         i, b = np.arange(len(self.devices)), self.batches
         rate = np.maximum(bw, 1e-12)
         act = self.activation_mbit[cuts - 1]
         weights = np.where(self.C[cuts - 1] > 0, (self.C[cuts - 1] - act) / rate, 0.0)
-        z = (self.device_s[i, cuts - 1] + np.where(act > 0, act / rate, 0.0)) / b
-        s = self.server_s[cuts - 1] / b
-        r = s.copy()
-        for _ in range(1000):
-            queued = r / (z + r) if (z + r > 0).all() else np.zeros_like(r)
-            nxt = s * (1 + queued.sum() - queued)
-            if np.abs(nxt - r).max() < 1e-9:
-                break
-            r = 0.5 * (r + nxt)  # damped: the plain iteration can oscillate
-        return b * (z + r) + weights
+        own = self.device_s[i, cuts - 1] / b
+        fwd = self.device_forward_s[i, cuts - 1] / b if self.device_forward_s is not None \
+            else own / 2
+        hop = np.where(act > 0, act / rate, 0.0) / b / 2  # one batch's transfer, one way
+        server = self.server_s[cuts - 1] / b
+        phases = []
+        for k in i:
+            batch = [(False, fwd[k] + hop[k]), (True, server[k]), (False, hop[k] + own[k] - fwd[k])]
+            phases.append([(False, weights[k] / 2), *batch * b, (False, weights[k] / 2)])
+        return _play(phases, together=not self.one_batch_at_a_time)
+
+
+def _play(phases: list[list[tuple[bool, float]]], together: bool) -> np.ndarray:
+    """When each device ends its list of (at the server?, seconds alone) phases, the server
+    shared by processor sharing (together) or first come, first served."""
+    m = len(phases)
+    step = [0] * m
+    left = [phases[k][0][1] if phases[k] else 0.0 for k in range(m)]
+    arrived = [0.0] * m  # when the device's current server phase began waiting
+    done = np.zeros(m)
+    now = 0.0
+    for _ in range(sum(len(p) for p in phases) * 2 + 10):
+        for k in range(m):  # skip finished and empty phases
+            while step[k] < len(phases[k]) and left[k] <= 1e-12:
+                step[k] += 1
+                if step[k] < len(phases[k]):
+                    left[k] = phases[k][step[k]][1]
+                    arrived[k] = now
+                else:
+                    done[k] = now
+        live = [k for k in range(m) if step[k] < len(phases[k])]
+        if not live:
+            return done
+        queue = [k for k in live if phases[k][step[k]][0]]
+        speed = dict.fromkeys(live, 1.0)
+        if queue:
+            first = min(queue, key=lambda k: (arrived[k], k))
+            for k in queue:
+                speed[k] = 1.0 / len(queue) if together else float(k == first)
+        dt = min(left[k] / speed[k] for k in live if speed[k] > 0)
+        now += dt
+        for k in live:
+            left[k] -= dt * speed[k]
+    raise RuntimeError("round simulation did not end")  # pragma: no cover
 
 
 def build(devices: tuple[str, ...], profiles: dict[str, BlockProfile], server: str,
-          memory_bytes: dict[str, int], batches: int, total_mbit: float) -> Problem:
+          memory_bytes: dict[str, int], batches: int, total_mbit: float,
+          one_batch_at_a_time: bool = False) -> Problem:
     srv = profiles[server]
     n = len(srv.forward_s)
     server_after = np.array([sum(srv.forward_s[j:]) + sum(srv.backward_s[j:])
                              for j in range(1, n + 1)])
-    local, feasible = [], []
+    local, forward, feasible = [], [], []
     for d in devices:
         p = profiles[d]
         local.append(batches * np.cumsum(np.array(p.forward_s) + np.array(p.backward_s)))
+        forward.append(batches * np.cumsum(p.forward_s))
         feasible.append([p.train_memory_bytes(j) <= memory_bytes[d] for j in range(1, n + 1)])
     act = np.array(srv.activation_bytes, dtype=float)
     params = np.cumsum(np.array(srv.param_bytes, dtype=float))
@@ -113,4 +153,5 @@ def build(devices: tuple[str, ...], profiles: dict[str, BlockProfile], server: s
     c = 2 * (batches * per_batch + params) * 8 / 1e6
     dev, srv_s = np.array(local), batches * server_after
     return Problem(devices, dev + srv_s[None, :], c, np.array(feasible), total_mbit, batches,
-                   dev, srv_s, 2 * batches * per_batch * 8 / 1e6)
+                   dev, srv_s, 2 * batches * per_batch * 8 / 1e6, np.array(forward),
+                   one_batch_at_a_time)
