@@ -128,8 +128,15 @@ def test_playing_a_decision_out_follows_the_edge_workers_rules():
     crops go to one shared instance on another device are both served, every frame; and a
     window of two frames waiting for re-ID caps a stream whose re-ID is slower than its
     camera at the re-ID device's pace."""
+    from testbed.experiment.profile import ROOT
+    from testbed.kinds.video import playback
     from testbed.kinds.video.playback import play
     from testbed.kinds.video.spec import Pedestrians
+
+    sys.path.insert(0, str(ROOT / "workloads"))
+    import video_pipeline  # the program whose rules the playback copies
+
+    assert playback.BATCH_MAX == video_pipeline.BATCH_MAX
 
     view = star(2, 2, bw=[100.0])
     two = tuple(Stream(f"s{k}", f"cam{k}", 5.0, 1_000, 1.0, 1_000, MB, MB, True)

@@ -29,7 +29,6 @@ WINDOW = 2  # frames of a stream waiting for re-ID at once (the edge config's de
 @dataclass
 class _Frame:
     stream: str
-    number: int
     t_capture: float  # since the cameras started: when the frame was rendered and encoded
     pedestrians: int
     crops: int = 0
@@ -148,22 +147,22 @@ def play(p: Problem, m: Mapping, pedestrians: dict, every: dict[str, int], t0: f
         return cost
 
     for n in names:
-        at(0.0, "tick", n, 0, 0.0)
+        at(0.0, "tick", n, 0)
     while events:
         now, _, what, args = heapq.heappop(events)
         if now >= t1 + 30.0:  # the executor's drain: later answers never count anyway
             break
-        if what == "tick":  # the camera renders frame `k`, due at `due`
-            n, k, _due = args
+        if what == "tick":  # the camera renders frame `k`
+            n, k = args
             fps = by[n].fps
             if k / fps >= t1:
                 continue
             done = now + p.capture_s.get(n, 0.0)
-            f = _Frame(n, k, done, int(round(pedestrians[n].at(now))))
+            f = _Frame(n, done, int(round(pedestrians[n].at(now))))
             frames.append(f)
             at(done, "captured", f)
             nxt = max(k + 1, int(done * fps) + 1)
-            at(max(done, nxt / fps), "tick", n, nxt, nxt / fps)
+            at(max(done, nxt / fps), "tick", n, nxt)
         elif what == "captured":
             f = args[0]
             newest[f.stream] = f
