@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +361,49 @@ def test_the_splitpipe_stages_train_exactly_what_separate_parts_train(tmp_path):
     assert active["splitpipe-rw"] < active["splitpipe-bf"] and \
         active["splitpipe-rw"] < active["split-nonpipe"], active
     assert all(r["server_compute_s"] > 0 for rows in runs.values() for r in rows)
+    # non-pipe: a process per device (the thesis's separate copies); SplitPipe: one process
+    pids = {m: {r["device"]: r["served_by_pid"] for r in rows} for m, rows in runs.items()}
+    assert len(set(pids["split-nonpipe"].values())) == len(cuts), pids
+    assert len(set(pids["splitpipe-bf"].values())) == 1, pids
+
+
+def test_the_nonpipe_servers_processes_die_with_it(tmp_path):
+    """SIGKILL of the server leaves none of its per-device processes behind."""
+    import signal
+    import socket
+    import subprocess
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cfg = {"role": "server", "model": "lenet", "lr": 0.05, "rounds": 1, "batch_size": 4,
+           "batches_per_round": 1, "server_mode": "split-nonpipe",
+           "devices": [{"name": f"d{i}", "cut": 1, "port": p} for i, p in enumerate(ports)],
+           "test": {"samples": 8, "seed": 1}, "trace": str(tmp_path / "server.jsonl")}
+    (tmp_path / "s.json").write_text(json.dumps(cfg))
+    server = subprocess.Popen([sys.executable, str(ROOT / "workloads" / "split_train.py"),
+                               str(tmp_path / "s.json")], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "workloads")})
+    socks = []
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        socks = [socket.create_connection(("127.0.0.1", p)) for p in ports]
+        children_file = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        end, workers = time.monotonic() + 30, []
+        while time.monotonic() < end and len(workers) < 2:
+            workers = children_file.read_text().split()
+            time.sleep(0.05)
+        assert len(workers) == 2, workers
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.05)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers), workers
+    finally:
+        for s in socks:
+            s.close()
+        if server.poll() is None:
+            server.kill()

@@ -17,14 +17,18 @@ Standard library + torch only: boards and images run this file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import io
 import itertools
 import json
+import mmap
+import multiprocessing
 import os
 import queue
 import resource
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -208,22 +212,27 @@ class ActiveMemory:
     """The bytes the server holds for training at a time, the thesis's "active memory" on a
     CPU (where torch keeps no allocator statistics): the parameters of the server-side parts
     held in memory (set per mode) plus every tensor autograd saved for a backward pass not yet
-    run, counted once per storage and released when its graph is freed."""
+    run, counted once per storage and released when its graph is freed. The totals live in
+    shared memory, so the non-pipe server's per-device processes add up to one peak."""
 
     def __init__(self, params: list[torch.Tensor], held_param_bytes: int) -> None:
-        self.lock = threading.RLock()  # a release may run inside _pack (a collected cycle)
+        ctx = multiprocessing.get_context("fork")
+        self.lock = ctx.RLock()  # a release may run inside _pack (a collected cycle)
         self.params = held_param_bytes
         self.skip = {p.untyped_storage().data_ptr() for p in params}  # counted in params
-        self.saved = 0
-        self.refs: dict[int, list[int]] = {}  # storage -> [holders, bytes]
-        self.peak = held_param_bytes
+        self._saved, self._peak = ctx.RawValue("q", 0), ctx.RawValue("q", held_param_bytes)
+        self.refs: dict[int, list[int]] = {}  # this process's storage -> [holders, bytes]
+
+    @property
+    def peak(self) -> int:
+        return self._peak.value
 
     def hooks(self):
         return torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
     def reset_peak(self) -> None:
         with self.lock:
-            self.peak = self.params + self.saved
+            self._peak.value = self.params + self._saved.value
 
     def _pack(self, t: torch.Tensor):
         storage = t.untyped_storage()
@@ -233,8 +242,8 @@ class ActiveMemory:
         with self.lock:
             ref = self.refs.setdefault(key, [0, storage.nbytes()])
             if ref[0] == 0:
-                self.saved += ref[1]
-                self.peak = max(self.peak, self.params + self.saved)
+                self._saved.value += ref[1]
+                self._peak.value = max(self._peak.value, self.params + self._saved.value)
             ref[0] += 1
         return _Held(t, key, self)
 
@@ -247,8 +256,20 @@ class ActiveMemory:
             ref = self.refs[key]
             ref[0] -= 1
             if ref[0] == 0:
-                self.saved -= ref[1]
+                self._saved.value -= ref[1]
                 del self.refs[key]
+
+
+def shared_memory(bs: list[nn.Module]) -> None:
+    """Move the blocks' weights and buffers into anonymous shared mappings, which forked
+    processes see and write in place (not /dev/shm, which is 64 MB in a container)."""
+    for b in bs:
+        for t in itertools.chain(b.parameters(), b.buffers()):
+            if t.numel():
+                buf = mmap.mmap(-1, t.numel() * t.element_size())
+                shared = torch.frombuffer(buf, dtype=t.dtype, count=t.numel()).view_as(t)
+                shared.copy_(t.detach())
+                t.data = shared
 
 
 def sgd(params: list[torch.Tensor], grads, lr: float) -> None:
@@ -356,6 +377,59 @@ class Pipeline:
                 req.done.put(e)
 
 
+class _Worker:
+    """split-nonpipe: one forked process serving one device's rounds on its own socket. The
+    device's weights it receives go into the device's copy (shared memory, so the parent
+    averages them without a copy through a pipe); only a summary crosses the pipe."""
+
+    def __init__(self, server: Server, d: dict, sock: socket.socket) -> None:
+        self.name = d["name"]
+        self.conn, child = multiprocessing.Pipe()
+        self.rss0_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.grown_kb = 0  # the process's peak RSS beyond the parent's it started from
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                self.conn.close()
+                code = self._serve(server, d, sock, child)
+            finally:
+                os._exit(code)  # never the parent's atexit, buffers or trace file
+        child.close()
+
+    def _serve(self, server: Server, d: dict, sock: socket.socket, conn) -> int:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the server
+        if os.getppid() == 1:
+            return 1
+        torch.set_num_threads(max(1, int(server.cfg.get("threads", 1)) // len(server.devices)))
+        while conn.recv() == "round":
+            results: dict[str, dict] = {}
+            try:
+                server._round(d, sock, results)
+            except Exception as e:  # noqa: BLE001 - the parent raises it
+                conn.send({"error": f"{type(e).__name__}: {e}"})
+                return 1
+            r = results[self.name]
+            load_state(server.copies[self.name], r["weights"])
+            conn.send({**r, "weights": None, "pid": os.getpid(),
+                       "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+        return 0
+
+    def result(self) -> dict:
+        try:
+            r = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the server's process for {self.name} died") from None
+        if "error" in r:
+            raise RuntimeError(f"the server's process for {self.name}: {r['error']}")
+        self.grown_kb = max(self.grown_kb, r.pop("maxrss_kb") - self.rss0_kb)
+        return r
+
+    def stop(self) -> None:
+        self.conn.send("stop")
+        os.waitpid(self.pid, 0)
+
+
 def connect(ip: str, port: int, timeout_s: float = 120.0) -> socket.socket:
     end = time.monotonic() + timeout_s
     while True:
@@ -371,8 +445,9 @@ def connect(ip: str, port: int, timeout_s: float = 120.0) -> socket.socket:
 
 class Server:
     """A server-side part per device; FedAvg after every round. Server modes:
-    - split-nonpipe: each device's part in memory, its requests served by its own thread, all
-      devices at once;
+    - split-nonpipe: each device's part in memory, its requests served by its own process
+      (forked, the parts in shared memory), all devices at once: separate copies, as in the
+      thesis, that the kernel shares the server's CPU among, not one interpreter's lock;
     - splitpipe-bf: the parts in memory, served by a pipeline of stages cut at the devices'
       distinct cuts, backward tasks first (Pipeline);
     - splitpipe-rw: one worker and one part in memory: a device's server-side weights are read
@@ -401,6 +476,9 @@ class Server:
         self.memory = ActiveMemory(
             [q for bs in held for b in bs for q in b.parameters()],
             max(part, default=0) if self.mode == "splitpipe-rw" else sum(part))
+        if self.mode == "split-nonpipe":  # the per-device processes update them in place
+            for bs in [self.model, *self.copies.values()]:
+                shared_memory(bs)
         cuts = [int(d["cut"]) for d in self.devices if int(d["cut"]) < self.n]
         self.pipe = Pipeline(self, cuts) if self.mode == "splitpipe-bf" and cuts else None
         self.xt, self.yt = images(cfg.get("test") or {"samples": 256, "seed": 99}, self.shape)
@@ -442,16 +520,24 @@ class Server:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             socks[name] = s
             ls.close()
+        workers = {d["name"]: _Worker(self, d, socks[d["name"]]) for d in self.devices} \
+            if self.mode == "split-nonpipe" else {}
         for rnd in range(int(self.cfg["rounds"])):
             r0 = time.time()
             self.memory.reset_peak()
             results: dict[str, dict] = {}
-            threads = [threading.Thread(target=self._round, args=(d, socks[d["name"]], results))
-                       for d in self.devices]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            if workers:
+                for w in workers.values():
+                    w.conn.send("round")
+                results = {name: w.result() for name, w in workers.items()}
+            else:
+                threads = [threading.Thread(target=self._round,
+                                            args=(d, socks[d["name"]], results))
+                           for d in self.devices]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
             missing = [d["name"] for d in self.devices if "weights" not in results.get(
                 d["name"], {})]
             if missing:
@@ -464,11 +550,15 @@ class Server:
                 self.trace.write(json.dumps({
                     "role": "server", "device": d["name"], "round": rnd, "start": r0,
                     "end": end, "t_device_done": r["done"], "server_compute_s": r["compute_s"],
+                    "served_by_pid": r.get("pid", os.getpid()),
                     "accuracy": acc, "loss": loss, "train_loss": r["loss"],
-                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000,
+                    "peak_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                    + sum(w.grown_kb for w in workers.values())) / 1000,
                     "active_peak_mb": self.memory.peak / 1e6,
                 }) + "\n")
             self.trace.flush()
+        for w in workers.values():
+            w.stop()
         for s in socks.values():
             send(s, {"done": torch.tensor(1)})
             s.close()
@@ -512,7 +602,8 @@ class Server:
         total = {}
         for d in self.devices:
             r, cut = results[d["name"]], int(d["cut"])
-            state = {**r["weights"], **self._state(d["name"], cut)}
+            state = {**r["weights"], **self._state(d["name"], cut)} if r["weights"] else \
+                block_state(self.copies[d["name"]], 0, self.n)  # a worker put them there
             for key, t in state.items():
                 acc = total.setdefault(key, [torch.zeros_like(t, dtype=torch.float64), 0])
                 acc[0] += t.double() * r["samples"]

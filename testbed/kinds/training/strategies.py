@@ -36,11 +36,11 @@ def allocate(a: np.ndarray, c: np.ndarray, total: float) -> tuple[np.ndarray, fl
         return np.zeros_like(a), float(a.max())
     lo = float(a[talk].max())
     hi = float(a.max()) + float(c.sum()) / total
-    for _ in range(200):
-        mid = (lo + hi) / 2
+    for _ in range(200):  # bisection to float precision: near a device's own time a
+        mid = (lo + hi) / 2  # microsecond moves its bandwidth by a lot
         need = (c[talk] / np.maximum(mid - a[talk], 1e-15)).sum()
         lo, hi = (mid, hi) if need > total else (lo, mid)
-        if hi - lo < 1e-6:
+        if hi - lo <= 1e-14 * hi:
             break
     t = max(hi, float(a[~talk].max()) if (~talk).any() else hi)
     bw = np.zeros_like(a)
