@@ -407,3 +407,26 @@ def test_the_nonpipe_servers_processes_die_with_it(tmp_path):
             s.close()
         if server.poll() is None:
             server.kill()
+
+
+def test_active_memory_counts_saved_activations_not_the_shared_parameters():
+    """The non-pipe server moves its parts' weights into shared memory; autograd saves those
+    weights for the backward pass, and active memory must still count them once, as held
+    parameters, and count only the saved input on top."""
+    sys.path.insert(0, str(ROOT / "workloads"))
+    import torch
+    from split_train import ActiveMemory, shared_memory
+
+    layer = torch.nn.Linear(64, 32)
+    shared_memory([layer])
+    params = [*layer.parameters()]
+    held = sum(p.numel() * 4 for p in params)
+    memory = ActiveMemory(params, held)
+    x = torch.randn(8, 64)
+    with memory.hooks():
+        out = layer(x).sum()
+    assert memory.peak == held + x.numel() * 4
+    out.backward()
+    del out
+    memory.reset_peak()
+    assert memory.peak == held  # the saved input is released with the graph

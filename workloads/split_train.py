@@ -398,9 +398,10 @@ class _Worker:
         child.close()
 
     def _serve(self, server: Server, d: dict, sock: socket.socket, conn) -> int:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the server
-        if os.getppid() == 1:
-            return 1
+        with contextlib.suppress(AttributeError, OSError):  # a libc without prctl: no PDEATHSIG
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the server
+        if os.getppid() != server.pid:
+            return 1  # the server died before the line above took effect
         torch.set_num_threads(max(1, int(server.cfg.get("threads", 1)) // len(server.devices)))
         while conn.recv() == "round":
             results: dict[str, dict] = {}
@@ -470,19 +471,20 @@ class Server:
                 self._save(d["name"], block_state(self.model, int(d["cut"]), self.n))
         else:
             self.copies = {d["name"]: model_blocks(cfg)[0] for d in self.devices}
+        if self.mode == "split-nonpipe":  # the per-device processes update them in place
+            for bs in [self.model, *self.copies.values()]:  # (before ActiveMemory notes
+                shared_memory(bs)  # where the parameters are)
         held = [self.shared] if self.mode == "splitpipe-rw" else list(self.copies.values())
         part = [sum(q.numel() * q.element_size() for b in self.model[int(d["cut"]):]
                     for q in b.parameters()) for d in self.devices]
         self.memory = ActiveMemory(
             [q for bs in held for b in bs for q in b.parameters()],
             max(part, default=0) if self.mode == "splitpipe-rw" else sum(part))
-        if self.mode == "split-nonpipe":  # the per-device processes update them in place
-            for bs in [self.model, *self.copies.values()]:
-                shared_memory(bs)
         cuts = [int(d["cut"]) for d in self.devices if int(d["cut"]) < self.n]
         self.pipe = Pipeline(self, cuts) if self.mode == "splitpipe-bf" and cuts else None
         self.xt, self.yt = images(cfg.get("test") or {"samples": 256, "seed": 99}, self.shape)
         self.trace = open(cfg["trace"], "a")  # noqa: SIM115
+        self.pid = os.getpid()
 
     def _save(self, name: str, state: dict) -> None:
         torch.save(state, os.path.join(self.spill, f"{name}.pt"))
