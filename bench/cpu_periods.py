@@ -91,7 +91,11 @@ def main() -> None:
             f"thread) over and over for {a.seconds:g} s, {a.reps} repetitions per row, "
             "interleaved. CPU ms per pass: what the pass cost in CPU time (the quota only "
             "stretches it in wall time, the last column); against a whole core's, the extra a "
-            "quota's slices cost.\n\n"
+            "quota's slices cost."
+            " Short periods keep a node that computes between network waits as slow as its quota "
+            "(cpu-bursts above), and this is their price: every slice starts cold, the extra "
+            "CPU varies with what the host runs, and a profile taken minutes before a run "
+            "can miss the run's speed by as much.\n\n"
             + table(["node", "CPU ms per pass (median)", "range", "against a whole core",
                      "wall s per pass"], rows))
     write_section("cpu-periods", "CPU quota periods and a model's sustained speed", body)
