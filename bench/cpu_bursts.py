@@ -1,5 +1,6 @@
 """How fast a CPU-limited node computes between pauses (waiting for the network), by the CFS
-period of its quota: 100 ms (Mininet's CPULimitedHost and Docker's --cpus) against the
+period of its quota: 100 ms (Mininet's CPULimitedHost and Docker's --cpus), 33 ms (5-ms
+slices at this quota, which would cost less extra CPU per slice: bench/cpu_periods.py) and the
 testbed's 10 ms (testbed/net/cgroups.py, cpu_limits). A process in a 0.15-core cgroup repeats
 a burst of pure-Python work (W ms at a whole core's speed) then a sleep of random length (so
 that bursts start at every phase of the period); the table gives a burst's mean wall time
@@ -23,7 +24,8 @@ from testbed.net.cgroups import cpu_limits  # noqa: E402
 CPU = 0.15
 BUSY = (450, 0, 2)  # busy all the time: the node's sustained speed under each period
 CASES = [(2, 50, 40), (5, 80, 40), (20, 80, 30), (50, 100, 20)]  # (work ms, mean sleep ms, n)
-PERIODS = [100_000, None]  # None: the testbed's own (cpu_limits)
+# 33 ms: the period that would give a 0.15-core node 5-ms slices, as cpu_periods.py suggests
+PERIODS = [100_000, 33_000, None]  # None: the testbed's own (cpu_limits)
 SPIN = "def spin(k):\n    x = 0\n    for i in range(k):\n        x += i * i\n"
 BURSTS = SPIN + r"""
 import random, sys, time
@@ -83,7 +85,8 @@ def main() -> None:
             "row: the work of a 450-ms burst at a whole core, with no pauses). 1.0x is a node "
             f"that is always as slow as its quota says. The kernel checks quotas at its tick "
             "(CONFIG_HZ=250 here: 4 ms), so bursts under a tick run at full speed with any "
-            "period.\n\n"
+            "period. A longer period makes a slice cheaper (cpu-periods below) but lets longer "
+            "bursts run at a whole core's speed.\n\n"
             + table(["burst (work at a whole core's speed)",
                      *(f"{p // 1000}-ms periods{' (testbed)' if p == cpu_limits(CPU)[1] else ''}"
                        " ms" for p in periods)], rows))
