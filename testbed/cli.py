@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 the operation failed, 2 bad input (nothing was built).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from testbed import api
 from testbed.errors import TestbedError
+from testbed.units import parse_time_ms
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hybrid edge testbed: YAML topologies become shaped, SDN-routed networks.")
@@ -197,7 +199,8 @@ def capture(ctx: typer.Context, a: Annotated[str, typer.Argument(help="one end o
                 "--write", "-w", help="write a pcap file instead of printing")] = None,
             count: Annotated[int | None, typer.Option("--count", "-c",
                                                       help="stop after N packets")] = None,
-            duration: Annotated[float | None, typer.Option(help="stop after S seconds")] = None,
+            duration: Annotated[float | None, typer.Option(
+                parser=_seconds, help="stop after: seconds, or 30s, 500ms")] = None,
             name: NameOpt = None) -> None:
     """Capture packets on a link (transit traffic too): testbed capture A B [-- FILTER]."""
     bpf = [a for a in ctx.args]
@@ -358,10 +361,19 @@ def simulate(topology: Annotated[str, typer.Argument(help="topology YAML")],
               f"(slowest {res.decision_s_max * 1000:.0f} ms)")
 
 
+def _seconds(text: str) -> float:
+    """A --duration: plain seconds, or with a unit as in the YAML files ("30s", "500ms")."""
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else parse_time_ms(text) / 1000
+    except ValueError as e:
+        raise typer.BadParameter(f"{e}, or plain seconds: 30") from None
+
+
 @app.command()
 def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
         scheduler: SchedulerOpt = "otfa",
-        duration: Annotated[float | None, typer.Option(help="seconds each job runs")] = None,
+        duration: Annotated[float | None, typer.Option(
+            parser=_seconds, help="how long each job runs: seconds, or 30s, 500ms")] = None,
         seed: Annotated[int | None, typer.Option(help="arrivals and random sources")] = None,
         out_dir: Annotated[str | None, typer.Option("--out", help="run directory")] = None,
         compute: Annotated[str, typer.Option(help="synthetic or torch")] = "synthetic",
@@ -838,8 +850,17 @@ def node_stats(node: Annotated[str, typer.Argument(help="a device node")],
         df.to_csv(csv, index=False)
 
 
+def _terminated(signum: int, frame) -> None:
+    """SIGTERM (`kill`, `timeout`, a batch system's stop) ends the command the way Ctrl-C ends
+    a run, but for good: the clean-up code runs (a campaign removes its trial's testbed, a run
+    writes what it recorded) instead of the process vanishing with everything still up."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Run the CLI; user errors print one line and exit 2, failures exit 1."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()  # standalone: click reports usage errors itself (exit 2)
     except TestbedError as e:

@@ -296,6 +296,25 @@ links: [{{between: [e1, nx1]}}]
     assert res.returncode == 1 and "device nx1" in res.stdout, res.stdout + res.stderr
 
 
+def _running_trial(results: Path, campaign: str) -> str:
+    """Wait until the campaign's first trial is deciding on its testbed; that testbed's name."""
+    from testbed.net.ledger import known_testbeds
+
+    running = results / campaign / "running.json"
+
+    def mid_trial() -> bool:
+        try:
+            entry = json.loads(running.read_text())["trials"][0]
+        except (OSError, ValueError, KeyError, IndexError):
+            return False
+        decisions = results / campaign / "trials" / entry["trial"] / "run" / "decisions"
+        return entry["testbed"] in known_testbeds() and decisions.exists() and any(
+            decisions.iterdir())
+
+    wait_for(mid_trial, 120, "a trial to be running")
+    return json.loads(running.read_text())["trials"][0]["testbed"]
+
+
 @pytest.mark.slow
 def test_a_killed_emulated_campaign_resumes_to_completion(tmp_path):
     from testbed.campaign.run import run_campaign
@@ -309,19 +328,7 @@ def test_a_killed_emulated_campaign_resumes_to_completion(tmp_path):
          "from testbed.campaign.run import run_campaign; "
          "run_campaign(sys.argv[1], root=Path(sys.argv[2]))", str(path), str(results)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    running = results / "killed" / "running.json"
-
-    def mid_trial() -> bool:
-        try:
-            entry = json.loads(running.read_text())["trials"][0]
-        except (OSError, ValueError, KeyError, IndexError):
-            return False
-        decisions = results / "killed" / "trials" / entry["trial"] / "run" / "decisions"
-        return entry["testbed"] in known_testbeds() and decisions.exists() and any(
-            decisions.iterdir())
-
-    wait_for(mid_trial, 120, "a trial to be running")
-    left = json.loads(running.read_text())["trials"][0]["testbed"]
+    left = _running_trial(results, "killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert left in known_testbeds()  # the killed trial's testbed is still up, tasks and all
@@ -329,8 +336,31 @@ def test_a_killed_emulated_campaign_resumes_to_completion(tmp_path):
     df = pd.read_csv(results / "killed" / "trials.csv", dtype={"trial": str})
     assert len(df) == 2 and df.trial.is_unique and list(df.status) == ["done", "done"], \
         df.reason.tolist()
-    assert not running.exists()
+    assert not (results / "killed" / "running.json").exists()
     assert snapshot() == before
+
+
+@pytest.mark.slow
+def test_a_terminated_campaign_removes_its_trials_testbed_and_keeps_the_trace(tmp_path):
+    """SIGTERM (kill, timeout, a batch system) is not SIGKILL: the command cleans up."""
+    from testbed.net.ledger import known_testbeds
+
+    path = small_emulated_campaign(tmp_path, "termed", ["otfa"], duration_s=30)
+    results = tmp_path / "results"
+    before = snapshot()
+    proc = subprocess.Popen([*TESTBED, "campaign", str(path), "--out", str(results)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    left = _running_trial(results, "termed")
+    time.sleep(4)  # items are flowing
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, said = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, said
+    assert time.monotonic() - t0 < 30  # not the job's 30 s
+    assert left not in known_testbeds() and snapshot() == before
+    (trial,) = (results / "termed" / "trials").iterdir()
+    jobs = pd.read_csv(trial / "run" / "jobs.csv")  # what the run recorded is written out
+    assert list(jobs.status) == ["interrupted"] and jobs.items_done.iloc[0] > 0, jobs
 
 
 @pytest.mark.slow

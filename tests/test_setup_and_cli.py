@@ -62,3 +62,12 @@ def test_version_and_a_clear_message_when_not_root():
     assert as_nobody.returncode != 0
     assert "Traceback" not in as_nobody.stderr
     assert "root" in as_nobody.stderr, as_nobody.stderr
+
+
+def test_durations_on_the_command_line_take_the_yaml_files_units():
+    from testbed.cli import _seconds
+
+    assert _seconds("30") == 30 and _seconds("2.5") == 2.5
+    assert _seconds("30s") == 30 and _seconds("500ms") == 0.5
+    res = cli("run", "workloads/split-fl-lenet.yaml", "--duration", "soon", "--name", "tbt-x")
+    assert res.returncode == 2 and "plain seconds" in res.stderr, res.stderr
