@@ -38,6 +38,7 @@ from testbed.lifecycle import (  # noqa: F401 (re-exported: this is the users' s
     run_in_node,
     set_node,
     status,
+    testbeds,
     up,
     workload_command,
 )

@@ -131,6 +131,24 @@ def down(name: NameOpt = None,
     out.print(f"removed: {'; '.join(removed)}" if removed else "nothing to remove")
 
 
+@app.command("ls")
+def list_testbeds(as_json: JsonOpt = False) -> None:
+    """The testbeds up on this host: name, phase, size, controller, topology file."""
+    found = api.testbeds()
+    if as_json:
+        print(json.dumps(found, indent=1))
+        return
+    if not found:
+        out.print("no testbed is up; start one with `testbed up FILE`")
+        return
+    t = Table("name", "phase", "nodes", "links", "controller", "topology file")
+    for tb in found:
+        t.add_row(tb["name"], tb["phase"], str(tb["nodes"]), str(tb["links"]),
+                  "running" if tb["controller_running"] else "[red]NOT RUNNING[/]",
+                  tb["topology_file"])
+    out.print(t)
+
+
 @app.command()
 def status(name: NameOpt = None, as_json: JsonOpt = False) -> None:
     """Nodes with addresses and kinds, links with shaping, controller state."""

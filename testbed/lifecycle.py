@@ -88,6 +88,21 @@ def down_all() -> dict[str, list[str]]:
     return {name: teardown(name) for name in known_testbeds()}
 
 
+def testbeds() -> list[dict]:
+    """Every testbed this host holds state for, in brief (what `status` needs a name for)."""
+    out = []
+    for name in known_testbeds():
+        ledger = Ledger.load(name)
+        if ledger is None:  # removed between the listing and the read
+            continue
+        out.append({"name": name, "phase": ledger.phase,
+                    "nodes": len(ledger.topology.get("nodes", {})),
+                    "links": len(ledger.topology.get("links", [])),
+                    "controller_running": bool(ledger.controller and ledger.controller.alive()),
+                    "topology_file": ledger.topology_file})
+    return out
+
+
 def status(name: str | None = None) -> dict:
     ledger = resolve(name)
     names = ledger.names

@@ -46,10 +46,15 @@ def test_down_of_a_name_never_touches_a_longer_or_overlapping_name(bring_up):
     other = bring_up("lab-b", "nodes: {e1: {}, e2: {}}\nlinks: [{between: [e1, e2]}]")
     bring_up("lab", "nodes: {b-e1: {}, x: {}}\nlinks: [{between: [b-e1, x]}]")
     assert other.names.netns("e1") != Ledger.load("tbt-lab").names.netns("b-e1")
+    listed = {t["name"]: t for t in json.loads(cli("ls", "--json", check=True).stdout)}
+    assert {"tbt-lab", "tbt-lab-b"} <= set(listed)  # `ls` shows both, each as it is
+    assert listed["tbt-lab-b"]["nodes"] == 2 and listed["tbt-lab-b"]["links"] == 1
+    assert listed["tbt-lab"]["phase"] == "up" and listed["tbt-lab"]["controller_running"]
     res = cli("down", "--name", "tbt-lab")
     assert res.returncode == 0, res.stderr
     res = cli("down", "--name", "tbt-la")  # a prefix of both: nothing of either is touched
     assert res.returncode == 0 and "nothing to remove" in res.stdout, res.stdout
+    assert "tbt-lab " not in cli("ls", check=True).stdout and "tbt-lab-b" in cli("ls").stdout
     st = api.status(other.name)
     assert all(n["present"] for n in st["nodes"].values())
     assert st["controller"]["running"] and st["controller"]["switches_ready"] == 2
