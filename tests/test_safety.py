@@ -54,7 +54,8 @@ def test_down_of_a_name_never_touches_a_longer_or_overlapping_name(bring_up):
     assert res.returncode == 0, res.stderr
     res = cli("down", "--name", "tbt-la")  # a prefix of both: nothing of either is touched
     assert res.returncode == 0 and "nothing to remove" in res.stdout, res.stdout
-    assert "tbt-lab " not in cli("ls", check=True).stdout and "tbt-lab-b" in cli("ls").stdout
+    left = [t["name"] for t in json.loads(cli("ls", "--json", check=True).stdout)]
+    assert "tbt-lab" not in left and "tbt-lab-b" in left
     st = api.status(other.name)
     assert all(n["present"] for n in st["nodes"].values())
     assert st["controller"]["running"] and st["controller"]["switches_ready"] == 2
