@@ -1,4 +1,5 @@
-"""Measurements on a running testbed with real tools: iperf3 goodput and ping RTT."""
+"""Measurements on a running testbed with real tools: iperf3 goodput and ping RTT, and the
+share of CPU time a hypervisor took from this machine while they ran."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import json
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from testbed import lifecycle as api
 from testbed.errors import NetworkError
@@ -105,6 +110,36 @@ def goodput_mbit(report: dict, omit: float, seconds: float) -> float:
     if not window:
         raise NetworkError("iperf3: no receiver records in the measurement window")
     return statistics.median(iv["bytes"] * 8 / iv["seconds"] for iv in window) / 1e6
+
+
+@dataclass
+class Steal:
+    """CPU time the hypervisor gave to other guests while a block ran, as a share of all this
+    machine's CPU time then (0 on bare metal). Emulated links are forwarded by processes on
+    this machine's CPUs: in a second with a third of them stolen, a userspace switch falls
+    behind and a shaped flow reads below its rate for reasons no setting of ours explains."""
+
+    share: float = 0.0
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(stolen, total) CPU time since boot, in jiffies, from the `cpu` line of /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    stolen = fields[7] if len(fields) > 7 else 0
+    return stolen, sum(fields[:8])  # guest time is already counted in user and nice
+
+
+@contextmanager
+def cpu_steal() -> Iterator[Steal]:
+    """Measure the hypervisor's steal over the `with` block: `with cpu_steal() as s: ...`,
+    then `s.share`."""
+    out = Steal()
+    stolen0, total0 = _cpu_jiffies()
+    try:
+        yield out
+    finally:
+        stolen1, total1 = _cpu_jiffies()
+        out.share = (stolen1 - stolen0) / max(1, total1 - total0)
 
 
 def ping_ms(name: str | None, src: str, dst: str, count: int = 10) -> float:

@@ -27,6 +27,7 @@ from testbed.topology.model import Topology
 from tests.conftest import (
     ROOT,
     TESTBED,
+    assert_goodput,
     cli,
     needs_root,
     small_emulated_campaign,
@@ -233,8 +234,8 @@ def test_a_split_topology_is_built_and_removed_by_each_hosts_ray_node(
         flow = client.add([FlowSpec(src=src, dst=dst, path=(src, dst), dport=5304,
                                     rate_mbit=4)])[0]
         assert client.rate_classes(src) == {flow.id: 4_000_000}
-        got = measure.iperf3(ledger.name, src, dst, seconds=3, omit=1, port=5304)
-        assert abs(got - measure.ideal_goodput_mbit(4)) / measure.ideal_goodput_mbit(4) < 0.05
+        assert_goodput(ledger.name, src, dst, measure.ideal_goodput_mbit(4), 0.05, seconds=3,
+                       port=5304)
         client.remove_all()
         assert client.rate_classes(src) == {}
 

@@ -12,7 +12,7 @@ import pytest
 
 from testbed import api, measure
 from testbed.naming import CONTAINER_LABEL
-from tests.conftest import ROOT, TESTBED, cli, needs_root, snapshot, write_topology
+from tests.conftest import ROOT, TESTBED, assert_goodput, cli, needs_root, snapshot, write_topology
 
 pytestmark = [needs_root, pytest.mark.emulation]
 
@@ -51,8 +51,7 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     # shaped links carry the same goodput to and from containers as between hosts
     ideal10, ideal5 = measure.ideal_goodput_mbit(10), measure.ideal_goodput_mbit(5)
     for src, dst, ideal in [("h1", "c1", ideal10), ("c1", "h1", ideal10), ("c2", "c1", ideal5)]:
-        got = measure.iperf3(name, src, dst, seconds=6, omit=1)
-        assert abs(got - ideal) / ideal < 0.03, f"{src}->{dst}: {got:.3f} vs {ideal:.3f}"
+        assert_goodput(name, src, dst, ideal, 0.03, seconds=6)
 
     # a per-flow path and rate from a container (HTB class at its eth0, like a host node)
     from testbed.routing import FlowSpec
@@ -61,9 +60,8 @@ def test_mixed_topology_goodput_exec_limits_and_runtime_changes(mixed):
     client = FlowClient(mixed)
     client.add([FlowSpec(src="c1", dst="h2", path=("c1", "h1", "h2"), dport=5302,
                          rate_mbit=3.0)])
-    got = measure.iperf3(name, "c1", "h2", seconds=5, omit=1, port=5302)
-    ideal3 = measure.ideal_goodput_mbit(3)
-    assert abs(got - ideal3) / ideal3 < 0.05, got
+    assert_goodput(name, "c1", "h2", measure.ideal_goodput_mbit(3), 0.05, seconds=5,
+                   port=5302)
     client.remove_all()
 
     # exec runs in the container: its hostname, its image's Python and torch, its namespace

@@ -14,7 +14,7 @@ import pytest
 from testbed import api, measure
 from testbed.devices.ssh import Endpoint, Session
 from testbed.devices.stats import Collector, parse_tegrastats
-from tests.conftest import ROOT, cli, needs_root, snapshot, wait_for, write_topology
+from tests.conftest import ROOT, assert_goodput, cli, needs_root, snapshot, wait_for, write_topology
 from tests.fakeboard import FakeBoard
 
 pytestmark = [needs_root, pytest.mark.emulation]
@@ -69,8 +69,7 @@ def test_device_joins_the_fabric_and_leaves_no_trace(tmp_path, board):
         # shaped both ways through the tunnel, within 3% of the link's ideal TCP goodput
         ideal = measure.ideal_goodput_mbit(5)
         for src, dst in [("e1", "nx1"), ("nx1", "e2")]:
-            got = measure.iperf3("tbt-dev", src, dst, seconds=5, omit=1)
-            assert abs(got - ideal) / ideal < 0.03, f"{src}->{dst}: {got:.3f} vs {ideal:.3f}"
+            assert_goodput("tbt-dev", src, dst, ideal, 0.03, seconds=5)
 
         # a per-flow rate from the device is enforced on the device's egress
         from testbed.routing import FlowSpec
@@ -78,8 +77,8 @@ def test_device_joins_the_fabric_and_leaves_no_trace(tmp_path, board):
 
         FlowClient(ledger).add([FlowSpec(src="nx1", dst="e2", path=("nx1", "e1", "e2"), dport=5301,
                                          rate_mbit=2.0)])
-        got = measure.iperf3("tbt-dev", "nx1", "e2", seconds=5, omit=1, port=5301)
-        assert abs(got - measure.ideal_goodput_mbit(2)) / measure.ideal_goodput_mbit(2) < 0.05
+        assert_goodput("tbt-dev", "nx1", "e2", measure.ideal_goodput_mbit(2), 0.05, seconds=5,
+                       port=5301)
         FlowClient(ledger).remove_all()
 
         # exec over SSH: in the deploy directory, exit codes pass through

@@ -22,7 +22,7 @@ from testbed.sdn import FlowClient
 from testbed.topology import partition
 from testbed.topology.loader import loads
 from testbed.topology.model import Topology
-from tests.conftest import cli, needs_root, snapshot, wait_for
+from tests.conftest import assert_goodput, cli, needs_root, snapshot, wait_for
 
 SPLIT = """
 hosts:
@@ -71,9 +71,8 @@ def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_ho
 
         # shaping on a cut link: both ends are shaped, the goodput is the ideal one
         lk = cut[0]
-        got = measure.iperf3(ledger.name, lk.a, lk.b, seconds=5, omit=1, port=5301)
-        ideal = measure.ideal_goodput_mbit(lk.shape.bw_mbit)
-        assert abs(got - ideal) / ideal < 0.03, (got, ideal)
+        assert_goodput(ledger.name, lk.a, lk.b, measure.ideal_goodput_mbit(lk.shape.bw_mbit),
+                       0.03, seconds=5, port=5301)
 
         # a per-flow path and rate from a node on one host to a node on the other
         client = FlowClient(ledger)
@@ -82,9 +81,8 @@ def test_a_topology_split_over_two_hosts_routes_shapes_and_leaves_nothing(two_ho
                    and topo.link_between(lk.b, n) is not None)
         flow = client.add([FlowSpec(src=src, dst=dst, path=(src, lk.b, dst), dport=5302,
                                     rate_mbit=6)])[0]
-        got = measure.iperf3(ledger.name, src, dst, seconds=5, omit=1, port=5302)
-        ideal = measure.ideal_goodput_mbit(6)
-        assert abs(got - ideal) / ideal < 0.05, (got, ideal)
+        got = assert_goodput(ledger.name, src, dst, measure.ideal_goodput_mbit(6), 0.05,
+                             seconds=5, port=5302)
         hops = {f["id"]: f for f in client.list()}[flow.id]["hops"]
         assert [h["node"] for h in hops] == [src, lk.b, dst]
         assert min(h["bytes"] for h in hops) > 4 * got * 1e6 / 8 * 0.9
@@ -154,10 +152,9 @@ def test_a_device_joins_the_host_it_reaches_in_a_split_topology(two_hosts, tmp_p
             st = api.status(ledger.name)
             assert st["nodes"]["nx1"]["device"]["tunnel"] == "up"
             assert st["nodes"]["nx1"]["host"] == "b"
-            ideal = measure.ideal_goodput_mbit(5)
             for src, dst in [("e1", "nx1"), ("nx1", "e1")]:  # over the cut link and the board's
-                got = measure.iperf3(ledger.name, src, dst, seconds=3, omit=1, port=5311)
-                assert abs(got - ideal) / ideal < 0.03, f"{src}->{dst}: {got:.3f} vs {ideal:.3f}"
+                assert_goodput(ledger.name, src, dst, measure.ideal_goodput_mbit(5), 0.03,
+                               seconds=3, port=5311)
             res = cli("exec", "nx1", "--name", ledger.name, "--", "sh", "-c", "exit 3")
             assert res.returncode == 3, res.stderr
         finally:
