@@ -1,7 +1,8 @@
 """Node images built on this machine with no container registry.
 
 A recipe is a directory `images/<name>/` with `recipe.yaml` and a `Dockerfile`. Building it:
-a debootstrap root filesystem imported into Docker as the base (cached by its package list),
+a debootstrap root filesystem imported into Docker as the base (cached by its suite, mirror and
+package list: recipes with the same ones share one base image, under a tag of each),
 Python wheels fetched on the build host with `pip install --target` for the image's own Python
 (its version, ABI and glibc, asked from the base image: a 3.12 host builds a 3.11 image right;
 cached by the pins and that interpreter), then `docker build` adding those and the project's
@@ -11,6 +12,7 @@ hash of everything it was built from, so a stale image is detected and rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -156,6 +158,7 @@ def build(name: str = "edge-node", force: bool = False, progress: Progress = lam
         progress(f"{r.tag} is up to date")
         return r.tag
     docker_client = client()
+    previous = _image_id(docker_client, r.tag)
     _build_base(r, docker_client, progress)
     python = image_python(r.base_tag) if r.python else None
     site = _python_packages(r, python, progress)
@@ -175,7 +178,29 @@ def build(name: str = "edge-node", force: bool = False, progress: Progress = lam
             capture_output=True, text=True)
         if res.returncode != 0:
             raise CapabilityError(f"docker build of {r.tag} failed:\n{res.stderr[-2000:]}")
+    _drop_replaced(docker_client, previous, r.tag)
     return r.tag
+
+
+def _drop_replaced(docker_client, previous: str | None, tag: str) -> None:
+    """Remove the image `tag` named before a rebuild (a GB each for edge-node) once nothing
+    names or runs it; one a container still runs stays, and goes with a later rebuild's."""
+    import docker
+
+    if previous is None or previous == docker_client.images.get(tag).id:
+        return
+    with contextlib.suppress(docker.errors.APIError):
+        if not docker_client.images.get(previous).tags:
+            docker_client.images.remove(previous)
+
+
+def _image_id(docker_client, tag: str) -> str | None:
+    import docker
+
+    try:
+        return docker_client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        return None
 
 
 def _build_base(r: Recipe, docker_client, progress: Progress) -> None:
@@ -186,6 +211,13 @@ def _build_base(r: Recipe, docker_client, progress: Progress) -> None:
         return
     except docker.errors.ImageNotFound:
         pass
+    key = r.base_tag.rsplit(":", 1)[1]  # the same root filesystem another recipe already has
+    twin = next((img for img in docker_client.images.list()
+                 if any(t.endswith(f"-base:{key}") for t in img.tags)), None)
+    if twin is not None:
+        progress(f"{r.base_tag}: the same base as {twin.tags[0]}")
+        twin.tag(*r.base_tag.rsplit(":", 1))
+        return
     if shutil.which("debootstrap") is None:
         raise CapabilityError("debootstrap is not installed; run `make setup`")
     with tempfile.TemporaryDirectory(prefix="testbed-rootfs-") as tmp:

@@ -142,9 +142,21 @@ def test_recipes_outside_the_repo_and_foreign_images_in_image_ls(bring_up, stock
     (mine / "recipe.yaml").write_text(
         f"base: {{suite: {edge.suite}, packages: [{', '.join(edge.packages)}]}}\n")
     (mine / "Dockerfile").write_text('ARG BASE\nFROM ${BASE}\nCMD ["sleep", "infinity"]\n')
+    base = "tbt-quiet-base:" + edge.base_tag.rsplit(":", 1)[1]  # same packages, same key
     res = cli("image", "build", "tbt-quiet", "--recipes", str(mine.parent))
     try:
         assert res.returncode == 0, res.stderr
+        # no second debootstrap: its base is edge-node's image under a tag of its own
+        ids = {t: images.client().images.get(t).id for t in (edge.base_tag, base)}
+        assert len(set(ids.values())) == 1, ids
+        # a rebuilt recipe leaves no dangling copy of the image it replaced
+        first = images.client().images.get("tbt-quiet:latest").id
+        (mine / "Dockerfile").write_text('ARG BASE\nFROM ${BASE}\nLABEL v=2\n'
+                                         'CMD ["sleep", "infinity"]\n')
+        res = cli("image", "build", "tbt-quiet", "--recipes", str(mine.parent))
+        assert res.returncode == 0, res.stderr
+        assert images.client().images.get("tbt-quiet:latest").id != first
+        assert first not in {i.id for i in images.client().images.list(all=True)}
         bring_up("foreign", f'nodes: {{t: {{kind: docker, image: "{TINY}"}}, a: {{}}}}\n'
                             "links: [{between: [t, a]}]")
         import json
@@ -155,7 +167,6 @@ def test_recipes_outside_the_repo_and_foreign_images_in_image_ls(bring_up, stock
         assert listed["tbt-quiet"]["dir"] == str(mine.parent)
         assert listed[TINY]["state"] == "foreign" and listed[TINY]["used_by"] == ["tbt-foreign/t"]
         assert "tbt-quiet" not in cli("image", "ls").stdout  # not asked for: not listed
-    finally:
-        base = subprocess.run(["docker", "images", "-q", "tbt-quiet-base"],  # built here too
-                              capture_output=True, text=True).stdout.split()
-        subprocess.run(["docker", "rmi", "-f", "tbt-quiet:latest", *base], capture_output=True)
+    finally:  # by tag: the base image itself is edge-node's and stays
+        subprocess.run(["docker", "rmi", "tbt-quiet:latest", base], capture_output=True)
+    assert images.client().images.get(edge.base_tag)
