@@ -344,6 +344,66 @@ def _train_on_loopback(tmp_path: Path, mode: str, cuts: list[int]) -> list[dict]
     return [json.loads(line) for line in (run / "server.jsonl").read_text().splitlines()]
 
 
+@needs_root
+@pytest.mark.emulation
+@pytest.mark.slow
+def test_per_device_server_share_runs_each_devices_server_part_on_its_own_slice(bring_up,
+                                                                                  tmp_path):
+    """server_share: per-device: the non-pipe server's process for each device runs in a CPU
+    slice of the server of its own (1/M of its quota), the server is profiled on one, so eq.
+    4.5's round time is also what the shared playback says; the slices go with the run."""
+    from testbed.net import cgroups
+
+    ledger = bring_up("sfs", "nodes: {srv: {cpu: 1.0}, d1: {cpu: 0.5}, d2: {cpu: 0.5}}\n"
+                             "links: [{between: [d1, srv], bw: 10}, {between: [d2, srv], bw: 10}]")
+    wl = tmp_path / "train.yaml"
+    wl.write_text("kind: training\nserver: srv\ndevices: [d1, d2]\nmodel: lenet\n"
+                  "dataset: digits\nbatch_size: 16\nbatches_per_round: 4\nrounds: 2\n"
+                  "total_bandwidth: 8Mbit\nserver_share: per-device\n")
+    out = tmp_path / "run"
+    res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "edgesplit-fix",
+              "--out", str(out), "--unprivileged", timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    server = [json.loads(line) for line in (out / "traces" / "server.jsonl").read_text()
+              .splitlines()]
+    assert {r["device"]: r["served_in_cgroup"] for r in server} == {
+        d: f"/testbed/{ledger.name}/srv/slice.{d}" for d in ("d1", "d2")}
+    cpu_dir = cgroups.node_dirs(ledger.names, "srv")[0]
+    assert not list(cpu_dir.glob("slice.*"))  # removed at the run's end
+    # the server profiled on a 0.5-core slice runs LeNet about as fast as a 0.5-core device
+    prof = json.loads((out / "profiles.json").read_text())
+    total = {n: sum(prof[n]["forward_s"]) + sum(prof[n]["backward_s"]) for n in prof}
+    assert 0.7 < total["srv"] / total["d1"] < 1.4, total
+    devices = pd.read_csv(out / "devices.csv")
+    assert np.allclose(devices.round_time_predicted_shared_s, devices.round_time_predicted_s)
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert (rounds.server_share == "per-device").all()
+    print(devices[["device", "round", "round_time_measured_s", "round_time_predicted_s",
+                   "server_compute_s", "server_compute_predicted_s"]])
+
+
+def test_per_device_server_share_needs_the_nonpipe_server(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(LENET.read_text() + "server_mode: splitpipe-bf\nserver_share: per-device\n")
+    with pytest.raises(InputError, match="server_share: per-device .* fix: use server_mode: "
+                                         "split-nonpipe") as e:
+        api.schedule(TOPO, path, "edgesplit")
+    assert str(path) in str(e.value)
+
+
+def test_a_per_device_server_share_is_priced_at_one_mth_of_the_server(tmp_path):
+    """Offline, the server's part for each device runs at 1/M of the server's speed."""
+    shared, sliced = tmp_path / "shared.yaml", tmp_path / "sliced.yaml"
+    shared.write_text(LENET.read_text())
+    sliced.write_text(LENET.read_text() + "server_share: per-device\n")
+    a, b = (api.schedule(TOPO, f, "edgesplit-fix").extension for f in (shared, sliced))
+    m = len(a.cuts)
+    for d in a.cuts:
+        assert b.server_compute_predicted_s[d] == pytest.approx(
+            m * a.server_compute_predicted_s[d], rel=1e-6)
+        assert b.round_shared_predicted_s[d] == pytest.approx(b.round_predicted_s[d])
+
+
 def test_the_splitpipe_stages_train_exactly_what_separate_parts_train(tmp_path):
     """SplitPipe-BF's pipeline (stages at the distinct cuts 1, 2, 3; a device's batch enters at
     its cut) computes the same gradients as a part per device: after two rounds the averaged

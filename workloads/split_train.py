@@ -106,6 +106,22 @@ def forward(bs: list[nn.Module], x: torch.Tensor, lo: int, hi: int) -> torch.Ten
     return x
 
 
+def join_cpu_slice(procs: str | None) -> None:
+    """Move this process into its CPU slice of the node (server_share: per-device), before it
+    starts torch's threads: the runner made the slice and its cgroup.procs writable for us."""
+    if procs:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+
+def cpu_cgroup() -> str:
+    """This process's CPU cgroup (where its CPU time is capped), from /proc/self/cgroup."""
+    with open("/proc/self/cgroup") as f:
+        lines = [ln.strip().split(":", 2) for ln in f]
+    return next((path for _, ctl, path in lines if "cpu" in ctl.split(",")),
+                next((path for _, ctl, path in lines if ctl == ""), ""))
+
+
 # ---- roles ---------------------------------------------------------------------------------
 def profile(cfg: dict) -> dict:
     """Per-block seconds of one batch as this node delivers them over time. Each block is timed
@@ -402,6 +418,7 @@ class _Worker:
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the server
         if os.getppid() != server.pid:
             return 1  # the server died before the line above took effect
+        join_cpu_slice(d.get("cpu_slice"))
         torch.set_num_threads(max(1, int(server.cfg.get("threads", 1)) // len(server.devices)))
         while conn.recv() == "round":
             results: dict[str, dict] = {}
@@ -412,7 +429,7 @@ class _Worker:
                 return 1
             r = results[self.name]
             load_state(server.copies[self.name], r["weights"])
-            conn.send({**r, "weights": None, "pid": os.getpid(),
+            conn.send({**r, "weights": None, "pid": os.getpid(), "cgroup": cpu_cgroup(),
                        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
         return 0
 
@@ -553,6 +570,7 @@ class Server:
                     "role": "server", "device": d["name"], "round": rnd, "start": r0,
                     "end": end, "t_device_done": r["done"], "server_compute_s": r["compute_s"],
                     "served_by_pid": r.get("pid", os.getpid()),
+                    "served_in_cgroup": r.get("cgroup") or cpu_cgroup(),
                     "accuracy": acc, "loss": loss, "train_loss": r["loss"],
                     "peak_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                     + sum(w.grown_kb for w in workers.values())) / 1000,
@@ -637,6 +655,7 @@ def main() -> None:
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
     if cfg["role"] == "profile":
+        join_cpu_slice(cfg.get("cpu_slice"))
         torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
         print(json.dumps(profile(cfg)))
     elif cfg["role"] == "device":

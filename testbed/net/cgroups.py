@@ -170,6 +170,52 @@ def join(names: Names, node: str, pid: int = 0, root: Path = CGROUP_ROOT) -> Non
             (d / "cgroup.procs").write_text(str(pid or os.getpid()))
 
 
+def cpu_slices(names: Names, node: str, cores: dict[str, float], owner: int | None = None,
+               root: Path = CGROUP_ROOT) -> dict[str, str]:
+    """Give processes of a host node CPU quotas of their own inside the node's: one child
+    cgroup per label (`slice.<label>`) with `cores`; returns label -> the cgroup.procs file a
+    process writes its pid into to join (made writable by uid `owner` for processes that run
+    unprivileged). The node's own quota still caps them all. cgroup v1 only: on v2 a cgroup
+    with processes of its own cannot hand its CPU controller down."""
+    if _v2(root):
+        raise CapabilityError(
+            f"node {node}: CPU slices inside a node need cgroup v1 (this host has the unified v2 "
+            "hierarchy, where the node's own processes would first have to move into a leaf); "
+            "fix: leave the setting that asks for slices (e.g. server_share) at its default")
+    _need(node, "cpu", "cpu", root)
+    top = node_dirs(names, node, root)[0]
+    out = {}
+    for label, c in cores.items():
+        d = top / f"slice.{label}"
+        d.mkdir(exist_ok=True)
+        quota, period = cpu_limits(c)
+        (d / "cpu.cfs_period_us").write_text(str(period))
+        (d / "cpu.cfs_quota_us").write_text(str(quota))
+        if owner is not None:
+            os.chown(d / "cgroup.procs", owner, owner)
+        out[label] = str(d / "cgroup.procs")
+    return out
+
+
+def remove_cpu_slices(names: Names, node: str, root: Path = CGROUP_ROOT) -> None:
+    """Remove the node's CPU slices (their processes gone: the kernel moves none back)."""
+    if _v2(root):
+        return
+    for d in node_dirs(names, node, root)[0].glob("slice.*"):
+        _rmdir(d)
+
+
+def _rmdir(d: Path) -> None:
+    for _ in range(50):
+        try:
+            d.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)  # killed tasks take a moment to leave
+
+
 def procs_files(names: Names, node: str, root: Path = CGROUP_ROOT) -> list[str]:
     return [str(d / "cgroup.procs") for d in node_dirs(names, node, root) if d.exists()]
 
@@ -224,14 +270,7 @@ def remove(names: Names, root: Path = CGROUP_ROOT) -> None:
             continue
         dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
         for d in [*dirs, top]:
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)  # killed tasks take a moment to leave
+            _rmdir(d)
     for top in tops:
         parent = top.parent
         with contextlib.suppress(OSError):

@@ -140,10 +140,14 @@ def offline_problem(topo: Topology, w: Workload, view: NetworkView,
                     gops_per_core: float) -> Problem:
     here = profile_here(w.spec.model, w.spec.batch_size, w.width)
     nodes = (w.spec.server, *w.devices)
-    profiles = {n: here.scaled(gops_per_core / view.nodes[n].speed_gops) for n in nodes}
+    per_device = w.spec.server_share == "per-device"
+    share = {n: len(w.devices) if per_device and n == w.spec.server else 1 for n in nodes}
+    profiles = {n: here.scaled(gops_per_core * share[n] / view.nodes[n].speed_gops)
+                for n in nodes}
     memory = {n: view.nodes[n].memory_bytes for n in nodes}
     return build(w.devices, profiles, w.spec.server, memory, w.spec.batches_per_round,
-                 w.total_mbit, one_batch_at_a_time=w.spec.server_mode != "split-nonpipe")
+                 w.total_mbit, one_batch_at_a_time=w.spec.server_mode != "split-nonpipe",
+                 server_per_device=per_device)
 
 
 def schedule_offline(topo: Topology, w: Workload, strategy: str,

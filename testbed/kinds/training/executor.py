@@ -16,12 +16,20 @@ from typing import Any
 
 import pandas as pd
 
-from testbed.errors import InputError, NetworkError
+from testbed import nodes
+from testbed.errors import CapabilityError, InputError, NetworkError
 from testbed.experiment.single import SingleUnit
 from testbed.kinds.streams.wiring import tc_rate_mbit
 from testbed.kinds.training.decision import Decidable, TrainingDecision
 from testbed.kinds.training.problem import BlockProfile, build
-from testbed.kinds.training.spec import SERVER_MODES, Workload, digits_partition
+from testbed.kinds.training.spec import (
+    SERVER_MODES,
+    Workload,
+    check_server_share,
+    digits_partition,
+)
+from testbed.net import cgroups
+from testbed.nodes.base import UNPRIVILEGED_UID
 from testbed.routing import FlowSpec
 from testbed.schedulers.plan import Plan
 
@@ -46,6 +54,25 @@ class Training(SingleUnit):
         if self.server_mode not in SERVER_MODES:
             raise InputError(f"--server-mode {self.server_mode!r}: use one of "
                              f"{', '.join(SERVER_MODES)}")
+        self.per_device = self.w.spec.server_share == "per-device"
+        check_server_share(self.w.spec.server_share, self.server_mode,
+                           f"{self.w.source} with --server-mode {self.server_mode}")
+        self.slices: dict[str, str] = {}  # device -> its server process's cgroup.procs
+
+    def _server_slices(self) -> dict[str, str]:
+        """server_share: per-device: a CPU slice of the server node per device, 1/M of it."""
+        server = self.w.spec.server
+        kind = nodes.of_node(self.ledger, server)
+        if kind.name != "host" or nodes.cluster_host(self.ledger, server) is not None:
+            raise CapabilityError(
+                f"{self.w.source}: server_share: per-device slices the server's CPU with "
+                f"cgroups this machine holds; the server {server} is a {kind.name} node"
+                f"{' on a host of a cluster' if kind.name == 'host' else ''}; fix: make the "
+                "server a host node built on this machine, or use server_share: shared")
+        share = self.cores[server] / len(self.w.devices)
+        owner = UNPRIVILEGED_UID if self.opts.unprivileged else None
+        return cgroups.cpu_slices(self.ledger.names, server, dict.fromkeys(self.w.devices, share),
+                                  owner)
 
     def _threads(self, node: str) -> int:
         return max(1, round(self.cores[node]))
@@ -53,21 +80,26 @@ class Training(SingleUnit):
     # ---- before the clock: profiles and the problem ----------------------------------------
     def prepare(self) -> None:
         spec = self.w.spec
+        if self.per_device:
+            self.slices = self._server_slices()
         for node in (spec.server, *self.w.devices):
             if node in self.profile.unable:
                 raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
                                    f"{self.profile.unable[node]}")
             self.progress(f"profiling {spec.model} on {node}")  # one at a time: the board
             # and the host share this machine's cores, and the profile is a timing
-            said = self.processes.answers({f"profile.{node}": (node, {
-                "role": "profile", "model": spec.model, "batch_size": spec.batch_size,
-                "width": self.w.width,
-                "threads": self._threads(node)})}, PROFILE_TIMEOUT_S)
+            config = {"role": "profile", "model": spec.model, "batch_size": spec.batch_size,
+                      "width": self.w.width, "threads": self._threads(node)}
+            if self.per_device and node == spec.server:  # on a device's slice, as it runs
+                config.update(threads=1, cpu_slice=self.slices[self.w.devices[0]])
+            said = self.processes.answers({f"profile.{node}": (node, config)},
+                                          PROFILE_TIMEOUT_S)
             self.block_profiles[node] = BlockProfile.from_dict(said[f"profile.{node}"])
         memory = {n: v.memory_bytes for n, v in self.profile.view.nodes.items()}
         problem = build(self.w.devices, self.block_profiles, spec.server, memory,
                         spec.batches_per_round, self.w.total_mbit,
-                        one_batch_at_a_time=self.server_mode != "split-nonpipe")
+                        one_batch_at_a_time=self.server_mode != "split-nonpipe",
+                        server_per_device=self.per_device)
         self.units = [Decidable(self.w, problem)]
 
     # ---- the decision loop's hooks ---------------------------------------------------------
@@ -100,7 +132,8 @@ class Training(SingleUnit):
             **common, "role": "server", "threads": self._threads(spec.server),
             "server_mode": self.server_mode,
             "trace": str(trace / "server.jsonl"), "test": test,
-            "devices": [{"name": d, "cut": ext.cuts[d], "port": ports[d]}
+            "devices": [{"name": d, "cut": ext.cuts[d], "port": ports[d],
+                         **({"cpu_slice": self.slices[d]} if d in self.slices else {})}
                         for d in self.w.devices]})
         for i, d in enumerate(self.w.devices):
             part = data[i] or {"samples": 256, "seed": 1000 + i}
@@ -108,6 +141,11 @@ class Training(SingleUnit):
                 **common, **part, "role": "device", "name": d, "cut": ext.cuts[d],
                 "port": ports[d], "server_ip": self.ips[spec.server], "seed": i,
                 "threads": self._threads(d), "trace": str(trace / f"device.{d}.jsonl")})
+
+    def close(self) -> None:
+        super().close()
+        if self.slices:
+            cgroups.remove_cpu_slices(self.ledger.names, self.w.spec.server)
 
     # ---- results ---------------------------------------------------------------------------
     def write(self) -> pd.DataFrame:
@@ -145,6 +183,7 @@ class Training(SingleUnit):
                 measured = float(g.t_device_done.max() - g.start.min())
                 rrows.append({
                     "round": rnd, "strategy": ext.strategy, "server_mode": self.server_mode,
+                    "server_share": spec.server_share,
                     "model": spec.model, "devices": len(self.w.devices),
                     "total_bandwidth_mbit": self.w.total_mbit,
                     "round_time_measured_s": measured,

@@ -57,6 +57,7 @@ class Problem:
     activation_mbit: np.ndarray | None = None  # (N,) the per-batch part of C (up and down)
     device_forward_s: np.ndarray | None = None  # (M, N) the forward part of device_s
     one_batch_at_a_time: bool = False  # the server's mode: SplitPipe (True) or non-pipe
+    server_per_device: bool = False  # each device's server part on a CPU slice of its own
 
     @property
     def blocks(self) -> int:
@@ -80,8 +81,10 @@ class Problem:
         once, each at 1/n of its speed alone (split-nonpipe: one thread per device), or one
         batch at a time in arrival order (SplitPipe). Devices that start together and run
         at similar speeds reach the server together, which is why the round can take nearly
-        all the devices' server work. With one device, or all local, it is eq. 4.5."""
-        if self.device_s is None or self.server_s is None or self.activation_mbit is None:
+        all the devices' server work. With one device, or all local, or each device's server
+        part on a slice of the server's CPU of its own (`server_per_device`), it is eq. 4.5."""
+        if self.device_s is None or self.server_s is None or self.activation_mbit is None or \
+                self.server_per_device:
             return self.round_times(cuts, bw)
         i, b = np.arange(len(self.devices)), self.batches
         rate = np.maximum(bw, 1e-12)
@@ -135,7 +138,9 @@ def _play(phases: list[list[tuple[bool, float]]], together: bool) -> np.ndarray:
 
 def build(devices: tuple[str, ...], profiles: dict[str, BlockProfile], server: str,
           memory_bytes: dict[str, int], batches: int, total_mbit: float,
-          one_batch_at_a_time: bool = False) -> Problem:
+          one_batch_at_a_time: bool = False, server_per_device: bool = False) -> Problem:
+    """The problem on `profiles` by node; with `server_per_device`, the server's profile is
+    the one taken on a device's slice of it (1/M of its CPU)."""
     srv = profiles[server]
     n = len(srv.forward_s)
     server_after = np.array([sum(srv.forward_s[j:]) + sum(srv.backward_s[j:])
@@ -154,4 +159,4 @@ def build(devices: tuple[str, ...], profiles: dict[str, BlockProfile], server: s
     dev, srv_s = np.array(local), batches * server_after
     return Problem(devices, dev + srv_s[None, :], c, np.array(feasible), total_mbit, batches,
                    dev, srv_s, 2 * batches * per_batch * 8 / 1e6, np.array(forward),
-                   one_batch_at_a_time)
+                   one_batch_at_a_time, server_per_device)

@@ -12,6 +12,8 @@
     total_bandwidth: 30Mbit      # B: what the devices' links to the server share
     lr: 0.05
     server_mode: split-nonpipe   # or splitpipe-bf | splitpipe-rw (SplitPipe, section 4.4.2)
+    server_share: shared         # or per-device: each device's server-side copy gets 1/M of
+                                 # the server's CPU (eq. 4.5's premise: it runs as if alone)
     scale: {work: 0.1}           # optional, laptop scale: every layer sqrt(0.1) as wide
 """
 
@@ -58,6 +60,11 @@ class TrainingFile(Strict):
     total_bandwidth: Rate = Field(description="B, Mbit/s shared by the devices' flows")
     lr: float = Field(0.05, gt=0, le=10)
     server_mode: Literal["split-nonpipe", "splitpipe-bf", "splitpipe-rw"] = "split-nonpipe"
+    server_share: Literal["shared", "per-device"] = Field("shared", description=(
+        "how split-nonpipe's per-device server processes share the server's CPU: all of it "
+        "between them as the kernel schedules them (shared), or a fixed 1/M each (per-device, "
+        "a host node on cgroup v1), so each device's server part runs at the speed profiled "
+        "for it and eq. 4.5's round time holds per device"))
     scale: TrainingScale = TrainingScale()
 
 
@@ -96,6 +103,7 @@ def loads(text: str, source: str, topo: Topology) -> Workload:
             raise InputError(f"{source}: devices[{i}]: {d!r} is the server; fix: leave it out")
     if not devices or len(set(devices)) != len(devices):
         raise InputError(f"{source}: devices: needs at least one node, each once")
+    check_server_share(spec.server_share, spec.server_mode, source)
     server_bw = sum(lk.shape.bw_mbit or 1000.0 for lk in topo.links if spec.server in
                     (lk.a, lk.b))
     if float(spec.total_bandwidth) > server_bw:
@@ -103,6 +111,15 @@ def loads(text: str, source: str, topo: Topology) -> Workload:
                          f"more than the server's links carry ({server_bw:g} Mbit/s); fix: "
                          "lower it or widen the server's links")
     return Workload(spec, tuple(devices), source)
+
+
+def check_server_share(share: str, mode: str, source: str) -> None:
+    """per-device slices the server's CPU among per-device processes; SplitPipe has none."""
+    if share == "per-device" and mode != "split-nonpipe":
+        raise InputError(f"{source}: server_share: per-device gives each device's server "
+                         f"process its own share of the CPU, and {mode} serves every device "
+                         "from one pipeline; fix: use server_mode: split-nonpipe, or "
+                         "server_share: shared")
 
 
 def digits_partition(w: Workload) -> tuple[list[dict], dict]:
