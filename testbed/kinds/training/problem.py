@@ -31,6 +31,16 @@ class BlockProfile:
         return cls(*(tuple(d[k]) for k in ("forward_s", "backward_s", "activation_bytes",
                                             "param_bytes")))
 
+    @classmethod
+    def mean(cls, profiles: list[BlockProfile]) -> BlockProfile:
+        """Per-block times averaged over profiles of the same model (taken at once)."""
+        if len(profiles) == 1:
+            return profiles[0]
+        first = profiles[0]
+        avg = [tuple(float(np.mean(v)) for v in zip(*times, strict=True))
+               for times in ([p.forward_s for p in profiles], [p.backward_s for p in profiles])]
+        return cls(avg[0], avg[1], first.activation_bytes, first.param_bytes)
+
     def scaled(self, factor: float) -> BlockProfile:
         """The same model on a node `factor` times slower."""
         return BlockProfile(tuple(t * factor for t in self.forward_s),
