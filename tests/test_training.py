@@ -240,6 +240,19 @@ links: [{{between: [d1, r], bw: 10}}, {{between: [d2, r], bw: 10}},
 """
 
 
+def _train(ledger, tmp_path: Path, fields: str, *flags: str) -> Path:
+    """Run EdgeSplit-Fix training LeNet on digits (server srv, batches of 16, B = 8 Mbit/s,
+    plus `fields`) on the testbed; the run's directory."""
+    wl = tmp_path / "train.yaml"
+    wl.write_text("kind: training\nserver: srv\nmodel: lenet\ndataset: digits\n"
+                  "batch_size: 16\ntotal_bandwidth: 8Mbit\n" + fields)
+    out = tmp_path / "run"
+    res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "edgesplit-fix",
+              "--out", str(out), *flags, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out
+
+
 @pytest.fixture
 def torch_board(tmp_path):
     """A board over SSH with its own torch (this interpreter), as a Jetson has."""
@@ -258,14 +271,8 @@ def test_split_training_moves_the_models_bytes_over_the_planned_flows(torch_boar
     down over each device's rate-capped flow, the weights at each round's end; the switches
     on the path count those bytes."""
     ledger = bring_up("sfl", SMALL_TOPO.format(ssh=torch_board.ssh_yaml()))
-    wl = tmp_path / "train.yaml"
-    wl.write_text("kind: training\nserver: srv\ndevices: [d1, d2, nx1]\nmodel: lenet\n"
-                  "dataset: digits\nbatch_size: 16\nbatches_per_round: 5\nrounds: 3\n"
-                  "total_bandwidth: 8Mbit\nlr: 0.05\nscale: {work: 0.5}\n")
-    out = tmp_path / "run"
-    res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "edgesplit-fix",
-              "--out", str(out), timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
+    out = _train(ledger, tmp_path, "devices: [d1, d2, nx1]\nbatches_per_round: 5\nrounds: 3\n"
+                                   "lr: 0.05\nscale: {work: 0.5}\n")
     rounds = pd.read_csv(out / "rounds.csv")
     devices = pd.read_csv(out / "devices.csv")
     assert rounds["round"].tolist() == [0, 1, 2]
@@ -356,14 +363,8 @@ def test_per_device_server_share_runs_each_devices_server_part_on_its_own_slice(
 
     ledger = bring_up("sfs", "nodes: {srv: {cpu: 1.0}, d1: {cpu: 0.5}, d2: {cpu: 0.5}}\n"
                              "links: [{between: [d1, srv], bw: 10}, {between: [d2, srv], bw: 10}]")
-    wl = tmp_path / "train.yaml"
-    wl.write_text("kind: training\nserver: srv\ndevices: [d1, d2]\nmodel: lenet\n"
-                  "dataset: digits\nbatch_size: 16\nbatches_per_round: 4\nrounds: 2\n"
-                  "total_bandwidth: 8Mbit\nserver_share: per-device\n")
-    out = tmp_path / "run"
-    res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "edgesplit-fix",
-              "--out", str(out), "--unprivileged", timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
+    out = _train(ledger, tmp_path, "devices: [d1, d2]\nbatches_per_round: 4\nrounds: 2\n"
+                                   "server_share: per-device\n", "--unprivileged")
     server = [json.loads(line) for line in (out / "traces" / "server.jsonl").read_text()
               .splitlines()]
     assert {r["device"]: r["served_in_cgroup"] for r in server} == {
