@@ -130,9 +130,7 @@ def set_limits(names: Names, node: str, cpu: float | None, memory_mb: int | None
         return
     cpu_dir, mem_dir = node_dirs(names, node, root)[:2]
     if cpu is not None:
-        quota, period = cpu_limits(cpu)
-        (cpu_dir / "cpu.cfs_period_us").write_text(str(period))
-        (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
+        _cpu_quota_v1(cpu_dir, cpu)
     if limit is not None:
         swap = mem_dir / "memory.memsw.limit_in_bytes"  # memory+swap: must stay >= memory
         grow = int((mem_dir / "memory.limit_in_bytes").read_text()) < limit
@@ -141,6 +139,12 @@ def set_limits(names: Names, node: str, cpu: float | None, memory_mb: int | None
         (mem_dir / "memory.limit_in_bytes").write_text(str(limit))
         if swap.exists() and not grow:
             swap.write_text(str(limit))
+
+
+def _cpu_quota_v1(cpu_dir: Path, cores: float) -> None:
+    quota, period = cpu_limits(cores)
+    (cpu_dir / "cpu.cfs_period_us").write_text(str(period))
+    (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
 
 
 def limits(names: Names, node: str, root: Path = CGROUP_ROOT) -> dict[str, float | int | None]:
@@ -188,9 +192,7 @@ def cpu_slices(names: Names, node: str, cores: dict[str, float], owner: int | No
     for label, c in cores.items():
         d = top / f"slice.{label}"
         d.mkdir(exist_ok=True)
-        quota, period = cpu_limits(c)
-        (d / "cpu.cfs_period_us").write_text(str(period))
-        (d / "cpu.cfs_quota_us").write_text(str(quota))
+        _cpu_quota_v1(d, c)
         if owner is not None:
             os.chown(d / "cgroup.procs", owner, owner)
         out[label] = str(d / "cgroup.procs")
