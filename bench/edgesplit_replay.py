@@ -28,12 +28,14 @@ def replay(trial: Path) -> pd.DataFrame:
     w, d = meta["workload"], meta["decision"]
     rounds = pd.read_csv(run / "rounds.csv")
     mode = str(rounds.server_mode.iloc[0])
+    share = str(rounds.server_share.iloc[0]) if "server_share" in rounds else "shared"
     profiles = {n: BlockProfile.from_dict(p)
                 for n, p in json.loads((run / "profiles.json").read_text()).items()}
     devices = tuple(w["devices"])
     problem = build(devices, profiles, w["server"], dict.fromkeys(devices, 1 << 50),
                     int(w["batches_per_round"]), float(w["total_bandwidth_mbit"]),
-                    one_batch_at_a_time=mode != "split-nonpipe")
+                    one_batch_at_a_time=mode != "split-nonpipe",
+                    server_per_device=share == "per-device")
     cuts = np.array([d["cuts"][n] for n in devices])
     bw = np.array([d["bandwidth_mbit"][n] for n in devices])
     eq45 = dict(zip(devices, problem.round_times(cuts, bw), strict=True))
@@ -41,11 +43,14 @@ def replay(trial: Path) -> pd.DataFrame:
     dev = pd.read_csv(run / "devices.csv")
     dev = dev[dev["round"] >= min(1, int(dev["round"].max()))]
     return pd.DataFrame({
-        "trial": trial.name, "strategy": d["strategy"], "server_mode": mode,
+        "trial": trial.name, "strategy": d["strategy"], "server_mode": mode, "share": share,
         "model": w["model"], "bw": float(w["total_bandwidth_mbit"]), "device": dev.device,
         "round": dev["round"], "cut": dev.cut, "measured_s": dev.round_time_measured_s,
         "eq45_s": dev.device.map(eq45), "shared_run_s": dev.round_time_predicted_shared_s,
-        "shared_now_s": dev.device.map(shared)})
+        "shared_now_s": dev.device.map(shared),
+        # the parts of the round against their profiles (as the run predicted them)
+        "dev_part": dev.compute_s / dev.compute_predicted_s,
+        "srv_part": dev.server_compute_s / dev.server_compute_predicted_s})
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ import threading
 import time
 
 import torch
+from hold import hold
 from split_models import blocks
 from torch import nn
 
@@ -123,22 +124,20 @@ def cpu_cgroup() -> str:
 
 
 # ---- roles ---------------------------------------------------------------------------------
-def profile(cfg: dict) -> dict:
-    """Per-block seconds of one batch as this node delivers them over time. Each block is timed
-    on its own (medians: their shares of a pass), and the passes are timed together over at
-    least `budget_s` (wall time per pass): under a CPU quota a short computation runs at full
-    speed until the quota of the period is spent and then waits, so single timings are too
-    fast and only the long run's rate counts."""
+def profile(cfg: dict) -> tuple[dict, object]:
+    """Per-block seconds of one batch as this node delivers them over time, and a pass to keep
+    the node busy with afterwards. Each block is timed on its own (medians: their shares of a
+    pass), and the passes are timed together over at least `budget_s` (wall time per pass):
+    under a CPU quota a short computation runs at full speed until the quota of the period is
+    spent and then waits, so single timings are too fast and only the long run's rate counts."""
     bs, shape = model_blocks(cfg)
     b = int(cfg["batch_size"])
     x = torch.randn(b, *shape)
     fwd = [[] for _ in bs]
     bwd = [[] for _ in bs]
     act, params = [], [sum(p.numel() * 4 for p in blk.parameters()) for blk in bs]
-    budget_s, rep, t_start = float(cfg.get("budget_s", 2.0)), 0, 0.0
-    while rep <= 3 or (time.perf_counter() - t_start < budget_s and rep <= 200):
-        if rep == 1:  # the first pass warms up allocators and kernels
-            t_start = time.perf_counter()
+
+    def one_pass(rep: int = 0) -> None:
         h = x
         for k, blk in enumerate(bs):
             h = h.detach().requires_grad_(k > 0)
@@ -153,13 +152,19 @@ def profile(cfg: dict) -> dict:
             if rep == 1:
                 act.append(out.numel() * 4)
             h = out
+
+    budget_s, rep, t_start = float(cfg.get("budget_s", 2.0)), 0, 0.0
+    while rep <= 3 or (time.perf_counter() - t_start < budget_s and rep <= 200):
+        if rep == 1:  # the first pass warms up allocators and kernels
+            t_start = time.perf_counter()
+        one_pass(rep)
         rep += 1
     per_pass = (time.perf_counter() - t_start) / (rep - 1)
     med = [sorted(v)[len(v) // 2] for v in fwd], [sorted(v)[len(v) // 2] for v in bwd]
     scale = per_pass / max(sum(med[0]) + sum(med[1]), 1e-12)
     return {"forward_s": [t * scale for t in med[0]], "backward_s": [t * scale for t in med[1]],
             "activation_bytes": act, "param_bytes": params, "pass_s": per_pass,
-            "quota_factor": scale}
+            "quota_factor": scale}, one_pass
 
 
 def device(cfg: dict) -> None:
@@ -657,7 +662,10 @@ def main() -> None:
     if cfg["role"] == "profile":
         join_cpu_slice(cfg.get("cpu_slice"))
         torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
-        print(json.dumps(profile(cfg)))
+        said, one_pass = profile(cfg)
+        print(json.dumps(said), flush=True)
+        if cfg.get("hold"):
+            hold(one_pass)
     elif cfg["role"] == "device":
         device(cfg)
     else:

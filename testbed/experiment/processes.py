@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,21 +87,24 @@ class Processes:
 
     def answers(self, asked: dict[str, tuple[str, dict]], timeout_s: float) -> dict[str, dict]:
         """Run one question per label at once (label -> (node, config)), each answered by the
-        process as one JSON document on stdout (e.g. a profile); raises NetworkError naming
-        the first that failed or the time limit, and leaves none running."""
+        process as one JSON line on stdout (e.g. a profile); raises NetworkError naming the
+        first that failed or the time limit, and leaves none running. A process may go on
+        working after its answer (a profile holding its node busy while the others measure):
+        all are stopped only once every answer is in."""
         procs = {label: self.spawn(node, label, config, talk=True)
                  for label, (node, config) in asked.items()}
+        deadline = time.monotonic() + timeout_s
         out = {}
         try:
             for label, proc in procs.items():
-                said, _ = proc.communicate(timeout=timeout_s)
-                if proc.returncode != 0:
+                said = _first_line(proc, deadline)
+                if said is None:
+                    raise NetworkError(f"{', '.join(procs)}: no answer within {timeout_s:.0f} s")
+                if not said.strip():
+                    proc.wait(timeout=5)
                     raise NetworkError(f"{label} on {asked[label][0]} failed: "
                                        f"{self.last_log_line(label)}")
                 out[label] = json.loads(said)
-        except subprocess.TimeoutExpired:
-            raise NetworkError(f"{', '.join(procs)}: no answer within {timeout_s:.0f} s") \
-                from None
         finally:
             self.stop(list(procs.values()))
         return out
@@ -150,3 +155,20 @@ class Processes:
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=5)
+
+
+def _first_line(proc: subprocess.Popen, deadline: float) -> str | None:
+    """The first line `proc` writes to stdout ("" if it ended without one; None: not by
+    `deadline`). Reads the pipe itself: the process may keep running after it."""
+    fd, got = proc.stdout.fileno(), b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in got:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            got += chunk
+    return got.decode(errors="replace").split("\n", 1)[0]

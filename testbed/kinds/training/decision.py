@@ -129,7 +129,7 @@ def profile_here(model: str, batch_size: int, width: float = 1.0) -> BlockProfil
     torch.set_num_threads(1)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            got = split_train.profile({"model": model, "batch_size": batch_size,
+            got, _ = split_train.profile({"model": model, "batch_size": batch_size,
                                        "width": width})
     finally:
         torch.set_num_threads(threads)

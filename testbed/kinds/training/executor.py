@@ -82,24 +82,31 @@ class Training(SingleUnit):
         spec = self.w.spec
         if self.per_device:
             self.slices = self._server_slices()
-        for node in (spec.server, *self.w.devices):
+        taking_part = (spec.server, *self.w.devices)
+        for node in taking_part:
             if node in self.profile.unable:
                 raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
                                    f"{self.profile.unable[node]}")
-            self.progress(f"profiling {spec.model} on {node}")  # one at a time: the board
-            # and the host share this machine's cores, and the profile is a timing
-            config = {"role": "profile", "model": spec.model, "batch_size": spec.batch_size,
-                      "width": self.w.width, "threads": self._threads(node)}
-            asked = {f"profile.{node}": (node, config)}
-            if self.per_device and node == spec.server:
-                # on every device's slice at once, as the devices' batches reach it: four
-                # slices busy together ran VGG-16's server part 25% slower than one alone
-                asked = {f"profile.{node}.{d}": (node, {**config, "threads": 1,
-                                                        "cpu_slice": self.slices[d]})
-                         for d in self.w.devices}
-            said = self.processes.answers(asked, PROFILE_TIMEOUT_S)
-            self.block_profiles[node] = BlockProfile.mean(
-                [BlockProfile.from_dict(v) for v in said.values()])
+        # every node at once, each busy until all have measured: during the run they share
+        # this machine's cores (and OVS) too, and VGG-16's blocks on 0.15-core devices ran
+        # 1.25x slower than when profiled alone
+        self.progress(f"profiling {spec.model} on {len(taking_part)} nodes at once")
+        config = {"role": "profile", "model": spec.model, "batch_size": spec.batch_size,
+                  "width": self.w.width, "hold": True}
+        asked = {f"profile.{n}": (n, {**config, "threads": self._threads(n)})
+                 for n in self.w.devices}
+        if self.per_device:  # on every device's slice, as the devices' batches reach it
+            asked |= {f"profile.{spec.server}.{d}": (spec.server, {
+                **config, "threads": 1, "cpu_slice": self.slices[d]}) for d in self.w.devices}
+        else:
+            asked[f"profile.{spec.server}"] = (spec.server,
+                                               {**config, "threads": self._threads(spec.server)})
+        said = self.processes.answers(asked, PROFILE_TIMEOUT_S)
+        self.block_profiles = {n: BlockProfile.from_dict(said[f"profile.{n}"])
+                               for n in self.w.devices}
+        self.block_profiles[spec.server] = BlockProfile.mean(
+            [BlockProfile.from_dict(said[k]) for k in asked
+             if asked[k][0] == spec.server])
         memory = {n: v.memory_bytes for n, v in self.profile.view.nodes.items()}
         problem = build(self.w.devices, self.block_profiles, spec.server, memory,
                         spec.batches_per_round, self.w.total_mbit,

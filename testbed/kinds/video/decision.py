@@ -41,6 +41,9 @@ class VideoDecision:
     fps_predicted: dict[str, float]
     latency_predicted: dict[str, dict[str, float]]  # eq. 5.2's terms and total, seconds
     fps_bins: dict[str, list[float]] = field(default_factory=dict)  # per BIN_S from t = 0
+    # the frame rates on the profiles the strategy decided on (each model alone on its
+    # device), when fps_predicted comes from the placed models profiled taking turns
+    fps_predicted_alone: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoDecision:
@@ -135,6 +138,15 @@ def reid_costs(profile: dict) -> tuple[float, float]:
     return per_crop, max(0.0, profile["reid1_s"] - per_crop)
 
 
+def with_profiles(p: Problem, profiles: dict[str, dict]) -> Problem:
+    """`p` with the step costs of the devices in `profiles` (profile()'s fields) replaced."""
+    reid = {d: reid_costs(v) for d, v in profiles.items()}
+    return replace(p, detect_s={**p.detect_s, **{d: v["detect_s"] for d, v in profiles.items()}},
+                   crop_s={**p.crop_s, **{d: v["crop_s"] for d, v in profiles.items()}},
+                   reid_s={**p.reid_s, **{d: r[0] for d, r in reid.items()}},
+                   reid_call_s={**p.reid_call_s, **{d: r[1] for d, r in reid.items()}})
+
+
 def build(w: Workload, view: NetworkView, profiles: dict[str, dict],
           frame_bytes: dict[str, float], horizon_s: float,
           capture_s: dict[str, float] | None = None) -> Problem:
@@ -180,7 +192,7 @@ def profile_here(cfg_json: str) -> dict:
     torch.set_num_threads(1)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return video_pipeline.profile({**json.loads(cfg_json), "budget_s": 1.0})
+            return video_pipeline.profile({**json.loads(cfg_json), "budget_s": 1.0})[0]
     finally:
         torch.set_num_threads(threads)
 
