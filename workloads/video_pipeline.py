@@ -532,18 +532,12 @@ def main() -> None:
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
     role = cfg["role"]
-    if role == "profile":
+    if role in ("profile", "profile_hosted"):
         _torch().set_num_threads(max(1, int(cfg.get("threads", 1))))
-        said, detect = profile(cfg)
+        said, work = (profile if role == "profile" else profile_hosted)(cfg)
         print(json.dumps(said), flush=True)
         if cfg.get("hold"):
-            hold(detect)
-    elif role == "profile_hosted":
-        _torch().set_num_threads(max(1, int(cfg.get("threads", 1))))
-        said, turn = profile_hosted(cfg)
-        print(json.dumps(said), flush=True)
-        if cfg.get("hold"):
-            hold(turn)
+            hold(work)
     elif role == "profile_camera":
         print(json.dumps(profile_camera(cfg)))
     elif role == "camera":
