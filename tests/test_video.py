@@ -162,36 +162,6 @@ def test_playing_a_decision_out_follows_the_edge_workers_rules():
         pytest.approx(2.0, abs=0.05)  # max-min agrees where nothing takes turns
 
 
-def test_placed_models_are_profiled_taking_turns_and_only_their_costs_change():
-    """The hosted profile runs what the decision placed on a device as its worker will (two
-    detectors of different frame sizes and a re-ID instance, in turns) and answers in the
-    fields of the solo profile; the prediction then takes only those devices' costs."""
-    from testbed.experiment.profile import ROOT
-    from testbed.kinds.video.decision import with_profiles
-
-    sys.path.insert(0, str(ROOT / "workloads"))
-    import video_pipeline
-
-    streams = [{"input": 160, "size": [320, 180], "quality": 80, "crop_bytes": 20_000},
-               {"input": 160, "size": [640, 360], "quality": 80, "crop_bytes": 20_000}]
-    said, turn = video_pipeline.profile_hosted({"streams": streams, "instances": 1,
-                                                "budget_s": 0.3})
-    assert said["streams"] == 2 and said["instances"] == 1 and said["batch"] == 4
-    assert all(said[k] > 0 for k in ("detect_s", "crop_s", "reid1_s", "reid_batch_s"))
-    assert said["reid_batch_s"] > said["reid1_s"]  # four crops cost more than one
-    # the turn's wall time is what the steps' shares add up to
-    assert said["turn_s"] == pytest.approx(2 * (said["detect_s"] + said["crop_s"])
-                                           + said["reid1_s"] + said["reid_batch_s"])
-    turn()  # what keeps the device busy until every device has answered
-    p = problem(0, 3, 2, [2000])
-    hosted = {"e1": {"detect_s": 0.5, "crop_s": 0.01, "reid1_s": 0.2, "reid_batch_s": 0.5,
-                     "batch": 4}}
-    q = with_profiles(p, hosted)
-    assert q.detect_s == {**p.detect_s, "e1": 0.5} and q.crop_s["e1"] == 0.01
-    assert q.reid_s == {**p.reid_s, "e1": pytest.approx(0.1)}  # (0.5 - 0.2) / 3 per crop
-    assert q.reid_call_s["e1"] == pytest.approx(0.1) and q.devices == p.devices
-
-
 def test_predicted_frame_rates_share_an_overloaded_device():
     view = star(1, 2)
     streams = tuple(Stream(f"s{k}", f"cam{k}", 10.0, 10_000, 0.0, 20_000, MB, MB, True)
@@ -366,11 +336,6 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     assert sorted(jobs.detect_on) == ["e1", "e2"]
     assert jobs.reid_on.tolist() == ["e3", "e3"] and jobs.reid_instance.tolist() == [0, 0]
     assert (jobs.crops_unanswered == 0).all() and (jobs.crops_sent > 0).all()
-    # predicted from the placed models profiled taking turns, beside the solo profiles'
-    assert (jobs.fps_predicted > 0).all() and (jobs.fps_predicted_alone > 0).all()
-    profiles = json.loads((out / "profiles.json").read_text())
-    assert {"hosted e1", "hosted e2", "hosted e3"} <= set(profiles)
-    assert profiles["hosted e3"]["reid_batch_s"] > profiles["hosted e3"]["reid1_s"] > 0
     reid = pd.read_csv(out / "reid.csv")
     assert set(reid.instance) == {0}
     assert {"c1", "c2"} <= {s for row in reid.streams for s in row.split()}

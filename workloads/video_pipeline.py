@@ -3,8 +3,6 @@
 - profile: seconds per frame of the detection path (JPEG decode, resize, SSDLite forward) and
   per crop of the re-ID path (decode, OSNet-like forward) as this node delivers them over
   time (under a CPU quota only a long run's rate counts), and the encoded size of frames;
-- profile_hosted: the same costs measured with the models the decision placed on this node
-  taking turns, as the edge worker will run them;
 - camera: renders a seeded synthetic scene (pedestrians from the count trace walk across a
   textured background), encodes each frame as JPEG and sends it at the camera's rate;
 - edge: every model one device hosts, in one process: per stream mapped here a detector that
@@ -224,60 +222,6 @@ def profile(cfg: dict) -> tuple[dict, object]:
             "reid_batch_s": _rate(lambda: reid(batch), budget), "batch": BATCH_MAX,
             "frame_bytes": frames}
     return said, lambda: det(jpeg)
-
-
-def profile_hosted(cfg: dict) -> tuple[dict, object]:
-    """The step costs of what the decision placed here, measured as the edge worker runs it:
-    one detector per hosted stream (on a frame of its camera's size, then cutting a crop) and
-    each hosted re-ID instance (a call of 1 and of BATCH_MAX crops) taking turns, for at least
-    `budget_s`. Each step's median is its share of a turn and the turns' wall time the total,
-    as in profile(); the answer has profile()'s fields (the detection costs averaged over the
-    hosted streams) and the turn to keep the node busy with afterwards."""
-    budget = float(cfg.get("budget_s", 3.0))
-    dets = []
-    for st in cfg["streams"]:
-        w, h = st["size"]
-        pixels, boxes, _ = Scene(w, h, 0).frame(0.0, 3)
-        dets.append((Detector(int(st["input"])), Scene.encode(pixels, int(st["quality"])),
-                     boxes, int(st["crop_bytes"])))
-    reids = [Reid() for _ in range(int(cfg["instances"]))]
-    pixels, boxes, _ = Scene(320, 180, 0).frame(0.0, 3)
-    batch = crops(Image.fromarray(pixels), boxes, BATCH_MAX, 80, 0)
-    times: dict[str, list[float]] = {"detect": [], "crop": [], "reid1": [], "reid_batch": []}
-
-    def turn(keep: bool = False) -> None:
-        for det, jpeg, bx, size in dets:
-            t0 = time.perf_counter()
-            img = det(jpeg)
-            t1 = time.perf_counter()
-            crops(img, bx, 1, 80, size)
-            t2 = time.perf_counter()
-            if keep:
-                times["detect"].append(t1 - t0)
-                times["crop"].append(t2 - t1)
-        for r in reids:
-            t0 = time.perf_counter()
-            r(batch[:1])
-            t1 = time.perf_counter()
-            r(batch)
-            t2 = time.perf_counter()
-            if keep:
-                times["reid1"].append(t1 - t0)
-                times["reid_batch"].append(t2 - t1)
-
-    turn()  # warms up allocators and kernels
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < budget:
-        turn(keep=True)
-        n += 1
-    per_turn = (time.perf_counter() - t0) / n
-    med = {k: sorted(v)[len(v) // 2] if v else 0.0 for k, v in times.items()}
-    steps = len(dets) * (med["detect"] + med["crop"]) + len(reids) * (med["reid1"]
-                                                                       + med["reid_batch"])
-    scale = per_turn / max(steps, 1e-12)
-    said = {f"{k}_s": v * scale for k, v in med.items()}
-    return {**said, "batch": BATCH_MAX, "turn_s": per_turn, "quota_factor": scale,
-            "streams": len(dets), "instances": len(reids)}, turn
 
 
 def profile_camera(cfg: dict) -> dict:
@@ -532,12 +476,12 @@ def main() -> None:
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
     role = cfg["role"]
-    if role in ("profile", "profile_hosted"):
+    if role == "profile":
         _torch().set_num_threads(max(1, int(cfg.get("threads", 1))))
-        said, work = (profile if role == "profile" else profile_hosted)(cfg)
+        said, detect = profile(cfg)
         print(json.dumps(said), flush=True)
         if cfg.get("hold"):
-            hold(work)
+            hold(detect)
     elif role == "profile_camera":
         print(json.dumps(profile_camera(cfg)))
     elif role == "camera":

@@ -41,9 +41,6 @@ class VideoDecision:
     fps_predicted: dict[str, float]
     latency_predicted: dict[str, dict[str, float]]  # eq. 5.2's terms and total, seconds
     fps_bins: dict[str, list[float]] = field(default_factory=dict)  # per BIN_S from t = 0
-    # the frame rates on the profiles the strategy decided on (each model alone on its
-    # device), when fps_predicted comes from the placed models profiled taking turns
-    fps_predicted_alone: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> VideoDecision:
@@ -136,15 +133,6 @@ def reid_costs(profile: dict) -> tuple[float, float]:
     """(seconds per crop, seconds per call) from a profile's calls of 1 and of `batch` crops."""
     per_crop = max(0.0, (profile["reid_batch_s"] - profile["reid1_s"]) / (profile["batch"] - 1))
     return per_crop, max(0.0, profile["reid1_s"] - per_crop)
-
-
-def with_profiles(p: Problem, profiles: dict[str, dict]) -> Problem:
-    """`p` with the step costs of the devices in `profiles` (profile()'s fields) replaced."""
-    reid = {d: reid_costs(v) for d, v in profiles.items()}
-    return replace(p, detect_s={**p.detect_s, **{d: v["detect_s"] for d, v in profiles.items()}},
-                   crop_s={**p.crop_s, **{d: v["crop_s"] for d, v in profiles.items()}},
-                   reid_s={**p.reid_s, **{d: r[0] for d, r in reid.items()}},
-                   reid_call_s={**p.reid_call_s, **{d: r[1] for d, r in reid.items()}})
 
 
 def build(w: Workload, view: NetworkView, profiles: dict[str, dict],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import selectors
 import time
-from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -31,10 +30,7 @@ from testbed.kinds.video.decision import (
     build,
     frame_key,
     profile_config,
-    to_plan,
-    with_profiles,
 )
-from testbed.kinds.video.problem import Mapping
 from testbed.kinds.video.spec import Workload, with_timeline_counts
 from testbed.routing import FlowSpec
 from testbed.schedulers.plan import Plan
@@ -58,7 +54,6 @@ class Video(SingleUnit):
         self.duration = opts.duration_s or self.w.spec.duration
         self.profiles: dict[str, dict] = {}  # device -> its models' seconds, frame sizes
         self.captures: dict[str, dict] = {}  # camera node -> seconds to make a frame
-        self.hosted: dict[str, dict] = {}  # device -> its placed models' costs, taking turns
         self.decision: VideoDecision | None = None
 
     def _threads(self, node: str) -> int:
@@ -104,11 +99,6 @@ class Video(SingleUnit):
             return
         ext: VideoDecision = plan.extension
         self.decision, self.status = ext, "running"
-        try:
-            self.decision = ext = self._predict_as_placed(ext)
-        except NetworkError as e:
-            self.status, self.reason = "failed", str(e)
-            return
         specs = [FlowSpec(src=f.src, dst=f.dst, path=f.path, dport=f.port) for f in plan.flows]
         self.fs.labels = [{"job": f.job, "src_task": f.src_task, "dst_task": f.dst_task,
                            "src": f.src, "dst": f.dst} for f in plan.flows]
@@ -148,37 +138,6 @@ class Video(SingleUnit):
                 "pedestrians": [list(p) for p in c.pedestrians.points], "seed": k,
                 "start_at": start_at,
                 "trace": str(trace / f"camera.{name}.jsonl")})
-
-    def _predict_as_placed(self, ext: VideoDecision) -> VideoDecision:
-        """The decision's prediction again, on step costs measured with the models it placed
-        taking turns on each device (every device at once, as during the run): a detector
-        alternating with another model, frame sizes and all, costs 0.75-1.3x what it does
-        alone in a loop (docs/results.md, dcei-fidelity). The decision itself, made on the
-        profiles of each model alone, stays; jobs.csv keeps both predictions."""
-        hosts = sorted({*ext.detect.values(), *ext.instances})
-        cams = {c.name: c for c in self.w.cameras}
-        self.progress(f"profiling the placed models on {len(hosts)} devices, taking turns")
-        said = self.processes.answers({f"hosted.{d}": (d, {
-            "role": "profile_hosted", "threads": self._threads(d), "hold": True,
-            "instances": ext.instances.count(d),
-            "streams": [{"input": cams[n].spec.tasks.detect.input,
-                         "size": list(cams[n].spec.frames.size),
-                         "quality": cams[n].spec.frames.quality,
-                         "crop_bytes": cams[n].spec.tasks.reid.crop_bytes}
-                        for n, dev in ext.detect.items() if dev == d]})
-            for d in hosts}, PROFILE_TIMEOUT_S)
-        for d in hosts:  # the costs of what it hosts; the rest as profiled alone
-            got = said[f"hosted.{d}"]
-            keys = (("detect_s", "crop_s") if got["streams"] else ()) + \
-                (("reid1_s", "reid_batch_s") if got["instances"] else ())
-            self.hosted[d] = {**self.profiles[d], **{k: got[k] for k in keys},
-                              "turn_s": got["turn_s"]}
-        unit = self.units[0]
-        again = to_plan(ext.strategy, replace(unit, workload=self.w, problem=with_profiles(
-            unit.problem, self.hosted)), Mapping(dict(ext.detect), dict(ext.reid),
-                                                 tuple(ext.instances), tuple(ext.not_placed)),
-            0.0).extension
-        return replace(again, fps_predicted_alone=dict(ext.fps_predicted))
 
     def _ready(self, labels: list[str]) -> bool:
         """Wait until every device process says it is ready (its models loaded, its streams'
@@ -249,8 +208,6 @@ class Video(SingleUnit):
                 "reid_on": ext.instances[ext.reid[c.name]] if placed else "",
                 "camera_fps": c.spec.frames.fps,
                 "fps_measured": fps, "fps_predicted": fps_pred,
-                "fps_predicted_alone": ext.fps_predicted_alone.get(c.name, float("nan"))
-                if ext else float("nan"),
                 "fidelity": fps / fps_pred if fps_pred else float("nan"),
                 "latency_ms_p50": _q(steady, "latency_ms", 0.5),
                 "latency_ms_p95": _q(steady, "latency_ms", 0.95),
@@ -277,8 +234,7 @@ class Video(SingleUnit):
                    if b.get("type") == "batch"]
         pd.DataFrame(batches).to_csv(self.out / "reid.csv", index=False)
         (self.out / "profiles.json").write_text(json.dumps(
-            {**self.profiles, **{f"camera {n}": v for n, v in self.captures.items()},
-             **{f"hosted {n}": v for n, v in self.hosted.items()}}, indent=1))
+            {**self.profiles, **{f"camera {n}": v for n, v in self.captures.items()}}, indent=1))
         return jobs
 
     def _over_time(self, frames: pd.DataFrame) -> pd.DataFrame:
