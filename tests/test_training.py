@@ -372,13 +372,24 @@ def test_per_device_server_share_runs_each_devices_server_part_on_its_own_slice(
     cpu_dir = cgroups.node_dirs(ledger.names, "srv")[0]
     assert not list(cpu_dir.glob("slice.*"))  # removed at the run's end
     # the server profiled on a 0.5-core slice runs LeNet about as fast as a 0.5-core device
-    prof = json.loads((out / "profiles.json").read_text())
+    # (both with every node busy, as the decision saw them)
+    prof = json.loads((out / "profiles_decided.json").read_text())
     total = {n: sum(prof[n]["forward_s"]) + sum(prof[n]["backward_s"]) for n in prof}
     assert 0.7 < total["srv"] / total["d1"] < 1.4, total
     devices = pd.read_csv(out / "devices.csv")
     assert np.allclose(devices.round_time_predicted_shared_s, devices.round_time_predicted_s)
     rounds = pd.read_csv(out / "rounds.csv")
     assert (rounds.server_share == "per-device").all()
+    # profiled again at the decision's load: each node and slice computing its planned share
+    # of the round; the same cuts and bandwidths, predicted on those profiles
+    meta = json.loads((out / "run.json").read_text())
+    duty = meta["profile_duty"]
+    assert set(duty) <= {"d1", "d2", "srv@d1", "srv@d2"} and {"d1", "d2"} <= set(duty)
+    assert all(0.02 <= v <= 1.0 for v in duty.values()), duty
+    assert meta["decided"]["cuts"] == meta["decision"]["cuts"]
+    assert meta["decided"]["bandwidth_mbit"] == meta["decision"]["bandwidth_mbit"]
+    assert devices.round_time_predicted_s.tolist() == [
+        meta["decision"]["round_predicted_s"][d] for d in devices.device]
     print(devices[["device", "round", "round_time_measured_s", "round_time_predicted_s",
                    "server_compute_s", "server_compute_predicted_s"]])
 

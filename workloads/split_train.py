@@ -129,7 +129,11 @@ def profile(cfg: dict) -> tuple[dict, object]:
     the node busy with afterwards. Each block is timed on its own (medians: their shares of a
     pass), and the passes are timed together over at least `budget_s` (wall time per pass):
     under a CPU quota a short computation runs at full speed until the quota of the period is
-    spent and then waits, so single timings are too fast and only the long run's rate counts."""
+    spent and then waits, so single timings are too fast and only the long run's rate counts.
+
+    With `duty` below 1 the node computes that share of the time and idles the rest (after
+    each pass, pass time x (1 - duty) / duty), as a device does that waits on its link between
+    batches: a pass then starts on an unspent quota and on a machine as busy as the run's."""
     bs, shape = model_blocks(cfg)
     b = int(cfg["batch_size"])
     x = torch.randn(b, *shape)
@@ -153,18 +157,29 @@ def profile(cfg: dict) -> tuple[dict, object]:
                 act.append(out.numel() * 4)
             h = out
 
-    budget_s, rep, t_start = float(cfg.get("budget_s", 2.0)), 0, 0.0
+    duty = min(1.0, max(0.01, float(cfg.get("duty", 1.0))))
+
+    def paced_pass(rep: int = 0) -> float:
+        t0 = time.perf_counter()
+        one_pass(rep)
+        took = time.perf_counter() - t0
+        if duty < 1.0:
+            time.sleep(took * (1.0 - duty) / duty)
+        return took
+
+    budget_s, rep, busy, t_start = float(cfg.get("budget_s", 2.0)), 0, 0.0, 0.0
     while rep <= 3 or (time.perf_counter() - t_start < budget_s and rep <= 200):
         if rep == 1:  # the first pass warms up allocators and kernels
             t_start = time.perf_counter()
-        one_pass(rep)
+        took = paced_pass(rep)
+        busy += took if rep else 0.0
         rep += 1
-    per_pass = (time.perf_counter() - t_start) / (rep - 1)
+    per_pass = busy / (rep - 1)
     med = [sorted(v)[len(v) // 2] for v in fwd], [sorted(v)[len(v) // 2] for v in bwd]
     scale = per_pass / max(sum(med[0]) + sum(med[1]), 1e-12)
     return {"forward_s": [t * scale for t in med[0]], "backward_s": [t * scale for t in med[1]],
             "activation_bytes": act, "param_bytes": params, "pass_s": per_pass,
-            "quota_factor": scale}, one_pass
+            "quota_factor": scale, "duty": duty}, paced_pass
 
 
 def device(cfg: dict) -> None:
@@ -662,10 +677,10 @@ def main() -> None:
     if cfg["role"] == "profile":
         join_cpu_slice(cfg.get("cpu_slice"))
         torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
-        said, one_pass = profile(cfg)
+        said, work = profile(cfg)
         print(json.dumps(said), flush=True)
         if cfg.get("hold"):
-            hold(one_pass)
+            hold(work)
     elif cfg["role"] == "device":
         device(cfg)
     else:

@@ -17,6 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from testbed.kinds.training.problem import BlockProfile, Problem, build
 from testbed.kinds.training.spec import Workload
 from testbed.kinds.training.strategies import STRATEGIES, Split, decide
@@ -78,10 +80,20 @@ def to_plan(strategy: str, unit: Decidable, view: NetworkView, split: Split,
         volume = int(p.C[cut - 1] * 1e6 / 8)  # bytes per round, both directions
         flows.append(Flow(w.name, d, "server", d, server, volume, view.paths(d, server)[0],
                           float(split.bandwidth_mbit[i]), PORT_BASE + i))
+    ext = priced(strategy, server, p, split)
+    slowest = p.devices[int(split.round_s.argmax())]
+    predicted[w.name] = JobPrediction(1.0 / split.makespan_s, f"device {slowest}",
+                                      latency_s=split.makespan_s)
+    return Plan(strategy, tuple(placements), tuple(flows), predicted, (), decision_s,
+                kind="training", extension=ext)
+
+
+def priced(strategy: str, server: str, p: Problem, split: Split) -> TrainingDecision:
+    """The split's cuts and bandwidths with their predicted times on the problem's profiles."""
     shared = p.shared_server_round_times(split.cuts, split.bandwidth_mbit)
     comm = {d: float(p.C[int(split.cuts[i]) - 1] / max(split.bandwidth_mbit[i], 1e-12))
             for i, d in enumerate(p.devices)}
-    ext = TrainingDecision(
+    return TrainingDecision(
         strategy, server, {d: int(split.cuts[i]) for i, d in enumerate(p.devices)}, p.blocks,
         {d: float(split.bandwidth_mbit[i]) for i, d in enumerate(p.devices)},
         {d: float(split.round_s[i]) for i, d in enumerate(p.devices)}, split.makespan_s,
@@ -89,11 +101,15 @@ def to_plan(strategy: str, unit: Decidable, view: NetworkView, split: Split,
         {d: float(p.A[i, int(split.cuts[i]) - 1] - _device_s(p, i, int(split.cuts[i])))
          for i, d in enumerate(p.devices)}, comm, split.iterations,
         {d: float(shared[i]) for i, d in enumerate(p.devices)}, float(shared.max()))
-    slowest = p.devices[int(split.round_s.argmax())]
-    predicted[w.name] = JobPrediction(1.0 / split.makespan_s, f"device {slowest}",
-                                      latency_s=split.makespan_s)
-    return Plan(strategy, tuple(placements), tuple(flows), predicted, (), decision_s,
-                kind="training", extension=ext)
+
+
+def repriced(ext: TrainingDecision, p: Problem) -> TrainingDecision:
+    """The same decision (cuts, bandwidths) predicted again on other profiles of its nodes,
+    e.g. taken under the load the decision itself puts on the machine."""
+    cuts = np.array([ext.cuts[d] for d in p.devices])
+    bw = np.array([ext.bandwidth_mbit[d] for d in p.devices])
+    split = Split(cuts, bw, p.round_times(cuts, bw), ext.iterations)
+    return priced(ext.strategy, ext.server, p, split)
 
 
 def _device_s(p: Problem, i: int, cut: int) -> float:

@@ -20,8 +20,8 @@ from testbed import nodes
 from testbed.errors import CapabilityError, InputError, NetworkError
 from testbed.experiment.single import SingleUnit
 from testbed.kinds.streams.wiring import tc_rate_mbit
-from testbed.kinds.training.decision import Decidable, TrainingDecision
-from testbed.kinds.training.problem import BlockProfile, build
+from testbed.kinds.training.decision import Decidable, TrainingDecision, repriced
+from testbed.kinds.training.problem import BlockProfile, Problem, build
 from testbed.kinds.training.spec import (
     SERVER_MODES,
     Workload,
@@ -34,6 +34,7 @@ from testbed.routing import FlowSpec
 from testbed.schedulers.plan import Plan
 
 PROFILE_TIMEOUT_S = 600.0
+MIN_DUTY = 0.02  # below this share of the round a node's load is left out of the re-profile
 
 
 class Training(SingleUnit):
@@ -49,7 +50,11 @@ class Training(SingleUnit):
         self.line_bw = {frozenset(lk["between"]): lk["bw_mbit"]
                         for lk in ledger.topology["links"]}
         self.block_profiles: dict[str, BlockProfile] = {}
-        self.decision: TrainingDecision | None = None
+        self.decision: TrainingDecision | None = None  # as predicted at the planned load
+        self.decided: TrainingDecision | None = None  # as the strategy predicted it
+        self.raw_profiles: dict[str, BlockProfile] = {}
+        self.decided_profiles: dict[str, BlockProfile] = {}
+        self.duties: dict[str, float] = {}
         self.server_mode = opts.server_mode or self.w.spec.server_mode
         if self.server_mode not in SERVER_MODES:
             raise InputError(f"--server-mode {self.server_mode!r}: use one of "
@@ -82,43 +87,81 @@ class Training(SingleUnit):
         spec = self.w.spec
         if self.per_device:
             self.slices = self._server_slices()
-        taking_part = (spec.server, *self.w.devices)
-        for node in taking_part:
+        for node in (spec.server, *self.w.devices):
             if node in self.profile.unable:
                 raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
                                    f"{self.profile.unable[node]}")
         # every node at once, each busy until all have measured: during the run they share
         # this machine's cores (and OVS) too, and VGG-16's blocks on 0.15-core devices ran
         # 1.25x slower than when profiled alone
-        self.progress(f"profiling {spec.model} on {len(taking_part)} nodes at once")
+        servers = [f"{spec.server}@{d}" for d in self.w.devices] if self.per_device \
+            else [spec.server]
+        self.progress(f"profiling {spec.model} on {1 + len(self.w.devices)} nodes at once")
+        self.raw_profiles = self._profile(dict.fromkeys((*self.w.devices, *servers), 1.0))
+        self.block_profiles = self.decided_profiles = self._by_node(self.raw_profiles)
+        self.units = [Decidable(self.w, self._problem(self.block_profiles))]
+
+    def _profile(self, duties: dict[str, float]) -> dict[str, BlockProfile]:
+        """Per-block profiles taken all at once, each computing `duty` of the time and holding
+        that load until all have answered. Keys: a device, the server, or `server@device` for
+        the server's slice serving that device (server_share: per-device)."""
+        spec = self.w.spec
         config = {"role": "profile", "model": spec.model, "batch_size": spec.batch_size,
                   "width": self.w.width, "hold": True}
-        asked = {f"profile.{n}": (n, {**config, "threads": self._threads(n)})
-                 for n in self.w.devices}
-        if self.per_device:  # on every device's slice, as the devices' batches reach it
-            asked |= {f"profile.{spec.server}.{d}": (spec.server, {
-                **config, "threads": 1, "cpu_slice": self.slices[d]}) for d in self.w.devices}
-        else:
-            asked[f"profile.{spec.server}"] = (spec.server,
-                                               {**config, "threads": self._threads(spec.server)})
+        asked = {}
+        for key, duty in duties.items():
+            node, _, served = key.partition("@")
+            where = {"threads": 1, "cpu_slice": self.slices[served]} if served else \
+                {"threads": self._threads(node)}
+            asked[f"profile.{key}"] = (node, {**config, **where, "duty": duty})
         said = self.processes.answers(asked, PROFILE_TIMEOUT_S)
-        self.block_profiles = {n: BlockProfile.from_dict(said[f"profile.{n}"])
-                               for n in self.w.devices}
-        self.block_profiles[spec.server] = BlockProfile.mean(
-            [BlockProfile.from_dict(said[k]) for k in asked
-             if asked[k][0] == spec.server])
+        return {key: BlockProfile.from_dict(said[f"profile.{key}"]) for key in duties}
+
+    def _by_node(self, raw: dict[str, BlockProfile]) -> dict[str, BlockProfile]:
+        """One profile per node: the server's slices averaged (they run the same blocks)."""
+        server = self.w.spec.server
+        out = {d: raw[d] for d in self.w.devices}
+        out[server] = BlockProfile.mean([p for k, p in raw.items()
+                                         if k.partition("@")[0] == server])
+        return out
+
+    def _problem(self, profiles: dict[str, BlockProfile]) -> Problem:
+        spec = self.w.spec
         memory = {n: v.memory_bytes for n, v in self.profile.view.nodes.items()}
-        problem = build(self.w.devices, self.block_profiles, spec.server, memory,
-                        spec.batches_per_round, self.w.total_mbit,
-                        one_batch_at_a_time=self.server_mode != "split-nonpipe",
-                        server_per_device=self.per_device)
-        self.units = [Decidable(self.w, problem)]
+        return build(self.w.devices, profiles, spec.server, memory, spec.batches_per_round,
+                     self.w.total_mbit, one_batch_at_a_time=self.server_mode != "split-nonpipe",
+                     server_per_device=self.per_device)
+
+    def _at_planned_load(self, ext: TrainingDecision) -> TrainingDecision:
+        """Profile again under the load the decision puts on the machine, and predict the same
+        cuts and bandwidths on those profiles. Profiles with every node busy (prepare) were
+        right for VGG-16, whose devices compute most of a round, and 10-60% too slow for
+        LeNet, whose devices mostly wait on their links: a node now computes the share of the
+        round the decision predicts for it and idles the rest, as it will in the run. A node
+        (or server slice) that computes almost nothing keeps its first profile."""
+        server = self.w.spec.server
+        share = {d: ext.compute_predicted_s[d] / max(ext.round_predicted_s[d], 1e-12)
+                 for d in self.w.devices}
+        if self.per_device:
+            share |= {f"{server}@{d}": ext.server_compute_predicted_s[d]
+                      / max(ext.round_predicted_s[d], 1e-12) for d in self.w.devices}
+        else:
+            share[server] = sum(ext.server_compute_predicted_s.values()) \
+                / max(ext.makespan_predicted_s, 1e-12)
+        busy = {k: min(1.0, v) for k, v in share.items() if v >= MIN_DUTY}
+        self.progress("profiling again at the planned load ("
+                      + ", ".join(f"{k} {v:.0%}" for k, v in busy.items()) + ")")
+        self.duties = busy
+        self.raw_profiles = {**self.raw_profiles, **self._profile(busy)}
+        self.block_profiles = self._by_node(self.raw_profiles)
+        return repriced(ext, self._problem(self.block_profiles))
 
     # ---- the decision loop's hooks ---------------------------------------------------------
     def start(self, placed: list, plan: Plan) -> None:
         if not placed:
             return
-        ext: TrainingDecision = plan.extension
+        self.decided = plan.extension
+        ext = self._at_planned_load(self.decided)
         self.decision, self.status = ext, "running"
         spec = self.w.spec
         specs, labels = [], []
@@ -216,8 +259,10 @@ class Training(SingleUnit):
         rounds = pd.DataFrame(rrows)
         devices.to_csv(self.out / "devices.csv", index=False)
         rounds.to_csv(self.out / "rounds.csv", index=False)
-        (self.out / "profiles.json").write_text(json.dumps(
-            {n: p.__dict__ for n, p in self.block_profiles.items()}, indent=1, default=list))
+        for name, profiles in (("profiles.json", self.block_profiles),
+                               ("profiles_decided.json", self.decided_profiles)):
+            (self.out / name).write_text(json.dumps(
+                {n: p.__dict__ for n, p in profiles.items()}, indent=1, default=list))
         return rounds
 
     def metadata(self) -> dict[str, Any]:
@@ -229,4 +274,7 @@ class Training(SingleUnit):
                              "total_bandwidth_mbit": self.w.total_mbit,
                              "scale_work": spec.scale.work, "width": self.w.width},
                 "status": self.status, "reason": self.reason,
-                "decision": None if self.decision is None else self.decision.__dict__}
+                "decision": None if self.decision is None else self.decision.__dict__,
+                # the strategy's own prediction, on the profiles taken with every node busy
+                "decided": None if self.decided is None else self.decided.__dict__,
+                "profile_duty": self.duties}
