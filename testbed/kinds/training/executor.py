@@ -160,8 +160,12 @@ class Training(SingleUnit):
     def start(self, placed: list, plan: Plan) -> None:
         if not placed:
             return
-        self.decided = plan.extension
-        ext = self._at_planned_load(self.decided)
+        self.decision = self.decided = plan.extension
+        try:
+            ext = self._at_planned_load(self.decided)
+        except NetworkError as e:  # a node that cannot profile again: the run fails, whole
+            self.status, self.reason = "failed", str(e)
+            return
         self.decision, self.status = ext, "running"
         spec = self.w.spec
         specs, labels = [], []
