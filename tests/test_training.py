@@ -386,6 +386,15 @@ def test_per_device_server_share_runs_each_devices_server_part_on_its_own_slice(
     duty = meta["profile_duty"]
     assert set(duty) <= {"d1", "d2", "srv@d1", "srv@d2"} and {"d1", "d2"} <= set(duty)
     assert all(0.02 <= v <= 1.0 for v in duty.values()), duty
+    # each device profiled on its planned round: its own blocks per batch with the planned
+    # waits between; the blocks past its cut keep their first profile
+    pattern = meta["profile_pattern"]
+    assert set(pattern) == {"d1", "d2"} & set(duty)
+    now = json.loads((out / "profiles.json").read_text())
+    for d, pat in pattern.items():
+        assert pat["cut"] == meta["decision"]["cuts"][d] and pat["batches"] == 4, pat
+        assert pat["batch_wait_s"] >= 0 and pat["round_wait_s"] >= 0, pat
+        assert now[d]["forward_s"][pat["cut"]:] == prof[d]["forward_s"][pat["cut"]:]
     assert meta["decided"]["cuts"] == meta["decision"]["cuts"]
     assert meta["decided"]["bandwidth_mbit"] == meta["decision"]["bandwidth_mbit"]
     assert devices.round_time_predicted_s.tolist() == [

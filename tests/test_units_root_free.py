@@ -2,12 +2,16 @@
 wiring, trace tables, sweep expansion and the tc scripts run on devices."""
 
 import json
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
 
 from testbed.campaign.sweep import CampaignFile, expand
 from testbed.devices.attach import flow_rates_script, parse_classes, remove_flow_rates_script
+from testbed.experiment.processes import _next_line
 from testbed.htb import htb_params
 from testbed.kinds.streams import traces
 from testbed.kinds.streams.wiring import Ports, line_rate_mbit, tc_rate_mbit, wire
@@ -238,3 +242,18 @@ def test_one_size_convention_and_wheels_for_the_images_python():
     platforms = [opts[i + 1] for i, o in enumerate(opts) if o == "--platform"]
     assert platforms[0] == "manylinux_2_39_aarch64" and "manylinux_2_17_aarch64" in platforms
     assert "manylinux_2_40_aarch64" not in platforms and "linux_aarch64" in platforms
+
+
+def test_lines_written_together_are_read_one_by_one():
+    """A profile taken together says "ready" and then its answer; both may arrive in one read
+    of the pipe (a board's relay passes them on as they come): neither is lost."""
+    proc = subprocess.Popen([sys.executable, "-c", "print('ready\\nanswer', flush=True)"],
+                            stdout=subprocess.PIPE)
+    kept: dict[int, bytes] = {}
+    deadline = time.monotonic() + 30
+    try:
+        assert _next_line(proc, deadline, kept) == "ready"
+        assert _next_line(proc, deadline, kept) == "answer"
+        assert _next_line(proc, deadline, kept) == ""  # ended without another line
+    finally:
+        proc.wait(timeout=10)

@@ -1,7 +1,9 @@
-"""Keeping a node busy after it has answered a profile, until the runner has every answer."""
+"""Profiles taken together: starting to measure when every node is ready, and keeping a node
+busy after it has answered, until the runner has every answer."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -17,3 +19,12 @@ def hold(work: Callable[[], object], limit_s: float = 900.0) -> None:
     t0 = time.monotonic()
     while not closed.is_set() and time.monotonic() - t0 < limit_s:
         work()
+
+
+def ready(together: bool) -> None:
+    """With `together`, say ready (loaded and warmed up) and wait for the runner's go, given
+    once every node is ready: a node still importing torch or building its model must not
+    load the machine while the others measure."""
+    if together:
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()

@@ -37,7 +37,7 @@ import threading
 import time
 
 import torch
-from hold import hold
+from hold import hold, ready
 from split_models import blocks
 from torch import nn
 
@@ -125,25 +125,35 @@ def cpu_cgroup() -> str:
 
 # ---- roles ---------------------------------------------------------------------------------
 def profile(cfg: dict) -> tuple[dict, object]:
-    """Per-block seconds of one batch as this node delivers them over time, and a pass to keep
-    the node busy with afterwards. Each block is timed on its own (medians: their shares of a
-    pass), and the passes are timed together over at least `budget_s` (wall time per pass):
-    under a CPU quota a short computation runs at full speed until the quota of the period is
-    spent and then waits, so single timings are too fast and only the long run's rate counts.
+    """Per-block seconds of one batch as this node delivers them over time, and the work to
+    keep the node busy with afterwards. Each block is timed on its own (medians: their shares
+    of a pass), and the passes are timed together over at least `budget_s` of wall time: under
+    a CPU quota a short computation runs at full speed until the quota of the period is spent
+    and then waits, so single timings are too fast and only the long run's rate counts.
 
-    With `duty` below 1 the node computes that share of the time and idles the rest (after
-    each pass, pass time x (1 - duty) / duty), as a device does that waits on its link between
-    batches: a pass then starts on an unspent quota and on a machine as busy as the run's."""
+    Three loads, each as the run will put it on the node:
+    - busy (default): passes of every block back to back;
+    - `duty` below 1: a pass, then idle for pass time x (1 - duty) / duty (a server's share);
+    - `pattern` {cut, batches, batch_wait_s, round_wait_s}: a device's round as planned: per
+      batch its blocks 1..cut, then the wait for the server's part and the transfers, and
+      after `batches` batches the wait for the weights and the slowest device. Only blocks
+      1..cut are timed (the lists are that long), each batch whole as the device runs it
+      (one forward, one backward, the optimiser's step; its blocks one by one for their
+      shares first): a quota spent in pieces between waits runs faster than in whole
+      passes, and LeNet's blocks timed one by one cost more than in one backward."""
     bs, shape = model_blocks(cfg)
     b = int(cfg["batch_size"])
     x = torch.randn(b, *shape)
-    fwd = [[] for _ in bs]
-    bwd = [[] for _ in bs]
+    pattern = cfg.get("pattern")
+    hi = int(pattern["cut"]) if pattern else len(bs)
+    fwd = [[] for _ in bs[:hi]]
+    bwd = [[] for _ in bs[:hi]]
     act, params = [], [sum(p.numel() * 4 for p in blk.parameters()) for blk in bs]
 
-    def one_pass(rep: int = 0) -> None:
+    def one_pass(rep: int = 0) -> float:
+        t_pass = time.perf_counter()
         h = x
-        for k, blk in enumerate(bs):
+        for k, blk in enumerate(bs[:hi]):
             h = h.detach().requires_grad_(k > 0)
             t0 = time.perf_counter()
             out = blk(h)
@@ -156,30 +166,57 @@ def profile(cfg: dict) -> tuple[dict, object]:
             if rep == 1:
                 act.append(out.numel() * 4)
             h = out
+        return time.perf_counter() - t_pass
 
     duty = min(1.0, max(0.01, float(cfg.get("duty", 1.0))))
+    count = itertools.count(1)
+    mine = nn.ModuleList(bs[:hi])
+    opt = torch.optim.SGD(mine.parameters(), lr=1e-6) if hi else None
+    y = torch.randint(0, 10, (b,))
+
+    def device_pass() -> float:
+        """One batch of blocks 1..cut as the device's round runs it: one forward, one
+        backward from the loss or from the cut's gradient, the optimiser's step."""
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        out = forward(bs, x, 0, hi)
+        if hi == len(bs):
+            nn.functional.cross_entropy(out, y).backward()
+        else:
+            out.backward(torch.ones_like(out))
+        opt.step()
+        return time.perf_counter() - t0
+
+    shares = 3 if pattern else 0  # passes timed block by block for the shares alone
 
     def paced_pass(rep: int = 0) -> float:
-        t0 = time.perf_counter()
-        one_pass(rep)
-        took = time.perf_counter() - t0
+        """rep 1..: a timed pass; 0: holding the load after answering."""
+        if pattern:
+            took = one_pass(rep) if 0 < rep <= shares else device_pass()
+            time.sleep(float(pattern["batch_wait_s"]))
+            if next(count) % int(pattern["batches"]) == 0:
+                time.sleep(float(pattern["round_wait_s"]))
+            return took
+        took = one_pass(rep)
         if duty < 1.0:
             time.sleep(took * (1.0 - duty) / duty)
         return took
 
     budget_s, rep, busy, t_start = float(cfg.get("budget_s", 2.0)), 0, 0.0, 0.0
-    while rep <= 3 or (time.perf_counter() - t_start < budget_s and rep <= 200):
-        if rep == 1:  # the first pass warms up allocators and kernels
+    one_pass(0)  # the first pass warms up allocators and kernels
+    ready(bool(cfg.get("together")))
+    while rep < shares + 3 or (time.perf_counter() - t_start < budget_s and rep < 200):
+        rep += 1
+        if rep == shares + 1:
             t_start = time.perf_counter()
         took = paced_pass(rep)
-        busy += took if rep else 0.0
-        rep += 1
-    per_pass = busy / (rep - 1)
+        busy += took if rep > shares else 0.0
+    per_pass = busy / (rep - shares)
     med = [sorted(v)[len(v) // 2] for v in fwd], [sorted(v)[len(v) // 2] for v in bwd]
     scale = per_pass / max(sum(med[0]) + sum(med[1]), 1e-12)
     return {"forward_s": [t * scale for t in med[0]], "backward_s": [t * scale for t in med[1]],
             "activation_bytes": act, "param_bytes": params, "pass_s": per_pass,
-            "quota_factor": scale, "duty": duty}, paced_pass
+            "quota_factor": scale, "duty": duty, "pattern": pattern}, paced_pass
 
 
 def device(cfg: dict) -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 
 import numpy as np
-from hold import hold
+from hold import hold, ready
 from PIL import Image
 
 torch = None  # imported on first use: a camera never loads it (seconds at a small CPU quota)
@@ -215,6 +215,8 @@ def profile(cfg: dict) -> tuple[dict, object]:
     img = det(jpeg)
     batch = crops(img, boxes, BATCH_MAX, 80, 0)
     reid = Reid()
+    reid(batch[:1])
+    ready(bool(cfg.get("together")))
     said = {"detect_s": _rate(lambda: det(jpeg), budget),
             "crop_s": _rate(lambda: crops(img, boxes, 1, 80, 20_000), budget / 4),
             # a call of 1 crop and of BATCH_MAX: a fixed cost per call plus one per crop
@@ -229,6 +231,7 @@ def profile_camera(cfg: dict) -> dict:
     quota: what a camera can produce per second, whatever the network takes."""
     budget = float(cfg.get("budget_s", 1.0))
     out = {}
+    ready(bool(cfg.get("together")))
     for w, h, q in cfg["frames"]:
         scene, ticks = Scene(w, h, 0), iter(range(1_000_000))
         out[f"{w}x{h}q{q}"] = _rate(
@@ -483,7 +486,7 @@ def main() -> None:
         if cfg.get("hold"):
             hold(detect)
     elif role == "profile_camera":
-        print(json.dumps(profile_camera(cfg)))
+        print(json.dumps(profile_camera(cfg)), flush=True)
     elif role == "camera":
         camera(cfg)
     else:

@@ -85,29 +85,47 @@ class Processes:
         log.close()
         return p
 
-    def answers(self, asked: dict[str, tuple[str, dict]], timeout_s: float) -> dict[str, dict]:
+    def answers(self, asked: dict[str, tuple[str, dict]], timeout_s: float,
+                together: bool = False) -> dict[str, dict]:
         """Run one question per label at once (label -> (node, config)), each answered by the
         process as one JSON line on stdout (e.g. a profile); raises NetworkError naming the
         first that failed or the time limit, and leaves none running. A process may go on
         working after its answer (a profile holding its node busy while the others measure):
-        all are stopped only once every answer is in."""
-        procs = {label: self.spawn(node, label, config, talk=True)
+        all are stopped only once every answer is in. With `together` (profiles), each
+        process first says it is ready (a line) and waits for a go on stdin, given once all
+        are ready, so that none measures while another is still starting."""
+        extra = {"together": True} if together else {}
+        procs = {label: self.spawn(node, label, {**config, **extra}, talk=True)
                  for label, (node, config) in asked.items()}
-        deadline = time.monotonic() + timeout_s
+        deadline, kept = time.monotonic() + timeout_s, {}
         out = {}
         try:
+            if together:
+                for label, proc in procs.items():
+                    self._line(label, asked[label][0], proc, list(procs), deadline, timeout_s,
+                               kept)
+                for proc in procs.values():
+                    # a process that cannot hear it (ended, or on a board, whose processes
+                    # read no stdin: its CPU is its own) has measured already
+                    with contextlib.suppress(OSError):
+                        proc.stdin.write("go\n")
+                        proc.stdin.flush()
             for label, proc in procs.items():
-                said = _first_line(proc, deadline)
-                if said is None:
-                    raise NetworkError(f"{', '.join(procs)}: no answer within {timeout_s:.0f} s")
-                if not said.strip():
-                    proc.wait(timeout=5)
-                    raise NetworkError(f"{label} on {asked[label][0]} failed: "
-                                       f"{self.last_log_line(label)}")
-                out[label] = json.loads(said)
+                out[label] = json.loads(self._line(label, asked[label][0], proc, list(procs),
+                                                   deadline, timeout_s, kept))
         finally:
             self.stop(list(procs.values()))
         return out
+
+    def _line(self, label: str, node: str, proc: subprocess.Popen, labels: list[str],
+              deadline: float, timeout_s: float, kept: dict[int, bytes]) -> str:
+        said = _next_line(proc, deadline, kept)
+        if said is None:
+            raise NetworkError(f"{', '.join(labels)}: no answer within {timeout_s:.0f} s")
+        if not said.strip():
+            proc.wait(timeout=5)
+            raise NetworkError(f"{label} on {node} failed: {self.last_log_line(label)}")
+        return said
 
     def usage(self, nodes_by_host: dict[str | None, list[str]]) -> dict:
         """node -> (CPU seconds, memory bytes) or None, read where each node lives (None:
@@ -157,10 +175,12 @@ class Processes:
                 p.wait(timeout=5)
 
 
-def _first_line(proc: subprocess.Popen, deadline: float) -> str | None:
-    """The first line `proc` writes to stdout ("" if it ended without one; None: not by
-    `deadline`). Reads the pipe itself: the process may keep running after it."""
-    fd, got = proc.stdout.fileno(), b""
+def _next_line(proc: subprocess.Popen, deadline: float, kept: dict[int, bytes]) -> str | None:
+    """The next line `proc` writes to stdout ("" if it ended without one; None: not by
+    `deadline`). Reads the pipe itself, as the process may keep running after it; what came
+    after the line waits in `kept` (by pipe) for the next call."""
+    fd = proc.stdout.fileno()
+    got = kept.pop(fd, b"")
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         while b"\n" not in got:
@@ -171,4 +191,6 @@ def _first_line(proc: subprocess.Popen, deadline: float) -> str | None:
             if not chunk:
                 break
             got += chunk
-    return got.decode(errors="replace").split("\n", 1)[0]
+    line, _, rest = got.partition(b"\n")
+    kept[fd] = rest
+    return line.decode(errors="replace")

@@ -35,6 +35,10 @@ from testbed.schedulers.plan import Plan
 
 PROFILE_TIMEOUT_S = 600.0
 MIN_DUTY = 0.02  # below this share of the round a node's load is left out of the re-profile
+# A device's planned waits in its second profile are cut to this: its CPU quota refills every
+# period (10 ms), so a longer wait changes only how long profiling takes (all-local VGG-16
+# devices wait about two minutes per round for their weights)
+PROFILE_WAIT_CAP_S = 10.0
 
 
 class Training(SingleUnit):
@@ -55,6 +59,8 @@ class Training(SingleUnit):
         self.raw_profiles: dict[str, BlockProfile] = {}
         self.decided_profiles: dict[str, BlockProfile] = {}
         self.duties: dict[str, float] = {}
+        self.patterns: dict[str, dict] = {}  # device -> its planned round (second profile)
+        self.problem: Problem | None = None
         self.server_mode = opts.server_mode or self.w.spec.server_mode
         if self.server_mode not in SERVER_MODES:
             raise InputError(f"--server-mode {self.server_mode!r}: use one of "
@@ -97,25 +103,37 @@ class Training(SingleUnit):
         servers = [f"{spec.server}@{d}" for d in self.w.devices] if self.per_device \
             else [spec.server]
         self.progress(f"profiling {spec.model} on {1 + len(self.w.devices)} nodes at once")
-        self.raw_profiles = self._profile(dict.fromkeys((*self.w.devices, *servers), 1.0))
+        self.raw_profiles = self._profile(dict.fromkeys((*self.w.devices, *servers),
+                                                        {"duty": 1.0}))
         self.block_profiles = self.decided_profiles = self._by_node(self.raw_profiles)
-        self.units = [Decidable(self.w, self._problem(self.block_profiles))]
+        self.problem = self._problem(self.block_profiles)
+        self.units = [Decidable(self.w, self.problem)]
 
-    def _profile(self, duties: dict[str, float]) -> dict[str, BlockProfile]:
-        """Per-block profiles taken all at once, each computing `duty` of the time and holding
-        that load until all have answered. Keys: a device, the server, or `server@device` for
-        the server's slice serving that device (server_share: per-device)."""
+    def _profile(self, loads: dict[str, dict]) -> dict[str, BlockProfile]:
+        """Per-block profiles taken all at once, each under its load ({"duty": share} or a
+        device's round {"pattern": ...}, see split_train.profile) and holding it until all
+        have answered. Keys: a device, the server, or `server@device` for the server's slice
+        serving that device (server_share: per-device). A device profiled on its round times
+        only its own blocks; the blocks past its cut keep their first profile."""
         spec = self.w.spec
         config = {"role": "profile", "model": spec.model, "batch_size": spec.batch_size,
                   "width": self.w.width, "hold": True}
         asked = {}
-        for key, duty in duties.items():
+        for key, load in loads.items():
             node, _, served = key.partition("@")
             where = {"threads": 1, "cpu_slice": self.slices[served]} if served else \
                 {"threads": self._threads(node)}
-            asked[f"profile.{key}"] = (node, {**config, **where, "duty": duty})
-        said = self.processes.answers(asked, PROFILE_TIMEOUT_S)
-        return {key: BlockProfile.from_dict(said[f"profile.{key}"]) for key in duties}
+            asked[f"profile.{key}"] = (node, {**config, **where, **load})
+        said = self.processes.answers(asked, PROFILE_TIMEOUT_S, together=True)
+        out = {}
+        for key in loads:
+            got = said[f"profile.{key}"]
+            k, first = len(got["forward_s"]), self.raw_profiles.get(key)
+            out[key] = BlockProfile.from_dict(got) if first is None else BlockProfile(
+                tuple(got["forward_s"]) + first.forward_s[k:],
+                tuple(got["backward_s"]) + first.backward_s[k:],
+                first.activation_bytes, first.param_bytes)
+        return out
 
     def _by_node(self, raw: dict[str, BlockProfile]) -> dict[str, BlockProfile]:
         """One profile per node: the server's slices averaged (they run the same blocks)."""
@@ -136,25 +154,46 @@ class Training(SingleUnit):
         """Profile again under the load the decision puts on the machine, and predict the same
         cuts and bandwidths on those profiles. Profiles with every node busy (prepare) were
         right for VGG-16, whose devices compute most of a round, and 10-60% too slow for
-        LeNet, whose devices mostly wait on their links: a node now computes the share of the
-        round the decision predicts for it and idles the rest, as it will in the run. A node
-        (or server slice) that computes almost nothing keeps its first profile."""
+        LeNet, whose devices mostly wait on their links. Now each device runs its round as
+        planned (its blocks per batch, the planned waits between; see `_round_pattern`), and
+        the server (or each slice) computes its predicted share of the round and idles the
+        rest. A node (or slice) that computes almost nothing keeps its first profile."""
         server = self.w.spec.server
-        share = {d: ext.compute_predicted_s[d] / max(ext.round_predicted_s[d], 1e-12)
-                 for d in self.w.devices}
+        rounds = {d: ext.round_shared_predicted_s.get(d, ext.round_predicted_s[d])
+                  for d in self.w.devices}
+        cycle = max(max(rounds.values()), 1e-12)  # devices wait for the slowest's weights
+        share = {d: ext.compute_predicted_s[d] / cycle for d in self.w.devices}
         if self.per_device:
-            share |= {f"{server}@{d}": ext.server_compute_predicted_s[d]
-                      / max(ext.round_predicted_s[d], 1e-12) for d in self.w.devices}
+            share |= {f"{server}@{d}": ext.server_compute_predicted_s[d] / cycle
+                      for d in self.w.devices}
         else:
-            share[server] = sum(ext.server_compute_predicted_s.values()) \
-                / max(ext.makespan_predicted_s, 1e-12)
+            share[server] = sum(ext.server_compute_predicted_s.values()) / cycle
         busy = {k: min(1.0, v) for k, v in share.items() if v >= MIN_DUTY}
         self.progress("profiling again at the planned load ("
                       + ", ".join(f"{k} {v:.0%}" for k, v in busy.items()) + ")")
         self.duties = busy
-        self.raw_profiles = {**self.raw_profiles, **self._profile(busy)}
+        self.patterns = {d: self._round_pattern(ext, d, rounds[d], cycle)
+                         for d in self.w.devices if d in busy}
+        loads = {k: {"pattern": self.patterns[k]} if k in self.patterns else {"duty": v}
+                 for k, v in busy.items()}
+        self.raw_profiles = {**self.raw_profiles, **self._profile(loads)}
         self.block_profiles = self._by_node(self.raw_profiles)
         return repriced(ext, self._problem(self.block_profiles))
+
+    def _round_pattern(self, ext: TrainingDecision, d: str, round_s: float,
+                       cycle_s: float) -> dict:
+        """Device d's round as the decision plans it: per batch its blocks, then the wait for
+        its activations' transfers and the server's part; after the round's batches the
+        weights' transfers and the wait for the slowest device (the server averages when all
+        have sent). Waits longer than PROFILE_WAIT_CAP_S are cut to it."""
+        p, b, cut = self.problem, self.w.spec.batches_per_round, ext.cuts[d]
+        bw = max(ext.bandwidth_mbit[d], 1e-12)
+        act_mbit = float(p.activation_mbit[cut - 1]) if p.activation_mbit is not None else 0.0
+        weights_s = max(0.0, float(p.C[cut - 1]) - act_mbit) / bw
+        between = max(0.0, round_s - ext.compute_predicted_s[d] - weights_s) / b
+        return {"cut": cut, "batches": b, "batch_wait_s": min(between, PROFILE_WAIT_CAP_S),
+                "round_wait_s": min(max(0.0, cycle_s - round_s) + weights_s,
+                                    PROFILE_WAIT_CAP_S)}
 
     # ---- the decision loop's hooks ---------------------------------------------------------
     def start(self, placed: list, plan: Plan) -> None:
@@ -281,4 +320,4 @@ class Training(SingleUnit):
                 "decision": None if self.decision is None else self.decision.__dict__,
                 # the strategy's own prediction, on the profiles taken with every node busy
                 "decided": None if self.decided is None else self.decided.__dict__,
-                "profile_duty": self.duties}
+                "profile_duty": self.duties, "profile_pattern": self.patterns}

@@ -71,8 +71,9 @@ class Video(SingleUnit):
             if node in self.profile.unable:
                 raise NetworkError(f"{self.w.source}: node {node} cannot run tasks: "
                                    f"{self.profile.unable[node]}")
-        # all devices and cameras at once: their CPU quotas are theirs, as during the run; a
-        # device that has measured keeps detecting until every device has
+        # all devices and cameras at once: their CPU quotas are theirs, as during the run;
+        # none measures before all are loaded, and a device that has measured keeps
+        # detecting until every device has
         cameras = sorted({c.spec.source for c in self.w.cameras})
         self.progress(f"profiling detection and re-ID on {len(self.w.devices)} devices, "
                       f"capture on {len(cameras)} cameras")
@@ -81,7 +82,7 @@ class Video(SingleUnit):
                                      "hold": True})
                 for n in self.w.devices},
              **{f"capture.{n}": (n, {"frames": cfg["frames"], "role": "profile_camera"})
-                for n in cameras}}, PROFILE_TIMEOUT_S)
+                for n in cameras}}, PROFILE_TIMEOUT_S, together=True)
         self.profiles = {n: said[f"profile.{n}"] for n in self.w.devices}
         self.captures = {n: said[f"capture.{n}"] for n in cameras}
         first = self.profiles[self.w.devices[0]]
