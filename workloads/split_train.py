@@ -140,7 +140,7 @@ def profile(cfg: dict) -> tuple[dict, object]:
       1..cut are timed (the lists are that long), each batch whole as the device runs it
       (one forward, one backward, the optimiser's step; its blocks one by one for their
       shares first): a quota spent in pieces between waits runs faster than in whole
-      passes, and LeNet's blocks timed one by one cost more than in one backward."""
+      passes, and the loss and the optimiser's step cost the device too."""
     bs, shape = model_blocks(cfg)
     b = int(cfg["batch_size"])
     x = torch.randn(b, *shape)
