@@ -8,8 +8,10 @@ More columns tell where a misprediction comes from: `fps_played` plays the decis
 with the edge worker's own rules (testbed/kinds/video/playback.py) on the profiled step
 costs; `fps_predicted_run_costs` and `fps_played_run_costs` predict both ways with the step
 costs the run itself measured instead (each device's median detection from frames.csv, its
-re-ID cost per call and per crop fitted to reid.csv). Good predictions on the run's costs and
-poor ones on the profiled costs put the error in the profiles, not in the model.
+re-ID costs scaled by the median of measured over profiled batch time in reid.csv). Good
+predictions on the run's costs and poor ones on the profiled costs put the error in the
+profiles, not in the model. Runs with a pilot add `fps_played_pilot`: played out on the
+pilot's costs (the run's own `fps_predicted` is max-min on them).
 
 Usage: python bench/dcei_replay.py results/dcei-fidelity [more campaign folders]
 """
@@ -22,12 +24,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from testbed.kinds.video import spec as video_spec  # noqa: E402
 from testbed.kinds.video.decision import WARMUP_S, build, fps_over_time, frame_key  # noqa: E402
+from testbed.kinds.video.measured import measured_costs  # noqa: E402
 from testbed.kinds.video.playback import play  # noqa: E402
 from testbed.kinds.video.problem import Mapping, Problem  # noqa: E402
 from testbed.schedulers.network import NetworkView  # noqa: E402
@@ -59,12 +61,24 @@ def replay(trial: Path) -> pd.DataFrame:
     played_run = play(costs, mapping, {c.name: c.pedestrians for c in w.cameras},
                       {c.name: c.spec.tasks.reid.every for c in w.cameras},
                       min(WARMUP_S, horizon / 2), horizon)
+    pilot = meta.get("pilot_costs") or {}
+    played_pilot = play(replace(
+        problem, detect_s={d: c["detect_s"] for d, c in pilot.items()},
+        reid_s={d: c["reid_crop_s"] for d, c in pilot.items()},
+        reid_call_s={d: c["reid_call_s"] for d, c in pilot.items()}), mapping,
+        {c.name: c.pedestrians for c in w.cameras},
+        {c.name: c.spec.tasks.reid.every for c in w.cameras},
+        min(WARMUP_S, horizon / 2), horizon) if pilot else {}
     jobs = pd.read_csv(run / "jobs.csv")
     jobs = jobs[jobs.status == "done"]
+    decided = jobs.fps_decided if "fps_decided" in jobs else jobs.fps_predicted
     return pd.DataFrame({"trial": trial.name, "scheduler": jobs.scheduler, "stream": jobs.job,
                          "detect_on": jobs.detect_on, "reid_on": jobs.reid_on,
                          "fps_measured": jobs.fps_measured,
-                         "fps_predicted_run": jobs.fps_predicted,
+                         "fps_predicted_run": decided,
+                         "fps_predicted_pilot": jobs.fps_predicted if pilot else float("nan"),
+                         "fps_played_pilot": jobs.job.map(played_pilot) if pilot
+                         else float("nan"),
                          "fps_predicted_now": jobs.job.map(again),
                          "fps_played": jobs.job.map(played),
                          "fps_predicted_run_costs": jobs.job.map(again_run),
@@ -74,21 +88,9 @@ def replay(trial: Path) -> pd.DataFrame:
 def run_costs(p: Problem, m: Mapping, run: Path) -> Problem:
     """The problem with the step costs the run measured instead of the profiled ones."""
     frames = pd.read_csv(run / "frames.csv")
-    frames["device"] = frames.stream.map(m.detect)
-    detect = dict(p.detect_s)
-    for dev, g in frames.groupby("device"):
-        detect[dev] = float((g.detect_ms / 1000 - g.crops * p.crop_s.get(dev, 0.0)).median())
-    per_crop, per_call = dict(p.reid_s), dict(p.reid_call_s)
     batches = pd.read_csv(run / "reid.csv") if (run / "reid.csv").stat().st_size > 1 \
-        else pd.DataFrame(columns=["device", "crops", "t_start", "t_end"])
-    for dev, g in batches.groupby("device"):
-        took = g.t_end - g.t_start
-        if g.crops.nunique() > 1:
-            slope, intercept = np.polyfit(g.crops, took, 1)
-            per_crop[dev], per_call[dev] = max(float(slope), 0.0), max(float(intercept), 0.0)
-        else:  # one batch size only: keep the profile's split between call and crops
-            per_crop[dev] = max(float(took.median()) - per_call[dev], 0.0) / g.crops.iloc[0]
-    return replace(p, detect_s=detect, reid_s=per_crop, reid_call_s=per_call)
+        else pd.DataFrame(columns=["instance", "crops", "t_start", "t_end"])
+    return measured_costs(p, m, frames.to_dict("records"), batches.to_dict("records"))
 
 
 def main() -> None:
@@ -111,10 +113,16 @@ def main() -> None:
           f"{int(((df.fps_predicted_now - df.fps_predicted_run).abs() > 1e-6).sum())}")
     df["fidelity_run_costs"] = df.fps_measured / df.fps_predicted_run_costs
     df["fidelity_played_run_costs"] = df.fps_measured / df.fps_played_run_costs
+    df["fidelity_pilot"] = df.fps_measured / df.fps_predicted_pilot
+    df["fidelity_played_pilot"] = df.fps_measured / df.fps_played_pilot
     for col, what in (("fidelity_now", "max-min shares"), ("fidelity_played", "played out"),
+                      ("fidelity_pilot", "max-min shares on the pilot's costs"),
+                      ("fidelity_played_pilot", "played out on the pilot's costs"),
                       ("fidelity_run_costs", "max-min shares on the run's costs"),
                       ("fidelity_played_run_costs", "played out on the run's costs")):
-        f = df[col]
+        f = df[col].dropna()
+        if f.empty:
+            continue
         print(f"  {what:34s} {f.min():.2f}-{f.max():.2f}, median {f.median():.3f}, "
               f"within 0.9-1.1: {((f >= 0.9) & (f <= 1.1)).mean():.0%}, "
               f"mean |1 - x| {(f - 1).abs().mean():.3f}")

@@ -162,6 +162,39 @@ def test_playing_a_decision_out_follows_the_edge_workers_rules():
         pytest.approx(2.0, abs=0.05)  # max-min agrees where nothing takes turns
 
 
+def test_a_pilots_records_price_the_decision_on_what_its_steps_cost():
+    """The pilot's step costs replace the profile's where the pilot measured them: a device's
+    median detection (its first seconds left out, on its own clock), its re-ID scaled by the
+    median of measured over profiled batch time; a device that measured nothing keeps its
+    profile. A slower detection than profiled lowers the prediction of that stream only."""
+    from testbed.kinds.video.measured import measured_costs
+
+    view = star(3, 2, bw=[100.0])
+    two = tuple(Stream(f"s{k}", f"cam{k}", 10.0, 1_000, 1.0, 1_000, MB, MB, True)
+                for k in range(2))
+    p = Problem(two, ("e0", "e1", "e2"), {"e0": 0.2, "e1": 0.2, "e2": 0.2},
+                {"e0": 0.02, "e1": 0.02, "e2": 0.02}, {d: MB for d in ("e0", "e1", "e2")},
+                view, reid_call_s={"e0": 0.01, "e1": 0.01, "e2": 0.01})
+    m = Mapping({"s0": "e0", "s1": "e1"}, {"s0": 0, "s1": 0}, ("e2",))
+    t0 = 1_000.0  # e0's clock; e1's runs 50 s behind, as a board's may
+    frames = [{"stream": "s0", "t_detect_start": t0, "t_detect_end": t0 + 2.0}]  # warming up
+    frames += [{"stream": "s0", "t_detect_start": t0 + 2 + k, "t_detect_end": t0 + 2.3 + k}
+               for k in range(5)]
+    frames += [{"stream": "s1", "t_detect_start": t0 - 50 + 3 + k,
+                "t_detect_end": t0 - 50 + 3.1 + k} for k in range(4)]
+    batches = [{"instance": 0, "crops": c, "t_start": t0 + k, "t_end": t0 + k + 1.5 * (
+        0.01 + 0.02 * c)} for k, c in enumerate([1, 2, 2, 4])]
+    q = measured_costs(p, m, frames, batches, warmup_s=1.0)
+    assert q.detect_s["e0"] == pytest.approx(0.3) and q.detect_s["e1"] == pytest.approx(0.1)
+    assert q.detect_s["e2"] == 0.2  # no frames detected there: its profile
+    assert q.reid_s["e2"] == pytest.approx(0.03) and q.reid_call_s["e2"] == pytest.approx(0.015)
+    assert q.reid_s["e0"] == 0.02  # hosts no re-ID instance
+    before, after = predict_fps(p, m), predict_fps(q, m)
+    assert after["s0"] == pytest.approx(1 / 0.3, rel=0.01)
+    assert before["s0"] == pytest.approx(1 / 0.2, rel=0.01)
+    assert after["s1"] == pytest.approx(1 / 0.1, rel=0.01)  # its camera's rate
+
+
 def test_predicted_frame_rates_share_an_overloaded_device():
     view = star(1, 2)
     streams = tuple(Stream(f"s{k}", f"cam{k}", 10.0, 10_000, 0.0, 20_000, MB, MB, True)
@@ -317,7 +350,7 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     (tmp_path / "cam1.csv").write_text("t_s,count\n0,0\n5,3\n")
     wl = tmp_path / "video.yaml"
     wl.write_text(
-        "kind: video\ndevices: [e1, e2, e3]\nduration: 15s\njobs:\n"
+        "kind: video\ndevices: [e1, e2, e3]\nduration: 15s\npilot: 6s\njobs:\n"
         "  - {name: c1, source: cam1, frames: {fps: 3, resolution: 320x180},"
         " pedestrians: {trace: cam1.csv}, tasks: &t {detect: {memory: 350MB},"
         " reid: {memory: 500MB, every: 1, after: {detect: per_pedestrian(20kB)}}}}\n"
@@ -344,6 +377,18 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
     assert (c1[c1.t_s < 4.5].crops == 0).all() and (c1[c1.t_s > 5.5].crops == 3).all()
     c2 = frames[frames.stream == "c2"]
     assert (c2[c2.t_s < 7.5].crops == 2).all() and (c2[c2.t_s > 8.5].crops == 3).all()
+    # the pilot ran the same plan first, in the same processes; its records priced the
+    # prediction and stay apart from the measured run's (whose frames count from 0 again)
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["workload"]["pilot_s"] == 6 and set(meta["pilot_costs"]) == {"e1", "e2", "e3"}
+    pilot = [json.loads(line) for line in (out / "traces" / "pilot.jsonl").read_text()
+             .splitlines()]
+    assert {r["stream"] for r in pilot if r["type"] == "frame"} == {"c1", "c2"}
+    assert {s for r in pilot if r["type"] == "batch" for s in r["streams"]} == {"c1", "c2"}
+    assert (frames.groupby("stream").frame.min() <= 2).all() and frames.t_s.max() < 16
+    for d in ("e1", "e2"):
+        assert meta["pilot_costs"][d]["detect_s"] > 0
+    assert jobs.fps_decided.notna().all()
     # frames from the board, on the testbed's clock (~0.5 fps after 8.5 s: 3 or 4 of them)
     assert len(c2[c2.t_s > 8.5]) >= 2
     # the model's frame rate beside the measured one: about 7 frames per stream finish in the
@@ -358,8 +403,9 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
         assert off <= 4, jobs.loc[job].to_dict()
         assert jobs.latency_ms_p50[job] > jobs.detect_ms_p50[job] > 0
     flows = pd.read_csv(out / "flows.csv")
-    sent = {c: sum(r["bytes"] for r in map(json.loads, (out / "traces" / f"camera.{c}.jsonl")
-                                             .read_text().splitlines())) for c in ("c1", "c2")}
+    sent = {c: sum(r["bytes"] for run in ("pilot.", "") for r in map(  # the pilot's, too
+        json.loads, (out / "traces" / f"{run}camera.{c}.jsonl").read_text().splitlines()))
+        for c in ("c1", "c2")}
     for c, src in (("c1", "cam1"), ("c2", "cam2")):
         dst = jobs.detect_on[c]
         row = flows[(flows.src == src) & (flows.dst == dst)].iloc[0]

@@ -10,6 +10,9 @@
   analytics does), detects on it, cuts the pedestrians' crops and sends them to the stream's
   re-ID instance (at most `window` frames wait for re-ID at once); per re-ID instance placed
   here a server that batches crops from every stream it serves. One worker takes turns.
+  With `sessions: 2` the cameras connect twice: first for a pilot, whose records the edge
+  prints on stdout once every frame of it is through (a line {"pilot": [...]}), then for the
+  measured run, which goes to the trace. The models stay loaded in between.
 
 Messages: 4-byte length, a JSON header, then header["n"] payload bytes. Every frame becomes
 one trace line at its detector (capture, receive, detection and re-ID times), every re-ID
@@ -309,6 +312,7 @@ class StreamHost:
         self.records: dict[int, dict] = {}
         self.reid: socket.socket | None = None
         self.closed = False
+        self.sessions, self.sessions_ended, self.paused = int(cfg.get("sessions", 1)), 0, 0
 
     def start(self) -> None:
         self.reid = connect(self.cfg["reid_ip"], int(self.cfg["reid_port"]), timeout_s=120)
@@ -317,13 +321,18 @@ class StreamHost:
         threading.Thread(target=self._replies, daemon=True).start()
 
     def _receive(self) -> None:
-        conn, _ = self.srv.accept()
-        while (msg := recv(conn)) is not None and not msg[0].get("end"):
-            msg[0]["t_recv"] = time.time()
+        for _ in range(self.sessions):  # one camera connection per session
+            conn, _ = self.srv.accept()
+            while (msg := recv(conn)) is not None and not msg[0].get("end"):
+                msg[0]["t_recv"] = time.time()
+                with self.work:
+                    if self.latest is not None:
+                        self.skipped += 1
+                    self.latest = msg
+                    self.work.notify()
+            conn.close()
             with self.work:
-                if self.latest is not None:
-                    self.skipped += 1
-                self.latest = msg
+                self.sessions_ended += 1
                 self.work.notify()
         with self.work:
             self.ended = True
@@ -364,6 +373,22 @@ class StreamHost:
             send(self.reid, {"stream": self.name, "frame": head["frame"],
                              "sizes": [len(c) for c in payload]}, b"".join(payload))
 
+    def session_drained(self, k: int) -> bool:
+        """Session k's camera ended and every frame of it is through (under the lock); tells
+        the re-ID instance once, so that it knows when no more of the session's crops come."""
+        if self.sessions_ended <= k or self.latest is not None or self.outstanding:
+            return False
+        if self.paused <= k:
+            send(self.reid, {"pause": k})
+            self.paused = k + 1
+        return True
+
+    def next_session(self) -> list[dict]:
+        """The ended session's records, handed over and forgotten (frame numbers restart)."""
+        rows = [self.records[k] for k in sorted(self.records)]
+        self.records, self.skipped, self.due = {}, 0, 0.0
+        return rows
+
     def drained(self) -> bool:
         """The camera ended and every frame is through; tells the re-ID instance once."""
         if not self.ended or self.latest is not None:
@@ -381,7 +406,7 @@ class ReidHost:
     def __init__(self, cfg: dict, work: threading.Condition) -> None:
         self.id, self.work = int(cfg["id"]), work
         self.model, self.srv = Reid(), listen(int(cfg["port"]))
-        self.expected, self.closed = int(cfg["clients"]), 0
+        self.expected, self.closed, self.pauses = int(cfg["clients"]), 0, 0
         self.inbox: list = []
         self.batches: list[dict] = []
 
@@ -396,7 +421,11 @@ class ReidHost:
 
     def _serve(self, conn: socket.socket) -> None:
         while (msg := recv(conn)) is not None and not msg[0].get("end"):
-            if "hello" not in msg[0]:
+            if "pause" in msg[0]:
+                with self.work:
+                    self.pauses += 1
+                    self.work.notify()
+            elif "hello" not in msg[0]:
                 with self.work:
                     self.inbox.append((conn, *msg))
                     self.work.notify()
@@ -428,6 +457,14 @@ class ReidHost:
                              "crops": len(jpegs),
                              "streams": sorted({h["stream"] for _, h, _ in work})})
 
+    def session_drained(self, k: int) -> bool:
+        """Every client said session k is over and its crops are answered."""
+        return self.pauses >= self.expected * (k + 1) and not self.inbox
+
+    def next_session(self) -> list[dict]:
+        rows, self.batches = self.batches, []
+        return rows
+
     def drained(self) -> bool:
         return self.closed >= self.expected and not self.inbox
 
@@ -442,12 +479,14 @@ def edge(cfg: dict) -> None:
     instances = [ReidHost(c, work) for c in cfg["instances"]]
     for r in instances:
         r.start()
-    streams = [StreamHost(c, work) for c in cfg["streams"]]
+    streams = [StreamHost({**c, "sessions": cfg.get("sessions", 1)}, work)
+               for c in cfg["streams"]]
     for st in streams:
         st.start()
     print("ready", flush=True)  # models loaded, listening, connected to the re-ID instances
     hosts: list = [*streams, *instances]
-    deadline = None
+    deadline, reported = None, 0
+    pilots = int(cfg.get("sessions", 1)) - 1
     while True:
         did = False
         for h in hosts:
@@ -457,6 +496,11 @@ def edge(cfg: dict) -> None:
                 h.step()
                 did = True
         with work:
+            if not did and reported < pilots and all(h.session_drained(reported) for h in hosts):
+                print(json.dumps({"pilot": [r for h in hosts for r in h.next_session()]}),
+                      flush=True)
+                reported += 1
+                continue
             if not did:
                 if all(st.drained() for st in streams) and all(r.drained() for r in instances):
                     break

@@ -79,11 +79,25 @@ def fps_over_time(p: Problem, m: Mapping, w: Workload, t0: float, t1: float) -> 
         predict_fps(p, m)
 
 
+def _predicted(p: Problem, m: Mapping, w: Workload, horizon_s: float) -> tuple[dict, dict, dict]:
+    """Frame rates over the measured window, eq. 5.2's latency terms, frame rates per bin."""
+    fps = fps_over_time(p, m, w, min(WARMUP_S, horizon_s / 2), horizon_s)
+    starts = [k * BIN_S for k in range(int(-(-horizon_s // BIN_S)))]
+    bins = [fps_over_time(p, m, w, a, min(a + BIN_S, horizon_s)) for a in starts]
+    return fps, latency_s(p, m), {name: [b[name] for b in bins] for name in fps}
+
+
+def repriced(ext: VideoDecision, p: Problem, w: Workload, horizon_s: float) -> VideoDecision:
+    """The same mapping and instances predicted on other step costs (a pilot's)."""
+    m = Mapping(ext.detect, ext.reid, tuple(ext.instances), tuple(ext.not_placed))
+    fps, lat, bins = _predicted(p, m, w, horizon_s)
+    return replace(ext, fps_predicted=fps, latency_predicted=lat, fps_bins=bins)
+
+
 def to_plan(strategy: str, unit: Decidable, m: Mapping, decision_s: float) -> Plan:
     p, w = unit.problem, unit.workload
     index = {c.name: k for k, c in enumerate(w.cameras)}
-    fps = fps_over_time(p, m, w, min(WARMUP_S, unit.horizon_s / 2), unit.horizon_s)
-    lat = latency_s(p, m)
+    fps, lat, bins = _predicted(p, m, w, unit.horizon_s)
     placements, flows, predicted, crop_pairs = [], [], {}, {}
     for s in p.streams:
         if s.name not in m.detect:
@@ -105,11 +119,8 @@ def to_plan(strategy: str, unit: Decidable, m: Mapping, decision_s: float) -> Pl
         volume = int(sum(s.crops_per_frame * s.crop_bytes for s in streams))
         flows.append(Flow(streams[0].name, "detect", f"reid#{n}", i, j, volume, p.route(i, j),
                           0.0, REID_PORT_BASE + n))
-    starts = [k * BIN_S for k in range(int(-(-unit.horizon_s // BIN_S)))]
-    bins = [fps_over_time(p, m, w, a, min(a + BIN_S, unit.horizon_s)) for a in starts]
     ext = VideoDecision(strategy, dict(m.detect), dict(m.reid), list(m.instances),
-                        list(m.not_placed), fps, lat,
-                        {name: [b[name] for b in bins] for name in fps})
+                        list(m.not_placed), fps, lat, bins)
     return Plan(strategy, tuple(placements), tuple(flows), predicted, tuple(m.not_placed),
                 decision_s, kind="video", extension=ext)
 

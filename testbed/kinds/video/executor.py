@@ -2,7 +2,10 @@
 map the camera streams and place the re-ID instances, enforce the routes of frames and crops,
 and run the pipeline for real: cameras send JPEG frames over the emulated links, detectors
 decode and run SSDLite on them, crops go to (possibly shared, possibly remote) re-ID
-instances that batch them (workloads/video_pipeline.py).
+instances that batch them (workloads/video_pipeline.py). Before the measured run the plan runs
+for the workload's `pilot` seconds, in the same processes, and the step costs measured then
+price the prediction the run reports (what the scheduler predicted on the solo profiles is
+kept beside it).
 
 Tables: jobs.csv (per stream: frame rate and latency measured beside predicted, eq. 5.2's
 terms measured and predicted, the re-ID instance used), frames.csv (one row per processed
@@ -30,7 +33,10 @@ from testbed.kinds.video.decision import (
     build,
     frame_key,
     profile_config,
+    repriced,
 )
+from testbed.kinds.video.measured import costs_table, measured_costs
+from testbed.kinds.video.problem import Mapping
 from testbed.kinds.video.spec import Workload, with_timeline_counts
 from testbed.routing import FlowSpec
 from testbed.schedulers.plan import Plan
@@ -38,6 +44,7 @@ from testbed.schedulers.plan import Plan
 PROFILE_TIMEOUT_S = 300.0
 CAMERA_START_S = 3.0  # cameras (Python, numpy, Pillow at 0.1 core) start together after this
 READY_TIMEOUT_S = 180.0  # loading torch and two models under a small CPU quota
+PILOT_DRAIN_S = 60.0  # after a pilot's last frame: crops still waiting for re-ID
 
 
 class Video(SingleUnit):
@@ -54,7 +61,9 @@ class Video(SingleUnit):
         self.duration = opts.duration_s or self.w.spec.duration
         self.profiles: dict[str, dict] = {}  # device -> its models' seconds, frame sizes
         self.captures: dict[str, dict] = {}  # camera node -> seconds to make a frame
-        self.decision: VideoDecision | None = None
+        self.decision: VideoDecision | None = None  # priced on the pilot's step costs
+        self.decided: VideoDecision | None = None  # as the scheduler predicted it
+        self.pilot_costs: dict[str, dict[str, float]] = {}
 
     def _threads(self, node: str) -> int:
         return max(1, round(self.cores[node]))
@@ -99,7 +108,8 @@ class Video(SingleUnit):
         if not placed:
             return
         ext: VideoDecision = plan.extension
-        self.decision, self.status = ext, "running"
+        self.decision = self.decided = ext
+        self.status = "running"
         specs = [FlowSpec(src=f.src, dst=f.dst, path=f.path, dport=f.port) for f in plan.flows]
         self.fs.labels = [{"job": f.job, "src_task": f.src_task, "dst_task": f.dst_task,
                            "src": f.src, "dst": f.dst} for f in plan.flows]
@@ -109,6 +119,7 @@ class Video(SingleUnit):
             return
         trace = self.out / "traces"
         cams = {c.name: (k, c) for k, c in enumerate(self.w.cameras)}
+        pilot_s = self.w.spec.pilot
         serves = {n: [s for s, m in ext.reid.items() if m == n] for n in range(len(ext.instances))}
         hosts = sorted({*ext.detect.values(), *ext.instances})
         for device in hosts:  # one process per device: every model it hosts (see the program)
@@ -125,26 +136,51 @@ class Video(SingleUnit):
                          for n, d in enumerate(ext.instances) if d == device]
             self.procs[f"edge.{device}"] = self.processes.spawn(device, f"edge.{device}", {
                 "role": "edge", "threads": self._threads(device), "streams": streams,
-                "instances": instances, "trace": str(trace / f"edge.{device}.jsonl")},
-                talk=True)
-        if not self._ready([f"edge.{d}" for d in hosts]):
+                "instances": instances, "trace": str(trace / f"edge.{device}.jsonl"),
+                "sessions": 2 if pilot_s > 0 else 1}, talk=True)
+        edges = [f"edge.{d}" for d in hosts]
+        if self._lines(edges, READY_TIMEOUT_S, "did not get ready", expect="ready") is None:
             return
+        if pilot_s > 0:
+            self.progress(f"pilot: the plan runs {pilot_s:g} s to measure its step costs")
+            self._cameras(ext, pilot_s, "pilot.")
+            said = self._lines(edges, CAMERA_START_S + pilot_s + PILOT_DRAIN_S,
+                               "did not finish the pilot")
+            if said is None:
+                return
+            records = [r for e in edges for r in json.loads(said[e])["pilot"]]
+            (trace / "pilot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            problem = self.units[0].problem
+            mapping = Mapping(ext.detect, ext.reid, tuple(ext.instances), tuple(ext.not_placed))
+            costs = measured_costs(
+                problem, mapping, [r for r in records if r.get("type") == "frame"],
+                [r for r in records if r.get("type") == "batch"], warmup_s=WARMUP_S)
+            self.pilot_costs = costs_table(costs)
+            self.decision = repriced(ext, costs, self.w, self.duration)
+        self._cameras(ext, self.duration, "")
+
+    def _cameras(self, ext: VideoDecision, duration_s: float, prefix: str) -> None:
+        """Start every placed stream's camera, all at one moment a few seconds from now."""
+        trace = self.out / "traces"
+        cams = {c.name: (k, c) for k, c in enumerate(self.w.cameras)}
         start_at = time.time() + CAMERA_START_S
         for name, device in ext.detect.items():
             k, c = cams[name]
-            self.procs[f"camera.{name}"] = self.processes.spawn(c.spec.source, f"camera.{name}", {
+            label = f"{prefix}camera.{name}"
+            self.procs[label] = self.processes.spawn(c.spec.source, label, {
                 "role": "camera", "dst_ip": self.ips[device], "port": FRAME_PORT_BASE + k,
                 "fps": c.spec.frames.fps, "size": list(c.spec.frames.size),
-                "quality": c.spec.frames.quality, "duration_s": self.duration,
+                "quality": c.spec.frames.quality, "duration_s": duration_s,
                 "pedestrians": [list(p) for p in c.pedestrians.points], "seed": k,
-                "start_at": start_at,
-                "trace": str(trace / f"camera.{name}.jsonl")})
+                "start_at": start_at, "trace": str(trace / f"{label}.jsonl")})
 
-    def _ready(self, labels: list[str]) -> bool:
-        """Wait until every device process says it is ready (its models loaded, its streams'
-        re-ID instances reached); one that dies or stays silent fails the run with its log's
-        last line."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
+    def _lines(self, labels: list[str], timeout_s: float, failing: str,
+               expect: str | None = None) -> dict[str, str] | None:
+        """The next line each process prints (readiness, a pilot's records); one that dies,
+        stays silent or says something else than `expect` fails the run with its log's last
+        line (or a process that died meanwhile, a camera say), and None is returned."""
+        deadline = time.monotonic() + timeout_s
+        said = {}
         for label in labels:
             proc = self.procs[label]
             with selectors.DefaultSelector() as sel:
@@ -153,11 +189,14 @@ class Video(SingleUnit):
                     if time.monotonic() >= deadline:
                         break
                 line = proc.stdout.readline() if proc.poll() is None else ""
-            if line.strip() != "ready":
-                self.stop_unit(self.w.name, "failed", f"{label} did not get ready: "
-                               f"{self.processes.last_log_line(label)}")
-                return False
-        return True
+            if not line.strip() or (expect is not None and line.strip() != expect):
+                dead = [k for k, p in self.procs.items() if p.poll() not in (None, 0)]
+                why = dead[0] if dead else label
+                self.stop_unit(self.w.name, "failed", f"{label} {failing}: {why}: "
+                               f"{self.processes.last_log_line(why)}")
+                return None
+            said[label] = line
+        return said
 
     # ---- results ---------------------------------------------------------------------------
     def write(self) -> pd.DataFrame:
@@ -194,6 +233,8 @@ class Video(SingleUnit):
             placed = ext is not None and c.name in ext.detect
             pred = ext.latency_predicted.get(c.name, {}) if ext else {}
             fps_pred = ext.fps_predicted.get(c.name, float("nan")) if ext else float("nan")
+            fps_decided = self.decided.fps_predicted.get(c.name, float("nan")) \
+                if self.decided else float("nan")
             # throughput: frames whose processing (re-ID included) ended in the window; frames
             # captured in it but finished after it would add up to the re-ID backlog
             ended = mine[(mine["done_s"] >= warm) & (mine["done_s"] < self.duration)] \
@@ -210,6 +251,8 @@ class Video(SingleUnit):
                 "camera_fps": c.spec.frames.fps,
                 "fps_measured": fps, "fps_predicted": fps_pred,
                 "fidelity": fps / fps_pred if fps_pred else float("nan"),
+                "fps_decided": fps_decided,
+                "fidelity_decided": fps / fps_decided if fps_decided else float("nan"),
                 "latency_ms_p50": _q(steady, "latency_ms", 0.5),
                 "latency_ms_p95": _q(steady, "latency_ms", 0.95),
                 "latency_ms_predicted": pred.get("total_s", float("nan")) * 1000,
@@ -261,9 +304,11 @@ class Video(SingleUnit):
     def metadata(self) -> dict[str, Any]:
         return {"workload": {"file": self.w.source, "devices": list(self.w.devices),
                              "cameras": [c.name for c in self.w.cameras],
-                             "duration_s": self.duration},
+                             "duration_s": self.duration, "pilot_s": self.w.spec.pilot},
                 "status": self.status, "reason": self.reason,
-                "decision": None if self.decision is None else self.decision.__dict__}
+                "decision": None if self.decision is None else self.decision.__dict__,
+                "decided": None if self.decided is None else self.decided.__dict__,
+                "pilot_costs": self.pilot_costs}
 
 
 def _q(df: pd.DataFrame, col: str, q: float) -> float:

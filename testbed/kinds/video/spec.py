@@ -2,7 +2,8 @@
 
     kind: video
     devices: [e1, e2, e3]        # edge devices that may run models; "*": every non-camera node
-    duration: 30s                # how long the cameras stream
+    duration: 30s                # how long the cameras stream (the measured run)
+    pilot: 10s                   # the plan runs this long first to measure its step costs; 0: off
     jobs:
       - name: cam1
         source: cam1             # a camera node: it only sends frames
@@ -16,6 +17,12 @@
 A pedestrian count stands in for what a detector with trained weights would find: the
 models run for real on real decoded frames but with random weights (no weights may be
 downloaded here), so the number of crops sent to re-identification comes from the file.
+
+The pilot: before the measured run the cameras stream for `pilot` seconds to the devices
+the decision chose, and the step costs the devices measure meanwhile (detection per frame,
+re-ID per batch) price the prediction the run reports beside what it measures; what the
+scheduler predicted on the solo profiles stays beside both (jobs.csv `fps_decided`).
+
 `memory:` is what the schedulers reserve for one loaded model on a device (eq. 5.4), against
 the device's `memory:` in the topology.
 """
@@ -122,6 +129,7 @@ class VideoFile(Strict):
     kind: Literal["video"]
     devices: Literal["*"] | list[str] = "*"
     duration: Seconds = 30.0
+    pilot: Seconds = Field(10.0, ge=0)
     seed: int = 0
     jobs: list[CameraJob] = Field(min_length=1)
 
