@@ -32,8 +32,8 @@ from testbed.kinds.video.decision import (
     VideoDecision,
     build,
     frame_key,
+    played_out,
     profile_config,
-    repriced,
 )
 from testbed.kinds.video.measured import costs_table, measured_costs
 from testbed.kinds.video.problem import Mapping
@@ -156,7 +156,7 @@ class Video(SingleUnit):
                 problem, mapping, [r for r in records if r.get("type") == "frame"],
                 [r for r in records if r.get("type") == "batch"], warmup_s=WARMUP_S)
             self.pilot_costs = costs_table(costs)
-            self.decision = repriced(ext, costs, self.w, self.duration)
+            self.decision = played_out(ext, costs, self.w, self.duration)
         self._cameras(ext, self.duration, "")
 
     def _cameras(self, ext: VideoDecision, duration_s: float, prefix: str) -> None:
