@@ -451,7 +451,7 @@ def test_detection_and_reid_run_on_a_board(edge_board, bring_up, tmp_path):
     ledger = bring_up("vidb", BOARD_TOPO.format(ssh=edge_board.ssh_yaml()))
     wl = tmp_path / "video.yaml"
     wl.write_text(
-        "kind: video\ndevices: [nx1]\nduration: 10s\njobs:\n"
+        "kind: video\ndevices: [nx1]\nduration: 10s\npilot: 4s\njobs:\n"
         "  - {name: c1, source: cam1, frames: {fps: 2, resolution: 320x180}, pedestrians: 2,"
         " tasks: {detect: {memory: 350MB}, reid: {memory: 500MB, every: 1,"
         " after: {detect: per_pedestrian(20kB)}}}}\n")

@@ -80,11 +80,16 @@ def fps_over_time(p: Problem, m: Mapping, w: Workload, t0: float, t1: float) -> 
         predict_fps(p, m)
 
 
+def _bins(horizon_s: float) -> list[tuple[float, float]]:
+    """The BIN_S-long stretches of fps_over_time.csv, the last one cut at the horizon."""
+    return [(k * BIN_S, min((k + 1) * BIN_S, horizon_s))
+            for k in range(int(-(-horizon_s // BIN_S)))]
+
+
 def _predicted(p: Problem, m: Mapping, w: Workload, horizon_s: float) -> tuple[dict, dict, dict]:
     """Frame rates over the measured window, eq. 5.2's latency terms, frame rates per bin."""
     fps = fps_over_time(p, m, w, min(WARMUP_S, horizon_s / 2), horizon_s)
-    starts = [k * BIN_S for k in range(int(-(-horizon_s // BIN_S)))]
-    bins = [fps_over_time(p, m, w, a, min(a + BIN_S, horizon_s)) for a in starts]
+    bins = [fps_over_time(p, m, w, a, b) for a, b in _bins(horizon_s)]
     return fps, latency_s(p, m), {name: [b[name] for b in bins] for name in fps}
 
 
@@ -97,8 +102,7 @@ def played_out(ext: VideoDecision, p: Problem, w: Workload, horizon_s: float) ->
     peds = {c.name: c.pedestrians for c in w.cameras}
     every = {c.name: c.spec.tasks.reid.every for c in w.cameras}
     fps = play(p, m, peds, every, min(WARMUP_S, horizon_s / 2), horizon_s)
-    starts = [k * BIN_S for k in range(int(-(-horizon_s // BIN_S)))]
-    bins = [play(p, m, peds, every, a, min(a + BIN_S, horizon_s)) for a in starts]
+    bins = [play(p, m, peds, every, a, b) for a, b in _bins(horizon_s)]
     return replace(ext, fps_predicted=fps, latency_predicted=latency_s(p, m),
                    fps_bins={name: [b[name] for b in bins] for name in fps})
 
