@@ -44,7 +44,8 @@ def replay(trial: Path) -> pd.DataFrame:
     w = video_spec.loads((trial / "jobs.yaml").read_text(), str(trial / "jobs.yaml"), topo)
     meta = json.loads((run / "run.json").read_text())
     prof = json.loads((run / "profiles.json").read_text())
-    horizon = float((meta.get("options") or {}).get("duration") or 20.0)
+    horizon = float((meta.get("workload") or {}).get("duration_s")
+                    or (meta.get("options") or {}).get("duration") or 20.0)
     first = prof[w.devices[0]]
     problem = build(w, NetworkView.from_topology(topo), {d: prof[d] for d in w.devices},
                     {c.name: first["frame_bytes"][frame_key(c)] for c in w.cameras}, horizon,
