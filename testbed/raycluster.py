@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import testbed
 from testbed.errors import InputError
+from testbed.procs import process_start_ticks
 
 RESOURCE = "testbed_host"  # one per emulation host: `ray start ... --resources`
 LABEL = "testbed-host"  # a host's name (`host:` in campaigns, `hosts:`): `ray start --labels`
@@ -100,7 +101,7 @@ def sweep_scratch(prefix: str) -> None:
     gone (killed before it could clean up: a lost trial, a run whose driver died)."""
     for d in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         pid = d.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if pid.isdigit() and process_start_ticks(int(pid)) is None:
             shutil.rmtree(d, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from testbed.naming import STATE_ROOT, Names, is_testbed_name
+from testbed.procs import process_start_ticks
 
 
 @dataclass
@@ -94,14 +95,3 @@ def write_private(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def process_start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):  # a zombie is dead even if nobody reaped it yet
-        return None
-    return int(fields[19])
