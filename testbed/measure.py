@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from testbed import lifecycle as api
 from testbed.errors import NetworkError
 from testbed.htb import FRAME_BYTES
+from testbed.procs import cpu_jiffies
 
 TCP_PAYLOAD_BYTES = 1448  # 1500-byte MTU minus IP (20), TCP (20) and timestamp option (12)
 
@@ -122,23 +122,16 @@ class Steal:
     share: float = 0.0
 
 
-def _cpu_jiffies() -> tuple[int, int]:
-    """(stolen, total) CPU time since boot, in jiffies, from the `cpu` line of /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    stolen = fields[7] if len(fields) > 7 else 0
-    return stolen, sum(fields[:8])  # guest time is already counted in user and nice
-
-
 @contextmanager
 def cpu_steal() -> Iterator[Steal]:
     """Measure the hypervisor's steal over the `with` block: `with cpu_steal() as s: ...`,
     then `s.share`."""
     out = Steal()
-    stolen0, total0 = _cpu_jiffies()
+    stolen0, _, total0 = cpu_jiffies()
     try:
         yield out
     finally:
-        stolen1, total1 = _cpu_jiffies()
+        stolen1, _, total1 = cpu_jiffies()
         out.share = (stolen1 - stolen0) / max(1, total1 - total0)
 
 

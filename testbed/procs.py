@@ -18,3 +18,11 @@ def process_start_ticks(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def cpu_jiffies() -> tuple[int, int, int]:
+    """(stolen, idle, total) CPU time of this machine since boot, in jiffies, from the `cpu`
+    line of /proc/stat: steal is what the hypervisor gave other guests, idle includes iowait."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    stolen = fields[7] if len(fields) > 7 else 0
+    return stolen, fields[3] + fields[4], sum(fields[:8])  # guest is counted in user and nice

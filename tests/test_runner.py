@@ -1,6 +1,7 @@
 """`testbed run`: Plans enforced and executed as real processes exchanging real bytes, traced
 end to end, with measured beside predicted."""
 
+import json
 import threading
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def test_two_task_job_across_a_2_mbit_link(bring_up, tmp_path):
     meta = (out / "run.json").read_text()
     assert '"scheduler": "otfs"' in meta and "node_speeds_gops" in meta
     assert {"links.csv", "nodes.csv", "tasks.csv"} <= {p.name for p in out.iterdir()}
+    # the machine's speed beside the profile's, every second of the run (two 0.5-core nodes
+    # on this machine's cores: a 2x slower machine would be a fault of this test's set-up)
+    host = pd.read_csv(out / "host.csv")
+    assert len(host) >= 5 and host.t_s.is_monotonic_increasing
+    assert host.steal_share.between(0, 1).all() and host.busy_share.between(0, 1).all()
+    summary = json.loads(meta)["host_speed"]
+    assert 0.5 < summary["speed_vs_start_median"] < 2, summary
 
 
 MESH6 = """

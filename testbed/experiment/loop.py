@@ -19,7 +19,7 @@ import pandas as pd
 
 from testbed import nodes
 from testbed.errors import InputError, TestbedError
-from testbed.experiment import records
+from testbed.experiment import hostspeed, records
 from testbed.experiment.enforce import Enforcer, FlowSet
 from testbed.experiment.options import RunOptions
 from testbed.experiment.processes import Processes
@@ -242,7 +242,8 @@ class Experiment:
                 epoch0_s=self.epoch0,  # wall time of t=0 (timeline.csv times count from it)
                 options={k: str(v) for k, v in self.opts.__dict__.items()},
                 **self.metadata(), spin_per_s=self.profile.spin_per_s,
-                node_speeds_gops=self.profile.speeds)
+                node_speeds_gops=self.profile.speeds,
+                host_speed=hostspeed.summary(self.sampler.probe.reference, self.sampler.host))
         return table
 
     def _collectors(self) -> list:

@@ -1,7 +1,8 @@
-"""The tables every run writes whatever its workload kind: links.csv and nodes.csv (sampled
-counters and usage), board_stats.csv (boards' own statistics, on the run's clock), flows.csv (one
-row per flow installation, with what each switch forwarded), node_speeds.csv (the profile
-the scheduler planned with) and run.json (everything needed to tell runs apart)."""
+"""The tables every run writes whatever its workload kind: links.csv, nodes.csv and host.csv
+(sampled counters, usage, and this machine's speed beside the profile's), board_stats.csv
+(boards' own statistics, on the run's clock), flows.csv (one row per flow installation, with
+what each switch forwarded), node_speeds.csv (the profile the scheduler planned with) and
+run.json (everything needed to tell runs apart)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def write_shared(out: Path, sampler, collectors: list, epoch0: float, flow_rows:
                  speeds: dict[str, float]) -> None:
     pd.DataFrame(sampler.links).to_csv(out / "links.csv", index=False)
     pd.DataFrame(sampler.nodes).to_csv(out / "nodes.csv", index=False)
+    pd.DataFrame(sampler.host).to_csv(out / "host.csv", index=False)
     if collectors:  # on the run's clock, like nodes.csv
         rows = [{**r, "t_s": round(r["t_s"] - epoch0, 3)} for c in collectors for r in c.records]
         pd.DataFrame(rows).to_csv(out / "board_stats.csv", index=False)

@@ -1,6 +1,7 @@
 """Samples, at a fixed interval during a run, the switch port counters (per link direction,
-from the controller) and each node's CPU time and memory (as its kind reports them, read
-where the node lives: `usage`, Processes.usage)."""
+from the controller), each node's CPU time and memory (as its kind reports them, read where
+the node lives: `usage`, Processes.usage) and this machine's speed against the start's and
+its steal (hostspeed.HostProbe)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from testbed import nodes
 from testbed.errors import TestbedError
+from testbed.experiment.hostspeed import HostProbe
 from testbed.net.ledger import Ledger
 from testbed.sdn import FlowClient
 
@@ -21,6 +23,8 @@ class Sampler:
     def __init__(self, ledger: Ledger, client: FlowClient, usage: Usage,
                  interval_s: float = 1.0) -> None:
         self.ledger, self.client, self.usage, self.interval_s = ledger, client, usage, interval_s
+        self.probe = HostProbe()  # its reference: the machine now, right after profiling
+        self.host: list[dict] = []
         self.by_host: dict[str | None, list[str]] = {}
         for n in ledger.topology["nodes"]:
             self.by_host.setdefault(nodes.cluster_host(ledger, n), []).append(n)
@@ -38,6 +42,7 @@ class Sampler:
         self._stop.set()
         self._thread.join(timeout=10)
         self.sample()  # a last sample so totals cover the whole run
+        self.probe.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -56,3 +61,4 @@ class Sampler:
                 continue
             cpu_s, mem = used
             self.nodes.append({"t_s": t, "node": node, "cpu_s": cpu_s, "memory_bytes": mem})
+        self.host.append(self.probe.sample(t))

@@ -1,0 +1,90 @@
+"""Did the machine change speed between a video run's pilot and its measured run, and does
+that account for the steps that ran longer than the pilot priced them?
+
+Per device of each trial: its median detection time in the measured run over the pilot's
+(`cost_ratio`), beside how much slower the machine's calibration loop ran then than during
+the pilot (`machine_slowdown`, from host.csv: each second's speed against the run's start).
+If the machine is what changed, the two move together and a stream's measured / predicted
+frame rate is about 1 / slowdown. Steps are counted after each part's first 2 s (the
+measured run's warm-up: decision.WARMUP_S), as the prediction counts them.
+
+Usage: python bench/host_drift.py results/dcei-fidelity [more campaign folders]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testbed.kinds.video.decision import WARMUP_S  # noqa: E402
+
+
+def _window(host: pd.DataFrame, start: float, end: float) -> float:
+    """The machine's median speed (against the run's start) between two wall-clock times."""
+    inside = host[(host.t_wall >= start) & (host.t_wall <= end)].speed_vs_start.dropna()
+    return float(inside.median()) if len(inside) else float("nan")
+
+
+def drift(trial: Path) -> pd.DataFrame:
+    run = trial / "run"
+    meta = json.loads((run / "run.json").read_text())
+    host = pd.read_csv(run / "host.csv")
+    host["t_wall"] = meta["epoch0_s"] + host.t_s
+    jobs = pd.read_csv(run / "jobs.csv")
+    jobs = jobs[jobs.status == "done"]
+    on = dict(zip(jobs.job, jobs.detect_on, strict=True))
+    pilot = pd.DataFrame([r for line in (run / "traces" / "pilot.jsonl").read_text().splitlines()
+                          if (r := json.loads(line))["type"] == "frame"])
+    frames = pd.read_csv(run / "frames.csv")
+    parts = {}
+    for name, f in (("pilot", pilot), ("run", frames)):
+        f = f[f.stream.isin(on)].assign(device=lambda x: x.stream.map(on),
+                                         cost=lambda x: x.t_detect_end - x.t_detect_start)
+        since = f.t_detect_start.min() + WARMUP_S
+        f = f[f.t_detect_start >= since]
+        parts[name] = (f, _window(host, since, f.t_detect_end.max()))
+    (pf, pilot_speed), (rf, run_speed) = parts["pilot"], parts["run"]
+    rows = []
+    for device in sorted(set(on.values())):
+        p, r = pf[pf.device == device].cost, rf[rf.device == device].cost
+        if len(p) and len(r):
+            rows.append({"trial": trial.name, "scheduler": meta["scheduler"], "device": device,
+                         "cost_ratio": statistics.median(r) / statistics.median(p),
+                         "machine_slowdown": pilot_speed / run_speed,
+                         "fidelity_streams": " ".join(
+                             f"{f:.2f}" for f in (jobs.fps_measured / jobs.fps_predicted)[
+                                 jobs.detect_on == device])})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("campaigns", nargs="+", type=Path)
+    a = ap.parse_args()
+    trials = [t for c in a.campaigns for t in sorted(c.glob("trials/*"))
+              if (t / "run" / "host.csv").exists()
+              and (t / "run" / "traces" / "pilot.jsonl").exists()]
+    if not trials:
+        raise SystemExit("no video trials with a pilot and host.csv in "
+                         + ", ".join(map(str, a.campaigns)))
+    df = pd.concat([drift(t) for t in trials], ignore_index=True)
+    pd.set_option("display.width", 200)
+    print(df.round(3).to_string(index=False))
+    per_trial = df.groupby("trial").agg(scheduler=("scheduler", "first"),
+                                        cost_ratio=("cost_ratio", "median"),
+                                        machine_slowdown=("machine_slowdown", "first"))
+    print("\nper trial (median over devices):")
+    print(per_trial.round(3).to_string())
+    print(f"\ncorrelation of cost_ratio and machine_slowdown over {len(df)} devices: "
+          f"{df.cost_ratio.corr(df.machine_slowdown):.2f}; over {len(per_trial)} trials: "
+          f"{per_trial.cost_ratio.corr(per_trial.machine_slowdown):.2f}")
+
+
+if __name__ == "__main__":
+    main()
