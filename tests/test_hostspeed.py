@@ -2,6 +2,7 @@
 and a helper that is gone."""
 
 import statistics
+import time
 
 from testbed.experiment.hostspeed import HostProbe, summary
 
@@ -9,13 +10,17 @@ from testbed.experiment.hostspeed import HostProbe, summary
 def test_the_probe_reads_about_one_against_its_start_and_its_helper_ends_with_it():
     probe = HostProbe()
     try:
-        rows = [probe.sample(float(t)) for t in range(7)]
+        rows = []
+        for t in range(15):
+            time.sleep(0.05)  # as between a run's samples: the reference is taken the same way
+            rows.append(probe.sample(t * 0.05))
     finally:
         probe.close()
     assert probe.proc.poll() is not None
     speeds = [r["speed_vs_start"] for r in rows]
-    # one probe is a few milliseconds: on this VM under load one reads 0.8-1.5x another
-    assert 0.6 < statistics.median(speeds) < 1.6, speeds
+    # one probe is a few milliseconds: on this VM one reads 0.8-1.5x another; their median
+    # stays near the start's (0.92-1.11 in 12 tries, idle and beside two spinning processes)
+    assert 0.67 < statistics.median(speeds) < 1.5, speeds
     assert all(0 <= r["steal_share"] <= 1 and 0 <= r["busy_share"] <= 1 for r in rows)
     s = summary(probe.reference, rows)
     assert s["speed_vs_start_p10"] <= s["speed_vs_start_median"] <= s["speed_vs_start_p90"]

@@ -32,15 +32,14 @@ def spin(iterations: int) -> int:
     return x
 
 
-def spin_per_cpu_s(repeats: int = 3, gap_s: float = 0.0) -> float:
-    """Iterations of the loop per CPU-second of this thread (median of `repeats` short runs,
-    `gap_s` apart)."""
+def spin_per_cpu_s(repeats: int = 3) -> float:
+    """Iterations of the loop per CPU-second of this thread (median of `repeats` short runs
+    back to back)."""
     rates = []
     for _ in range(repeats):
         t0 = time.thread_time()
         spin(ITERATIONS)
         rates.append(ITERATIONS / max(time.thread_time() - t0, 1e-6))
-        time.sleep(gap_s)
     return statistics.median(rates)
 
 
@@ -51,12 +50,19 @@ class HostProbe:
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
-        self.reference = self._rate(15)  # spread over ~0.3 s: one run reads 0.8-1.5x another
+        # measured as each sample is (three runs back to back: a run after a pause reads ~10%
+        # slower than one after another), seven times ~20 ms apart: one sample reads 0.8-1.5x
+        # another
+        rates = []
+        for _ in range(7):
+            rates.append(self._rate())
+            time.sleep(0.02)
+        self.reference = None if None in rates else statistics.median(rates)
         self.last = cpu_jiffies()
 
-    def _rate(self, repeats: int = 3) -> float | None:
+    def _rate(self) -> float | None:
         try:
-            self.proc.stdin.write(f"{repeats} {0.02 if repeats > 3 else 0.0}\n")
+            self.proc.stdin.write("\n")
             self.proc.stdin.flush()
             return float(self.proc.stdout.readline())
         except (OSError, ValueError):  # the helper is gone: the row says so with an empty cell
@@ -98,6 +104,5 @@ def summary(reference: float | None, rows: list[dict]) -> dict:
 
 if __name__ == "__main__":  # the helper: one rate per line asked for, until its input ends
     spin_per_cpu_s(30)  # a fresh process's first runs are slower: not the machine's speed
-    for line in sys.stdin:
-        n, gap = line.split()
-        print(spin_per_cpu_s(int(n), float(gap)), flush=True)
+    for _ in sys.stdin:
+        print(spin_per_cpu_s(), flush=True)
