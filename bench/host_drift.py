@@ -3,7 +3,8 @@ that account for the steps that ran longer than the pilot priced them?
 
 Per device of each trial: its median detection time in the measured run over the pilot's
 (`cost_ratio`), beside how much slower the machine's calibration loop ran then than during
-the pilot (`machine_slowdown`, from host.csv: each second's speed against the run's start).
+the pilot (`machine_slowdown`, from host.csv: each second's speed against the run's start),
+and how much slower a small torch convolution ran (`conv_slowdown`, where host.csv has it).
 If the machine is what changed, the two move together and a stream's measured / predicted
 frame rate is about 1 / slowdown. Steps are counted after each part's first 2 s (the
 measured run's warm-up: decision.WARMUP_S), as the prediction counts them.
@@ -25,13 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from testbed.kinds.video.decision import WARMUP_S  # noqa: E402
 
 
-def _window(host: pd.DataFrame, start: float, end: float) -> float:
+def _window(host: pd.DataFrame, start: float, end: float, column: str) -> float:
     """The machine's median speed (against the run's start) between two wall-clock times."""
-    inside = host[(host.t_wall >= start) & (host.t_wall <= end)].speed_vs_start.dropna()
+    if column not in host:
+        return float("nan")
+    inside = host[(host.t_wall >= start) & (host.t_wall <= end)][column].dropna()
     return float(inside.median()) if len(inside) else float("nan")
 
 
-def drift(trial: Path) -> pd.DataFrame:
+def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per detecting device: its cost ratio beside the machine's; per stream: its fidelity as
+    reported and as it would read had the prediction known the convolution's slowdown."""
     run = trial / "run"
     meta = json.loads((run / "run.json").read_text())
     host = pd.read_csv(run / "host.csv")
@@ -48,8 +53,10 @@ def drift(trial: Path) -> pd.DataFrame:
                                          cost=lambda x: x.t_detect_end - x.t_detect_start)
         since = f.t_detect_start.min() + WARMUP_S
         f = f[f.t_detect_start >= since]
-        parts[name] = (f, _window(host, since, f.t_detect_end.max()))
-    (pf, pilot_speed), (rf, run_speed) = parts["pilot"], parts["run"]
+        end = f.t_detect_end.max()
+        parts[name] = (f, _window(host, since, end, "speed_vs_start"),
+                       _window(host, since, end, "conv_speed_vs_start"))
+    (pf, pilot_speed, pilot_conv), (rf, run_speed, run_conv) = parts["pilot"], parts["run"]
     rows = []
     for device in sorted(set(on.values())):
         p, r = pf[pf.device == device].cost, rf[rf.device == device].cost
@@ -57,10 +64,15 @@ def drift(trial: Path) -> pd.DataFrame:
             rows.append({"trial": trial.name, "scheduler": meta["scheduler"], "device": device,
                          "cost_ratio": statistics.median(r) / statistics.median(p),
                          "machine_slowdown": pilot_speed / run_speed,
+                         "conv_slowdown": pilot_conv / run_conv,
                          "fidelity_streams": " ".join(
                              f"{f:.2f}" for f in (jobs.fps_measured / jobs.fps_predicted)[
                                  jobs.detect_on == device])})
-    return pd.DataFrame(rows)
+    fidelity = jobs.fps_measured / jobs.fps_predicted
+    streams = pd.DataFrame({"trial": trial.name, "scheduler": meta["scheduler"],
+                            "fidelity": fidelity,
+                            "at_conv_speed": fidelity * pilot_conv / run_conv})
+    return pd.DataFrame(rows), streams
 
 
 def main() -> None:
@@ -73,17 +85,30 @@ def main() -> None:
     if not trials:
         raise SystemExit("no video trials with a pilot and host.csv in "
                          + ", ".join(map(str, a.campaigns)))
-    df = pd.concat([drift(t) for t in trials], ignore_index=True)
+    parts = [drift(t) for t in trials]
+    df = pd.concat([d for d, _ in parts], ignore_index=True)
+    streams = pd.concat([s for _, s in parts], ignore_index=True)
     pd.set_option("display.width", 200)
     print(df.round(3).to_string(index=False))
     per_trial = df.groupby("trial").agg(scheduler=("scheduler", "first"),
                                         cost_ratio=("cost_ratio", "median"),
-                                        machine_slowdown=("machine_slowdown", "first"))
+                                        machine_slowdown=("machine_slowdown", "first"),
+                                        conv_slowdown=("conv_slowdown", "first"))
     print("\nper trial (median over devices):")
     print(per_trial.round(3).to_string())
     print(f"\ncorrelation of cost_ratio and machine_slowdown over {len(df)} devices: "
           f"{df.cost_ratio.corr(df.machine_slowdown):.2f}; over {len(per_trial)} trials: "
           f"{per_trial.cost_ratio.corr(per_trial.machine_slowdown):.2f}")
+    if df.conv_slowdown.notna().any():
+        print(f"correlation of cost_ratio and conv_slowdown over {len(df)} devices: "
+              f"{df.cost_ratio.corr(df.conv_slowdown):.2f}; over {len(per_trial)} trials: "
+              f"{per_trial.cost_ratio.corr(per_trial.conv_slowdown):.2f}")
+        print(f"\n{len(streams)} streams, measured / predicted fps, within 0.9-1.1:")
+        for col, what in (("fidelity", "as reported"),
+                          ("at_conv_speed", "the prediction scaled by the run's conv_slowdown")):
+            x = streams[col].dropna()
+            print(f"  {what:50s} {x.between(0.9, 1.1).mean():4.0%}  "
+                  f"({x.min():.2f}-{x.max():.2f}, median {x.median():.3f})")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,29 @@ def test_the_probe_reads_about_one_against_its_start_and_its_helper_ends_with_it
     # stays near the start's (0.92-1.11 in 12 tries, idle and beside two spinning processes)
     assert 0.67 < statistics.median(speeds) < 1.5, speeds
     assert all(0 <= r["steal_share"] <= 1 and 0 <= r["busy_share"] <= 1 for r in rows)
-    s = summary(probe.reference, rows)
+    s = summary(probe, rows)
     assert s["speed_vs_start_p10"] <= s["speed_vs_start_median"] <= s["speed_vs_start_p90"]
+    # without torch no convolution is timed: its cells stay empty, run.json says nothing of it
+    assert all(r["conv_speed_vs_start"] is None for r in rows)
+    assert "conv_speed_vs_start_median" not in s
+
+
+def test_for_torch_steps_the_probe_also_times_a_convolution_against_its_start():
+    probe = HostProbe(torch=True)
+    try:
+        rows = []
+        for t in range(9):
+            time.sleep(0.05)
+            rows.append(probe.sample(t * 0.05))
+    finally:
+        probe.close()
+    convs = [r["conv_speed_vs_start"] for r in rows]
+    assert None not in convs and 0.67 < statistics.median(convs) < 1.5, convs
+    # a 3x3 convolution of 32 channels on 64x64 takes ~1-3 ms of one core here
+    assert all(200 < r["conv_per_cpu_s"] < 2000 for r in rows), rows
+    s = summary(probe, rows)
+    assert s["conv_speed_vs_start_p10"] <= s["conv_speed_vs_start_median"] \
+        <= s["conv_speed_vs_start_p90"]
 
 
 def test_a_gone_helper_leaves_the_speed_empty_not_the_run_failed():
@@ -34,4 +55,4 @@ def test_a_gone_helper_leaves_the_speed_empty_not_the_run_failed():
     probe.close()
     assert row["speed_vs_start"] is None and row["spin_per_cpu_s"] is None
     assert 0 <= row["busy_share"] <= 1
-    assert summary(probe.reference, [row]) == {}
+    assert summary(probe, [row]) == {}

@@ -9,6 +9,11 @@ hypervisor's steal, so every run shows whether its machine stayed the one it was
 The loop runs in a helper process of its own: in the driver it would share the interpreter
 with the driver's threads and read their turns as a slow machine. It measures the machine the
 driver runs on (on a cluster, not the other hosts).
+
+For kinds whose steps are torch models the helper also times a small convolution on one
+thread: its working set and kernels are a model's, not a loop's that lives in the first-level
+cache, so it can see what the loop cannot (memory bandwidth, the shared cache). Loading torch
+costs the run ~3 s before it starts, hence only there.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from testbed.procs import cpu_jiffies
 
 ITERATIONS = 20_000  # ~1-2 ms of one core: a few tenths of a percent of it each second
+CONV = (32, 64)  # channels and side of the convolution's input: ~1.5 ms of one core
 
 
 def spin(iterations: int) -> int:
@@ -43,39 +49,62 @@ def spin_per_cpu_s(repeats: int = 3) -> float:
     return statistics.median(rates)
 
 
-class HostProbe:
-    """One row per sample: the loop's speed relative to the start's (measured when the probe
-    is made), and the machine's steal and busy shares since the previous sample."""
+def conv_timer():
+    """A function timing one 3x3 convolution (CONV) on one torch thread, in CPU seconds."""
+    import torch
 
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+    torch.set_num_threads(1)
+    channels, side = CONV
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
+    x = torch.randn(1, channels, side, side, generator=torch.Generator().manual_seed(0))
+
+    def timed() -> float:
+        with torch.no_grad():
+            t0 = time.thread_time()
+            conv(x)
+            return max(time.thread_time() - t0, 1e-6)
+    for _ in range(10):  # the first calls pick kernels and allocate
+        timed()
+    return timed
+
+
+class HostProbe:
+    """One row per sample: the loop's speed (and the convolution's, with `torch`) relative to
+    the start's (measured when the probe is made), and the machine's steal and busy shares
+    since the previous sample."""
+
+    def __init__(self, torch: bool = False) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", __name__, *(["torch"] * torch)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         # measured as each sample is (three runs back to back: a run after a pause reads ~10%
         # slower than one after another), seven times ~20 ms apart: one sample reads 0.8-1.5x
         # another
-        rates = []
+        reads = []
         for _ in range(7):
-            rates.append(self._rate())
+            reads.append(self._rates())
             time.sleep(0.02)
-        self.reference = None if None in rates else statistics.median(rates)
+        self.reference = _median(r[0] for r in reads)  # iterations of the loop per CPU-second
+        self.conv_reference = _median(r[1] for r in reads)  # convolutions per CPU-second
         self.last = cpu_jiffies()
 
-    def _rate(self) -> float | None:
+    def _rates(self) -> tuple[float | None, float | None]:
         try:
             self.proc.stdin.write("\n")
             self.proc.stdin.flush()
-            return float(self.proc.stdout.readline())
-        except (OSError, ValueError):  # the helper is gone: the row says so with an empty cell
-            return None
+            loop, conv = self.proc.stdout.readline().split()
+            return float(loop), float(conv) if conv != "-" else None
+        except (OSError, ValueError):  # the helper is gone: the row says so with empty cells
+            return None, None
 
     def sample(self, t_s: float) -> dict:
-        rate = self._rate()
+        rate, conv = self._rates()
         now = cpu_jiffies()
         stolen, idle, total = (a - b for a, b in zip(now, self.last, strict=True))
         self.last = now
         return {"t_s": t_s, "spin_per_cpu_s": round(rate) if rate else None,
-                "speed_vs_start": round(rate / self.reference, 3)
-                if rate and self.reference else None,
+                "speed_vs_start": _ratio(rate, self.reference),
+                "conv_per_cpu_s": round(conv, 1) if conv else None,
+                "conv_speed_vs_start": _ratio(conv, self.conv_reference),
                 "steal_share": round(stolen / total, 4) if total else 0.0,
                 "busy_share": round(1 - idle / total, 4) if total else 0.0}
 
@@ -89,20 +118,36 @@ class HostProbe:
             self.proc.wait()
 
 
-def summary(reference: float | None, rows: list[dict]) -> dict:
-    """run.json's `host`: the spread of the machine's speed over the run, and its steal."""
+def _median(values) -> float | None:
+    values = list(values)
+    return None if None in values else statistics.median(values)
+
+
+def _ratio(rate: float | None, reference: float | None) -> float | None:
+    return round(rate / reference, 3) if rate and reference else None
+
+
+def _spread(prefix: str, speeds: list[float]) -> dict:
+    deciles = statistics.quantiles(speeds, n=10) if len(speeds) >= 2 else [speeds[0]]
+    return {f"{prefix}_median": round(statistics.median(speeds), 3),
+            f"{prefix}_p10": round(deciles[0], 3), f"{prefix}_p90": round(deciles[-1], 3)}
+
+
+def summary(probe: HostProbe, rows: list[dict]) -> dict:
+    """run.json's `host_speed`: the spread of the machine's speeds over the run, its steal."""
     speeds = [r["speed_vs_start"] for r in rows if r["speed_vs_start"]]
     if not speeds:
         return {}
-    deciles = statistics.quantiles(speeds, n=10) if len(speeds) >= 2 else [speeds[0]]
-    return {"spin_per_cpu_s_at_start": round(reference) if reference else None,
-            "speed_vs_start_median": round(statistics.median(speeds), 3),
-            "speed_vs_start_p10": round(deciles[0], 3),
-            "speed_vs_start_p90": round(deciles[-1], 3),
+    convs = [r["conv_speed_vs_start"] for r in rows if r["conv_speed_vs_start"]]
+    return {"spin_per_cpu_s_at_start": round(probe.reference),
+            **_spread("speed_vs_start", speeds),
+            **(_spread("conv_speed_vs_start", convs) if convs else {}),
             "steal_share_mean": round(statistics.mean(r["steal_share"] for r in rows), 4)}
 
 
-if __name__ == "__main__":  # the helper: one rate per line asked for, until its input ends
+if __name__ == "__main__":  # the helper: one row of rates per line asked for, until its input ends
+    timed = conv_timer() if sys.argv[1:] == ["torch"] else None
     spin_per_cpu_s(30)  # a fresh process's first runs are slower: not the machine's speed
     for _ in sys.stdin:
-        print(spin_per_cpu_s(), flush=True)
+        conv = f"{1 / statistics.median(timed() for _ in range(3))}" if timed else "-"
+        print(spin_per_cpu_s(), conv, flush=True)

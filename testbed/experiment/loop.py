@@ -113,6 +113,11 @@ class Experiment:
         """What run.json says about the workload beyond what every run records."""
         return {}
 
+    def torch_steps(self) -> bool:
+        """Whether the kind's steps are torch models (`--compute torch`, or always for kinds
+        that only run models): host.csv then times a convolution too."""
+        return self.opts.compute == "torch"
+
     # ---- shared ------------------------------------------------------------------------------
     def decide(self, waiting: list) -> list:
         """Ask the scheduler about the waiting units, keep its decision on disk, start what it
@@ -177,7 +182,7 @@ class Experiment:
         actions = [a for a in actions if a.what not in WORKLOAD_EVENTS]  # the network's
         self.prepare()
         self.sampler = Sampler(self.ledger, self.enforcer.client, self.processes.usage,
-                               self.opts.sample_s).start()
+                               self.opts.sample_s, torch_probe=self.torch_steps()).start()
         self.t0 = self.sampler.t0
         self.timeline = Player(self.ledger, actions, self.t0).start()
         if actions:
@@ -243,7 +248,7 @@ class Experiment:
                 options={k: str(v) for k, v in self.opts.__dict__.items()},
                 **self.metadata(), spin_per_s=self.profile.spin_per_s,
                 node_speeds_gops=self.profile.speeds,
-                host_speed=hostspeed.summary(self.sampler.probe.reference, self.sampler.host))
+                host_speed=hostspeed.summary(self.sampler.probe, self.sampler.host))
         return table
 
     def _collectors(self) -> list:

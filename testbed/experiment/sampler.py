@@ -21,9 +21,10 @@ Usage = Callable[[dict[str | None, list[str]]], dict[str, tuple[float, int] | No
 
 class Sampler:
     def __init__(self, ledger: Ledger, client: FlowClient, usage: Usage,
-                 interval_s: float = 1.0) -> None:
+                 interval_s: float = 1.0, torch_probe: bool = False) -> None:
         self.ledger, self.client, self.usage, self.interval_s = ledger, client, usage, interval_s
-        self.probe = HostProbe()  # its reference: the machine now, right after profiling
+        # its reference: the machine now, right after profiling
+        self.probe = HostProbe(torch=torch_probe)
         self.host: list[dict] = []
         self.by_host: dict[str | None, list[str]] = {}
         for n in ledger.topology["nodes"]:

@@ -46,6 +46,9 @@ class Training(SingleUnit):
     unit_name = "training"
     program = "split_train.py"
 
+    def torch_steps(self) -> bool:
+        return True
+
     def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
         super().__init__(ledger, units, opts, progress)
         self.w: Workload = units[0]

@@ -53,6 +53,9 @@ class Video(SingleUnit):
     not_placed_reason = "the strategy placed no stream"
     program = "video_pipeline.py"
 
+    def torch_steps(self) -> bool:
+        return True
+
     def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
         super().__init__(ledger, units, opts, progress)
         self.w: Workload = units[0]
