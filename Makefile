@@ -12,7 +12,7 @@ demo: setup
 
 test: setup
 	.venv/bin/lint-imports
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q --durations=60 tests
 
 test-fast: setup
 	.venv/bin/lint-imports
