@@ -1,6 +1,7 @@
-"""Did the machine change speed between a video run's pilot and its measured run, and does
-that account for the steps that ran longer than the pilot priced them?
+"""Did the machine change speed between a run's profile and its measured steps, and does
+that account for the steps that ran longer than they were priced?
 
+Video runs (with a pilot):
 Per device of each trial: its median detection time in the measured run over the pilot's
 (`cost_ratio`), beside how much slower the machine's calibration loop ran then than during
 the pilot (`machine_slowdown`, from host.csv: each second's speed against the run's start),
@@ -9,7 +10,13 @@ If the machine is what changed, the two move together and a stream's measured / 
 frame rate is about 1 / slowdown. Steps are counted after each part's first 2 s (the
 measured run's warm-up: decision.WARMUP_S), as the prediction counts them.
 
-Usage: python bench/host_drift.py results/dcei-fidelity [more campaign folders]
+Training runs: per device and steady round, measured / predicted round time and the device's
+own compute over its profile, beside the convolution's and the loop's raw rates in that round
+over their medians across every round given (not against each run's start: the start is read
+on a quiet machine, and a run's start can read twice another's): if the machine is what
+moved, a round run at 0.9 of the usual speed takes about 1 / 0.9 of its prediction.
+
+Usage: python bench/host_drift.py results/dcei-fidelity results/edgesplit-fidelity-lenet
 """
 
 from __future__ import annotations
@@ -75,20 +82,67 @@ def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), streams
 
 
+def training_drift(trial: Path) -> pd.DataFrame:
+    """Per device and steady round (round 0 also opens the connections): its fidelity and
+    compute ratio beside the machine's speed in that round."""
+    run = trial / "run"
+    meta = json.loads((run / "run.json").read_text())
+    host = pd.read_csv(run / "host.csv")
+    host["t_wall"] = meta["epoch0_s"] + host.t_s
+    server = pd.DataFrame([json.loads(line) for line in
+                           (run / "traces" / "server.jsonl").read_text().splitlines()
+                           if line.strip()])
+    devices = pd.read_csv(run / "devices.csv").merge(
+        server[["device", "round", "start", "t_device_done"]], on=["device", "round"])
+    rows = []
+    for r in devices[devices["round"] >= 1].itertuples():
+        rows.append({"trial": trial.name, "scheduler": meta["scheduler"], "device": r.device,
+                     "round": r.round,
+                     "fidelity": r.round_time_measured_s / r.round_time_predicted_s,
+                     "compute_ratio": r.compute_s / r.compute_predicted_s
+                     if r.compute_predicted_s else float("nan"),
+                     "loop_rate": _window(host, r.start, r.t_device_done, "spin_per_cpu_s"),
+                     "conv_rate": _window(host, r.start, r.t_device_done, "conv_per_cpu_s")})
+    return pd.DataFrame(rows)
+
+
+def report_training(trials: list[Path]) -> None:
+    df = pd.concat([training_drift(t) for t in trials], ignore_index=True)
+    df["loop_speed"] = df.loop_rate / df.loop_rate.median()
+    df["conv_speed"] = df.conv_rate / df.conv_rate.median()
+    df["at_conv_speed"] = df.fidelity * df.conv_speed
+    print(df.round(3).to_string(index=False))
+    print(f"\n{len(df)} device-rounds: correlation of fidelity and 1 / conv_speed "
+          f"{df.fidelity.corr(1 / df.conv_speed):.2f}, of compute_ratio and 1 / conv_speed "
+          f"{df.compute_ratio.corr(1 / df.conv_speed):.2f}, of fidelity and 1 / loop_speed "
+          f"{df.fidelity.corr(1 / df.loop_speed):.2f}; conv_speed "
+          f"{df.conv_speed.min():.2f}-{df.conv_speed.max():.2f}")
+    for col, what in (("fidelity", "as reported"),
+                      ("at_conv_speed", "scaled by the round's conv speed")):
+        x = df[col].dropna()
+        print(f"  {what:35s} within 0.9-1.1: {x.between(0.9, 1.1).mean():4.0%} "
+              f"({x.min():.2f}-{x.max():.2f}, median {x.median():.3f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("campaigns", nargs="+", type=Path)
     a = ap.parse_args()
-    trials = [t for c in a.campaigns for t in sorted(c.glob("trials/*"))
-              if (t / "run" / "host.csv").exists()
-              and (t / "run" / "traces" / "pilot.jsonl").exists()]
-    if not trials:
-        raise SystemExit("no video trials with a pilot and host.csv in "
+    with_host = [t for c in a.campaigns for t in sorted(c.glob("trials/*"))
+                 if (t / "run" / "host.csv").exists()]
+    training = [t for t in with_host if (t / "run" / "rounds.csv").exists()]
+    trials = [t for t in with_host if (t / "run" / "traces" / "pilot.jsonl").exists()]
+    if not trials and not training:
+        raise SystemExit("no video trials with a pilot and no training trials with host.csv in "
                          + ", ".join(map(str, a.campaigns)))
+    pd.set_option("display.width", 200)
+    if training:
+        report_training(training)
+    if not trials:
+        return
     parts = [drift(t) for t in trials]
     df = pd.concat([d for d, _ in parts], ignore_index=True)
     streams = pd.concat([s for _, s in parts], ignore_index=True)
-    pd.set_option("display.width", 200)
     print(df.round(3).to_string(index=False))
     per_trial = df.groupby("trial").agg(scheduler=("scheduler", "first"),
                                         cost_ratio=("cost_ratio", "median"),

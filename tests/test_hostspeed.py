@@ -24,9 +24,12 @@ def test_the_probe_reads_about_one_against_its_start_and_its_helper_ends_with_it
     assert all(0 <= r["steal_share"] <= 1 and 0 <= r["busy_share"] <= 1 for r in rows)
     s = summary(probe, rows)
     assert s["speed_vs_start_p10"] <= s["speed_vs_start_median"] <= s["speed_vs_start_p90"]
+    # the raw median, for comparing runs with each other
+    assert s["spin_per_cpu_s_median"] == round(statistics.median(r["spin_per_cpu_s"]
+                                                                 for r in rows))
     # without torch no convolution is timed: its cells stay empty, run.json says nothing of it
     assert all(r["conv_speed_vs_start"] is None for r in rows)
-    assert "conv_speed_vs_start_median" not in s
+    assert "conv_speed_vs_start_median" not in s and "conv_per_cpu_s_median" not in s
 
 
 def test_for_torch_steps_the_probe_also_times_a_convolution_against_its_start():
@@ -45,6 +48,7 @@ def test_for_torch_steps_the_probe_also_times_a_convolution_against_its_start():
     s = summary(probe, rows)
     assert s["conv_speed_vs_start_p10"] <= s["conv_speed_vs_start_median"] \
         <= s["conv_speed_vs_start_p90"]
+    assert 200 < s["conv_per_cpu_s_median"] < 2000
 
 
 def test_a_gone_helper_leaves_the_speed_empty_not_the_run_failed():
@@ -56,3 +60,25 @@ def test_a_gone_helper_leaves_the_speed_empty_not_the_run_failed():
     assert row["speed_vs_start"] is None and row["spin_per_cpu_s"] is None
     assert 0 <= row["busy_share"] <= 1
     assert summary(probe, [row]) == {}
+
+
+def test_a_watching_probe_samples_the_set_up_on_its_own_until_the_run_takes_it_over():
+    probe = HostProbe().watch(0.05)
+    try:
+        time.sleep(0.5)
+        early = probe.stop_watching()
+        n = len(early)
+        time.sleep(0.2)  # stopped: nothing more is sampled behind the run's back
+        assert len(probe.stop_watching()) == n and 4 <= n <= 10, n
+        times = [t for t, _ in early]
+        assert times == sorted(times) and times[-1] < time.monotonic()
+        rows = [{**row, "phase": "setup"} for _, row in early]
+        rows += [{**probe.sample(t * 0.05), "phase": "run"} for t in range(5)]
+    finally:
+        probe.close()
+    s = summary(probe, rows)
+    # the run's raw median over the set-up's, and the spread over the run's rows only
+    assert s["spin_run_over_setup"] == round(
+        s["spin_per_cpu_s_median"] / s["spin_per_cpu_s_setup_median"], 3)
+    assert s["spin_per_cpu_s_median"] == round(statistics.median(
+        r["spin_per_cpu_s"] for r in rows if r["phase"] == "run"))

@@ -74,10 +74,15 @@ def test_two_task_job_across_a_2_mbit_link(bring_up, tmp_path):
     # the machine's speed beside the profile's, every second of the run (two 0.5-core nodes
     # on this machine's cores: a 2x slower machine would be a fault of this test's set-up)
     host = pd.read_csv(out / "host.csv")
-    assert len(host) >= 5 and host.t_s.is_monotonic_increasing
+    assert (host.phase == "run").sum() >= 5 and host.t_s.is_monotonic_increasing
     assert host.steal_share.between(0, 1).all() and host.busy_share.between(0, 1).all()
+    # and while the nodes were profiled, before the run's clock started
+    setup = host[host.phase == "setup"]
+    assert len(setup) >= 1 and (setup.t_s < 0).all() and (host[host.phase == "run"].t_s >= 0).all()
     summary = json.loads(meta)["host_speed"]
     assert 0.5 < summary["speed_vs_start_median"] < 2, summary
+    assert summary["spin_run_over_setup"] == pytest.approx(
+        summary["spin_per_cpu_s_median"] / summary["spin_per_cpu_s_setup_median"], rel=1e-3)
 
 
 MESH6 = """

@@ -14,6 +14,13 @@ For kinds whose steps are torch models the helper also times a small convolution
 thread: its working set and kernels are a model's, not a loop's that lives in the first-level
 cache, so it can see what the loop cannot (memory bandwidth, the shared cache). Loading torch
 costs the run ~3 s before it starts, hence only there.
+
+What "against the start" can and cannot say: the start is read right after profiling, when the
+machine is often quiet, and on a 2-vCPU VM the same loop reads up to twice as fast on a quiet
+machine as beside busy nodes (shared cores and caches). A run's speeds against its start so mix
+the run's own load with the machine's drift; compare windows of like load (a pilot with its
+run) or runs with each other by the raw rates (`spin_per_cpu_s`, `conv_per_cpu_s`; run.json's
+medians), not the start's ratio across runs.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 from testbed.procs import cpu_jiffies
@@ -86,6 +94,28 @@ class HostProbe:
         self.reference = _median(r[0] for r in reads)  # iterations of the loop per CPU-second
         self.conv_reference = _median(r[1] for r in reads)  # convolutions per CPU-second
         self.last = cpu_jiffies()
+        self._early: list[tuple[float, dict]] = []  # (monotonic time, row) before the run
+        self._watching = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def watch(self, interval_s: float) -> HostProbe:
+        """Sample on a thread of its own until `stop_watching`: the machine while the nodes
+        are profiled (and a video run's pilot plays), which the run is then compared with."""
+        def loop() -> None:
+            while not self._watching.wait(interval_s):
+                t = time.monotonic()
+                self._early.append((t, self.sample(0.0)))
+        self._watcher = threading.Thread(target=loop, name="hostprobe", daemon=True)
+        self._watcher.start()
+        return self
+
+    def stop_watching(self) -> list[tuple[float, dict]]:
+        """What `watch` sampled, as (monotonic time, row); the probe is then free to sample
+        for the run."""
+        self._watching.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+        return self._early
 
     def _rates(self) -> tuple[float | None, float | None]:
         try:
@@ -109,6 +139,7 @@ class HostProbe:
                 "busy_share": round(1 - idle / total, 4) if total else 0.0}
 
     def close(self) -> None:
+        self.stop_watching()
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # the helper ends at the end of its input
         try:
@@ -133,13 +164,29 @@ def _spread(prefix: str, speeds: list[float]) -> dict:
             f"{prefix}_p10": round(deciles[0], 3), f"{prefix}_p90": round(deciles[-1], 3)}
 
 
+def _raw_median(rows: list[dict], column: str) -> float | None:
+    values = [r[column] for r in rows if r[column]]
+    return statistics.median(values) if values else None
+
+
 def summary(probe: HostProbe, rows: list[dict]) -> dict:
-    """run.json's `host_speed`: the spread of the machine's speeds over the run, its steal."""
+    """run.json's `host_speed`: the spread of the machine's speeds over the run, its steal,
+    and its raw rates in the run beside those while the nodes were profiled (`setup`)."""
+    setup = [r for r in rows if r.get("phase") == "setup"]
+    rows = [r for r in rows if r.get("phase", "run") == "run"]
     speeds = [r["speed_vs_start"] for r in rows if r["speed_vs_start"]]
     if not speeds:
         return {}
     convs = [r["conv_speed_vs_start"] for r in rows if r["conv_speed_vs_start"]]
-    return {"spin_per_cpu_s_at_start": round(probe.reference),
+    raw = {}
+    for column, digits in (("spin_per_cpu_s", 0), ("conv_per_cpu_s", 1)):
+        run, before = _raw_median(rows, column), _raw_median(setup, column)
+        if run:  # the raw medians compare runs with each other, and a run with its setup
+            raw[f"{column}_median"] = round(run, digits) if digits else round(run)
+        if run and before:
+            raw[f"{column}_setup_median"] = round(before, digits) if digits else round(before)
+            raw[f"{column.split('_')[0]}_run_over_setup"] = round(run / before, 3)
+    return {"spin_per_cpu_s_at_start": round(probe.reference), **raw,
             **_spread("speed_vs_start", speeds),
             **(_spread("conv_speed_vs_start", convs) if convs else {}),
             "steal_share_mean": round(statistics.mean(r["steal_share"] for r in rows), 4)}

@@ -21,6 +21,7 @@ from testbed import nodes
 from testbed.errors import InputError, TestbedError
 from testbed.experiment import hostspeed, records
 from testbed.experiment.enforce import Enforcer, FlowSet
+from testbed.experiment.hostspeed import HostProbe
 from testbed.experiment.options import RunOptions
 from testbed.experiment.processes import Processes
 from testbed.experiment.profile import PROBE_PROGRAM, Profile, profile
@@ -170,6 +171,18 @@ class Experiment:
             self.processes.finish()
 
     def _run(self, actions: list[Action]) -> pd.DataFrame:
+        # the machine's speed from before profiling on: the run's is then set beside it
+        probe = HostProbe(torch=self.torch_steps()).watch(self.opts.sample_s)
+        try:
+            network_actions = self._set_up(actions, probe)
+        except BaseException:
+            probe.close()
+            raise
+        return self._go(network_actions)
+
+    def _set_up(self, actions: list[Action], probe: HostProbe) -> list[Action]:
+        """Profile, take the workload's events, prepare the kind; then the run's clock starts
+        with its sampler. Returns the timeline's actions on the network."""
         self.progress("profiling node speeds")
         self.profile = profile(self.ledger, self.topology, self.opts.compute,
                                self.opts.gops_per_core, self.opts.k_paths)
@@ -182,17 +195,23 @@ class Experiment:
         actions = [a for a in actions if a.what not in WORKLOAD_EVENTS]  # the network's
         self.prepare()
         self.sampler = Sampler(self.ledger, self.enforcer.client, self.processes.usage,
-                               self.opts.sample_s, torch_probe=self.torch_steps()).start()
+                               self.opts.sample_s, probe=probe).start()
+        return actions
+
+    def _go(self, actions: list[Action]) -> pd.DataFrame:
         self.t0 = self.sampler.t0
-        self.timeline = Player(self.ledger, actions, self.t0).start()
-        if actions:
-            self.progress(f"timeline: {len(actions)} changes planned")
         self.epoch0 = time.time() - (time.monotonic() - self.t0)
-        self.collectors = [c.start() for c in self._collectors()]
+        self.timeline = Player(self.ledger, actions, self.t0)
+        self.collectors: list = []
         pending = sorted(self.units, key=lambda u: (u.arrival_s, u.name))
         waiting: list = []
         last_watch = 0.0
-        try:
+        try:  # from here on, whatever fails, the finally stops the sampler's helper and the rest
+            self.timeline.start()
+            if actions:
+                self.progress(f"timeline: {len(actions)} changes planned")
+            for c in self._collectors():
+                self.collectors.append(c.start())
             while pending or waiting or self.running():
                 if self.now() - last_watch >= WATCH_S:
                     self._watch()

@@ -21,11 +21,12 @@ Usage = Callable[[dict[str | None, list[str]]], dict[str, tuple[float, int] | No
 
 class Sampler:
     def __init__(self, ledger: Ledger, client: FlowClient, usage: Usage,
-                 interval_s: float = 1.0, torch_probe: bool = False) -> None:
+                 interval_s: float = 1.0, probe: HostProbe | None = None) -> None:
         self.ledger, self.client, self.usage, self.interval_s = ledger, client, usage, interval_s
-        # its reference: the machine now, right after profiling
-        self.probe = HostProbe(torch=torch_probe)
-        self.host: list[dict] = []
+        # the machine's speed; a probe that watched the set-up hands over its rows, which
+        # host.csv keeps before the run's (negative t_s, phase "setup")
+        self.probe = probe or HostProbe()
+        early = self.probe.stop_watching()
         self.by_host: dict[str | None, list[str]] = {}
         for n in ledger.topology["nodes"]:
             self.by_host.setdefault(nodes.cluster_host(ledger, n), []).append(n)
@@ -34,6 +35,8 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.t0 = time.monotonic()
+        self.host: list[dict] = [{**row, "t_s": round(t - self.t0, 3), "phase": "setup"}
+                                 for t, row in early]
 
     def start(self) -> Sampler:
         self._thread.start()
@@ -62,4 +65,4 @@ class Sampler:
                 continue
             cpu_s, mem = used
             self.nodes.append({"t_s": t, "node": node, "cpu_s": cpu_s, "memory_bytes": mem})
-        self.host.append(self.probe.sample(t))
+        self.host.append({**self.probe.sample(t), "phase": "run"})
