@@ -10,6 +10,7 @@ import hashlib
 import shutil
 import socket
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -102,7 +103,11 @@ def sweep_scratch(prefix: str) -> None:
     for d in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
         pid = d.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and process_start_ticks(int(pid)) is None:
-            shutil.rmtree(d, ignore_errors=True)
+            for _ in range(10):  # a run's processes still being stopped may write as it goes
+                shutil.rmtree(d, ignore_errors=True)
+                if not d.exists():
+                    break
+                time.sleep(0.5)
 
 
 def check_hosts(mode: str, host: str | None) -> None:

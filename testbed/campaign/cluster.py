@@ -94,6 +94,11 @@ def remove_testbeds(names: Iterable[str]) -> list[str]:
     for ref in refs:
         with contextlib.suppress(Exception):
             gone += ray.get(ref, timeout=300)
+    if gone:  # sweep again once every removal has ended: hosts sharing a machine share /tmp,
+        # and one host's sweep can run while another's removal still stops a run's writers
+        for ref in [_remove.options(scheduling_strategy=on(n)).remote([]) for n in nodes]:
+            with contextlib.suppress(Exception):
+                ray.get(ref, timeout=60)
     return gone
 
 
