@@ -182,9 +182,9 @@ def summary(probe: HostProbe, rows: list[dict]) -> dict:
     for column, digits in (("spin_per_cpu_s", 0), ("conv_per_cpu_s", 1)):
         run, before = _raw_median(rows, column), _raw_median(setup, column)
         if run:  # the raw medians compare runs with each other, and a run with its setup
-            raw[f"{column}_median"] = round(run, digits) if digits else round(run)
+            raw[f"{column}_median"] = round(run, digits or None)
         if run and before:
-            raw[f"{column}_setup_median"] = round(before, digits) if digits else round(before)
+            raw[f"{column}_setup_median"] = round(before, digits or None)
             raw[f"{column.split('_')[0]}_run_over_setup"] = round(run / before, 3)
     return {"spin_per_cpu_s_at_start": round(probe.reference), **raw,
             **_spread("speed_vs_start", speeds),

@@ -21,7 +21,6 @@ from testbed import nodes
 from testbed.errors import InputError, TestbedError
 from testbed.experiment import hostspeed, records
 from testbed.experiment.enforce import Enforcer, FlowSet
-from testbed.experiment.hostspeed import HostProbe
 from testbed.experiment.options import RunOptions
 from testbed.experiment.processes import Processes
 from testbed.experiment.profile import PROBE_PROGRAM, Profile, profile
@@ -172,7 +171,7 @@ class Experiment:
 
     def _run(self, actions: list[Action]) -> pd.DataFrame:
         # the machine's speed from before profiling on: the run's is then set beside it
-        probe = HostProbe(torch=self.torch_steps()).watch(self.opts.sample_s)
+        probe = hostspeed.HostProbe(torch=self.torch_steps()).watch(self.opts.sample_s)
         try:
             network_actions = self._set_up(actions, probe)
         except BaseException:
@@ -180,7 +179,7 @@ class Experiment:
             raise
         return self._go(network_actions)
 
-    def _set_up(self, actions: list[Action], probe: HostProbe) -> list[Action]:
+    def _set_up(self, actions: list[Action], probe: hostspeed.HostProbe) -> list[Action]:
         """Profile, take the workload's events, prepare the kind; then the run's clock starts
         with its sampler. Returns the timeline's actions on the network."""
         self.progress("profiling node speeds")
