@@ -19,10 +19,11 @@ import time
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed import nodes
+from testbed import nodes, procs
 from testbed.errors import NetworkError
 from testbed.naming import Names
 from testbed.net import cgroups, netns, ovs
+from testbed.net.controller import controller_argv
 from testbed.net.ledger import Ledger, known_testbeds
 
 
@@ -43,7 +44,7 @@ def teardown(name: str, force: bool = False) -> list[str]:
         except Exception as e:  # keep going; report everything at the end
             errors.append(f"{what}: {e}")
 
-    step("controller", lambda: _stop_controller(ledger))
+    step("controller", lambda: _stop_controller(names, ledger))
     kept = []  # what a kind could not undo keeps the state file: `down` again retries it
     for kind in nodes.KINDS.values():
         before = len(errors)
@@ -77,19 +78,21 @@ def _n(count: int, what: str) -> str:
     return f"{count} {what}" if count else ""
 
 
-def _stop_controller(ledger: Ledger | None) -> str:
-    if not ledger or not ledger.controller or not ledger.controller.alive():
+def _stop_controller(names: Names, ledger: Ledger | None) -> str:
+    """The recorded controller, and any whose command line names this testbed's state
+    directory (`up` killed after spawning it but before saving its pid)."""
+    pids = procs.with_argv(controller_argv(names.state_dir))
+    if ledger and ledger.controller and ledger.controller.alive():
+        pids.add(ledger.controller.pid)
+    if not pids:
         return ""
-    pid = ledger.controller.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for _ in range(50):
-        if not ledger.controller.alive():
-            return f"pid {pid}"
+    cgroups.kill_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and procs.with_argv(controller_argv(names.state_dir)):
         time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return f"pid {pid} (killed)"
+    left = procs.with_argv(controller_argv(names.state_dir))
+    cgroups.kill_all(left)
+    return "pid " + ", ".join(map(str, sorted(pids))) + (" (killed)" if left else "")
 
 
 def _kill_node_processes(names: Names) -> str:

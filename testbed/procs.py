@@ -20,6 +20,23 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def with_argv(prefix: list[str]) -> set[int]:
+    """Live processes whose command line, after the program, starts with `prefix`: how teardown
+    finds a child whose pid its parent was killed before recording."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if [a.decode(errors="replace") for a in argv[1:1 + len(prefix)]] == prefix and \
+                process_start_ticks(int(entry.name)) is not None:
+            found.add(int(entry.name))
+    return found
+
+
 def cpu_jiffies() -> tuple[int, int, int]:
     """(stolen, idle, total) CPU time of this machine since boot, in jiffies, from the `cpu`
     line of /proc/stat: steal is what the hypervisor gave other guests, idle includes iowait."""

@@ -113,6 +113,26 @@ def test_down_after_sigkill_at_any_moment_of_up(tmp_path, delay_s):
     assert snapshot() == before
 
 
+def test_down_stops_a_controller_whose_pid_was_never_recorded(tmp_path):
+    """`up` killed between spawning the controller and saving its pid: down still finds it."""
+    from testbed.net.ledger import Ledger
+
+    name = "tbt-orphan"
+    path = write_topology(tmp_path, name, "nodes: {a: {}, b: {}}\nlinks: [{between: [a, b]}]")
+    before = snapshot()
+    try:
+        cli("up", str(path), check=True)
+        ledger = Ledger.load(name)
+        pid = ledger.controller.pid
+        ledger.controller = None
+        ledger.save()
+    finally:
+        res = cli("down", "--name", name)
+    assert res.returncode == 0, res.stderr
+    assert f"controller: pid {pid}" in res.stdout
+    assert snapshot() == before
+
+
 def test_controller_death_is_reported_and_up_restarts_it(bring_up, tmp_path):
     from testbed import api
     from testbed.routing import FlowSpec

@@ -253,10 +253,10 @@ def oom_kills(names: Names, node: str, root: Path = CGROUP_ROOT) -> int:
     return total
 
 
-def kill_all(pids_: set[int]) -> None:
+def kill_all(pids_: set[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids_:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
 
 
 def remove(names: Names, root: Path = CGROUP_ROOT) -> None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from testbed.errors import NetworkError
 from testbed.net import apisock, ovs, shards
@@ -25,15 +26,20 @@ def free_port(address: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def controller_argv(state_dir: Path) -> list[str]:
+    """The controller's command line after the interpreter: naming the state directory makes
+    it findable in /proc when `up` is killed between spawning it and recording its pid."""
+    return ["-m", "controllers.run", str(state_dir)]
+
+
 def start_controller(ledger: Ledger) -> None:
     """Start the os-ken controller as a detached process that outlives `testbed up` (with a
     TLS port for other hosts' switches when the ledger has one: it keeps it across restarts,
     so the hosts' relays need not be told)."""
     log = open(ledger.names.state_dir / "controller.log", "ab")  # noqa: SIM115 (child keeps it)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controllers.run", str(ledger.names.state_dir),
-         str(ledger.of_port), *([str(tls)] if (tls := ledger.extra.get("controller_tls_port"))
-                                else [])],
+        [sys.executable, *controller_argv(ledger.names.state_dir), str(ledger.of_port),
+         *([str(tls)] if (tls := ledger.extra.get("controller_tls_port")) else [])],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         cwd=CHECKOUT)
     log.close()
