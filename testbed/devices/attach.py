@@ -30,7 +30,9 @@ MIN_PYTHON = (3, 8)
 DEPLOY_BASE = ".edge-testbed"
 WORKLOADS = Path(__file__).resolve().parent.parent.parent / "workloads"
 
-# Runs on the device as its SSH user; S is how it gains root ("" when it is root).
+# Runs on the device as its SSH user; S is how it gains root ("" when it is root). Nothing is
+# printed while the scratch VXLAN interface exists: if `up` is killed then, the next write would
+# end the shell (SIGPIPE) before it removed the interface, which no testbed's `down` could name.
 PROBE = r"""
 if [ "$(id -u)" = 0 ]; then S=; echo root=yes; else S="sudo -n"; fi
 echo "kernel=$(uname -r)"; echo "home=$HOME"
@@ -41,12 +43,15 @@ command -v ip >/dev/null && echo ip=yes
 [ -n "$S" ] && $S true 2>/dev/null && echo sudo=yes
 command -v tegrastats >/dev/null && echo tegrastats=yes
 command -v ethtool >/dev/null && echo ethtool=yes
-p=tbprobe$$
+p=tbprobe$$ v=no h=no
+trap '$S ip link del $p 2>/dev/null; exit 1' HUP INT PIPE TERM
 if $S ip link add $p type vxlan id 16777215 dstport 4789 2>/dev/null; then
-  echo vxlan=yes
-  $S tc qdisc add dev $p root handle 1: htb default 1 2>/dev/null && echo htb=yes
+  v=yes
+  $S tc qdisc add dev $p root handle 1: htb default 1 2>/dev/null && h=yes
   $S ip link del $p
 fi
+trap - HUP INT PIPE TERM
+echo vxlan=$v; echo htb=$h
 ip -o -4 addr show | awk '{print "addr=" $4}'
 """
 
@@ -77,7 +82,7 @@ def probe(session: Session) -> DeviceReport:
         if key == "addr":
             addrs.append(value)
         elif key:
-            facts[key] = True if value == "yes" else value
+            facts[key] = {"yes": True, "no": False}.get(value, value)
     facts["addresses"] = addrs
     missing = []
     if not facts.get("root") and not facts.get("sudo"):
