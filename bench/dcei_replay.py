@@ -28,7 +28,6 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.ratios import by_hold, line  # noqa: E402
 from testbed.kinds.video import spec as video_spec  # noqa: E402
 from testbed.kinds.video.decision import WARMUP_S, build, fps_over_time, frame_key  # noqa: E402
 from testbed.kinds.video.measured import measured_costs  # noqa: E402
@@ -76,9 +75,7 @@ def replay(trial: Path) -> pd.DataFrame:
     jobs = pd.read_csv(run / "jobs.csv")
     jobs = jobs[jobs.status == "done"]
     decided = jobs.fps_decided if "fps_decided" in jobs else jobs.fps_predicted
-    held = isinstance(meta.get("speed_hold"), dict)  # else a note why not (or absent)
-    return pd.DataFrame({"trial": trial.name, "scheduler": jobs.scheduler, "held": held,
-                         "stream": jobs.job,
+    return pd.DataFrame({"trial": trial.name, "scheduler": jobs.scheduler, "stream": jobs.job,
                          "detect_on": jobs.detect_on, "reid_on": jobs.reid_on,
                          "fps_measured": jobs.fps_measured,
                          "fps_predicted_run": decided,
@@ -122,20 +119,18 @@ def main() -> None:
     df["fidelity_played_run_costs"] = df.fps_measured / df.fps_played_run_costs
     df["fidelity_pilot"] = df.fps_measured / df.fps_predicted_pilot
     df["fidelity_played_pilot"] = df.fps_measured / df.fps_played_pilot
-    summarise(df)
-    by_hold(df, "streams", summarise)
-
-
-def summarise(df: pd.DataFrame) -> None:
-    """Measured / predicted for every way of predicting: range, median, share within."""
     for col, what in (("fidelity_now", "max-min shares"), ("fidelity_played", "played out"),
                       ("fidelity_pilot", "max-min shares on the pilot's costs"),
                       ("fidelity_played_pilot", "played out on the pilot's costs"),
                       ("fidelity_run_costs", "max-min shares on the run's costs"),
                       ("fidelity_played_run_costs", "played out on the run's costs")):
         f = df[col].dropna()
-        if not f.empty:
-            print(f"  {what:36s} {line(f)}")
+        if f.empty:
+            continue
+        print(f"  {what:36s} {f.min():.2f}-{f.max():.2f}, median {f.median():.3f}, "
+              f"within 0.9-1.1: {((f >= 0.9) & (f <= 1.1)).mean():.0%}, "
+              f"mean |1 - x| {(f - 1).abs().mean():.3f}")
+
 
 if __name__ == "__main__":
     main()

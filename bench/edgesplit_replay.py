@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.ratios import by_hold, line  # noqa: E402
 from testbed.kinds.training.problem import BlockProfile, build  # noqa: E402
 
 
@@ -45,7 +44,6 @@ def replay(trial: Path) -> pd.DataFrame:
     dev = dev[dev["round"] >= min(1, int(dev["round"].max()))]
     return pd.DataFrame({
         "trial": trial.name, "strategy": d["strategy"], "server_mode": mode, "share": share,
-        "held": isinstance(meta.get("speed_hold"), dict),  # --hold-speed (else a note)
         "model": w["model"], "bw": float(w["total_bandwidth_mbit"]), "device": dev.device,
         "round": dev["round"], "cut": dev.cut, "measured_s": dev.round_time_measured_s,
         "eq45_s": dev.device.map(eq45), "shared_run_s": dev.round_time_predicted_shared_s,
@@ -71,14 +69,12 @@ def main() -> None:
     pd.set_option("display.max_rows", 500)
     print(df.drop(columns=["trial"]).round(3).to_string(index=False))
     print(f"\n{len(df)} device-rounds in {len(trials)} trials, measured / predicted:")
-    summarise(df)
-    by_hold(df, "device-rounds", summarise)
-
-
-def summarise(df: pd.DataFrame) -> None:
-    """Measured / predicted by each prediction: range, median, share within 0.9-1.1."""
     for col in ("eq45", "shared_run", "shared_now"):
-        print(f"  {col:11s} {line(df[f'fid_{col}'])}")
+        f = df[f"fid_{col}"]
+        print(f"  {col:11s} {f.min():.2f}-{f.max():.2f}, median {f.median():.3f}, "
+              f"within 0.9-1.1: {((f >= 0.9) & (f <= 1.1)).mean():.0%}, "
+              f"mean |1 - x| {(f - 1).abs().mean():.3f}")
+
 
 if __name__ == "__main__":
     main()

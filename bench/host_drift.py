@@ -16,11 +16,6 @@ over their medians across every round given (not against each run's start: the s
 on a quiet machine, and a run's start can read twice another's): if the machine is what
 moved, a round run at 0.9 of the usual speed takes about 1 / 0.9 of its prediction.
 
-Runs with the speed hold (`hold_speed`, testbed/experiment/speedhold.py) had their nodes'
-quotas scaled by the convolution's slowdown since the pilot: if the hold works, their
-cost_ratio stays near 1 whatever conv_slowdown does. With held and unheld trials in the
-folders given, both groups are summarised apart.
-
 Usage: python bench/host_drift.py results/dcei-fidelity results/edgesplit-fidelity-lenet
 """
 
@@ -56,7 +51,6 @@ def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     jobs = pd.read_csv(run / "jobs.csv")
     jobs = jobs[jobs.status == "done"]
     on = dict(zip(jobs.job, jobs.detect_on, strict=True))
-    held = isinstance(meta.get("speed_hold"), dict)
     pilot = pd.DataFrame([r for line in (run / "traces" / "pilot.jsonl").read_text().splitlines()
                           if (r := json.loads(line))["type"] == "frame"])
     frames = pd.read_csv(run / "frames.csv")
@@ -74,8 +68,7 @@ def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for device in sorted(set(on.values())):
         p, r = pf[pf.device == device].cost, rf[rf.device == device].cost
         if len(p) and len(r):
-            rows.append({"trial": trial.name, "scheduler": meta["scheduler"], "held": held,
-                         "device": device,
+            rows.append({"trial": trial.name, "scheduler": meta["scheduler"], "device": device,
                          "cost_ratio": statistics.median(r) / statistics.median(p),
                          "machine_slowdown": pilot_speed / run_speed,
                          "conv_slowdown": pilot_conv / run_conv,
@@ -84,7 +77,7 @@ def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                                  jobs.detect_on == device])})
     fidelity = jobs.fps_measured / jobs.fps_predicted
     streams = pd.DataFrame({"trial": trial.name, "scheduler": meta["scheduler"],
-                            "held": held, "fidelity": fidelity,
+                            "fidelity": fidelity,
                             "at_conv_speed": fidelity * pilot_conv / run_conv})
     return pd.DataFrame(rows), streams
 
@@ -151,24 +144,13 @@ def main() -> None:
     df = pd.concat([d for d, _ in parts], ignore_index=True)
     streams = pd.concat([s for _, s in parts], ignore_index=True)
     print(df.round(3).to_string(index=False))
-    groups = [(None, df, streams)] if df.held.nunique() < 2 else [
-        (h, df[df.held == h], streams[streams.held == h]) for h in (False, True)]
-    for held, d, st in groups:
-        if held is not None:
-            print(f"\n==== {'held' if held else 'not held'} (hold_speed: {str(held).lower()})")
-        report_video(d, st)
-
-
-def report_video(df: pd.DataFrame, streams: pd.DataFrame) -> None:
     per_trial = df.groupby("trial").agg(scheduler=("scheduler", "first"),
                                         cost_ratio=("cost_ratio", "median"),
                                         machine_slowdown=("machine_slowdown", "first"),
                                         conv_slowdown=("conv_slowdown", "first"))
     print("\nper trial (median over devices):")
     print(per_trial.round(3).to_string())
-    print(f"\ncost_ratio over {len(df)} devices: {df.cost_ratio.min():.2f}-"
-          f"{df.cost_ratio.max():.2f}, mean |1 - x| {(df.cost_ratio - 1).abs().mean():.3f}")
-    print(f"correlation of cost_ratio and machine_slowdown over {len(df)} devices: "
+    print(f"\ncorrelation of cost_ratio and machine_slowdown over {len(df)} devices: "
           f"{df.cost_ratio.corr(df.machine_slowdown):.2f}; over {len(per_trial)} trials: "
           f"{per_trial.cost_ratio.corr(per_trial.machine_slowdown):.2f}")
     if df.conv_slowdown.notna().any():

@@ -405,11 +405,6 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
         server_mode: Annotated[str | None, typer.Option(
             help="training: split-nonpipe, splitpipe-bf or splitpipe-rw (default: the "
                  "file's server_mode)")] = None,
-        hold_speed: Annotated[bool | None, typer.Option(
-            "--hold-speed/--no-hold-speed",
-            help="training and video: scale node CPU quotas by how much slower or faster "
-                 "this machine computes than while the prediction was priced (default: the "
-                 "file's hold_speed)")] = None,
         name: NameOpt = None, plugin: PluginOpt = None) -> None:
     """Run jobs on the running testbed: decide, enforce, execute, trace (results/<run>/)."""
     _load_plugins(plugin)
@@ -421,7 +416,7 @@ def run(jobs: Annotated[str, typer.Argument(help="jobs YAML")],
                       compute=compute, window=window, rate_fps=rate_fps,
                       resolution=resolution, unprivileged=unprivileged,
                       timeline=Path(timeline) if timeline else None,
-                      server_mode=server_mode, hold_speed=hold_speed)
+                      server_mode=server_mode)
     with err.status("running") as st:
         jobs_df = api.experiment(name, jobs, opts, progress=lambda s: st.update(s))
     if (run_dir / "rounds.csv").exists():  # a training run: one row per round

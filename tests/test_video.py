@@ -254,7 +254,6 @@ def test_video_file_errors_name_the_field_and_the_fix(tmp_path):
         (base + "    tasks: {reid: {after: {detect: 20kB}}}\n", "per_pedestrian(SIZE)"),
         (base + "    frames: {resolution: huge}\n", "is not a resolution"),
         (base + "devices: [cam1]\n", "is a camera"),
-        (base + "pilot: 0\nhold_speed: true\n", "fix: give a pilot"),
     ]
     for text, want in cases:
         with pytest.raises(InputError, match=want.replace("(", r"\(").replace(")", r"\)")):
@@ -362,15 +361,10 @@ def test_two_streams_share_one_remote_reid_instance_driven_by_a_pedestrian_trace
                                       "    - {at: 8s, node: cam2, pedestrians: 3}\n")
     out = tmp_path / "run"
     res = cli("run", str(wl), "--name", ledger.name, "--scheduler", "jstsh", "--out", str(out),
-              "--timeline", str(tmp_path / "tl.yaml"), "--hold-speed", timeout=600)
+              "--timeline", str(tmp_path / "tl.yaml"), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = pd.read_csv(out / "jobs.csv").set_index("job")
     assert jobs.status.tolist() == ["done", "done"]
-    # --hold-speed: the host nodes' quotas followed the machine's speed from the pilot on; the
-    # board's CPU is its own
-    hold = json.loads((out / "run.json").read_text())["speed_hold"]
-    assert {"cam1", "e1", "e2", "e3"} <= set(hold["held"]), hold
-    assert hold["not_held"] == {"cam2": "a device node"}, hold
     # which camera goes to e1 and which to e2 depends on their profiled speeds (a few %)
     assert sorted(jobs.detect_on) == ["e1", "e2"]
     assert jobs.reid_on.tolist() == ["e3", "e3"] and jobs.reid_instance.tolist() == [0, 0]

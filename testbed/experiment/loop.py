@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -34,14 +34,6 @@ from testbed.topology.model import Topology
 from testbed.topology.timeline import WORKLOAD_EVENTS, Action
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class PricedWindow:
-    """Where, on the run's clock, the step costs that price the prediction were measured."""
-
-    start: float
-    length_s: float | None = None
 POLL_S = 0.05
 WATCH_S = 0.5
 
@@ -120,25 +112,6 @@ class Experiment:
     def metadata(self) -> dict[str, Any]:
         """What run.json says about the workload beyond what every run records."""
         return {}
-
-    @contextlib.contextmanager
-    def priced(self, skip_s: float = 0.0, length_s: float | None = None):
-        """Wraps the window whose measured step costs price the run's prediction (training's
-        profile at the planned load, a video run's pilot): its part from `skip_s` on, at most
-        `length_s` long; the kind may move its start once it knows when measuring began (the
-        window yielded). With `--hold-speed` the nodes are held from its end on at the
-        machine's speed in that part (speedhold)."""
-        window = PricedWindow(self.now() + skip_s, length_s)
-        yield window
-        end = self.now() if window.length_s is None else min(self.now(),
-                                                             window.start + window.length_s)
-        if self.hold_speed():
-            self.progress(f"speed hold: {self.sampler.hold_from(window.start, end)}")
-
-    def hold_speed(self) -> bool:
-        """Whether the nodes are held at the machine's speed (`--hold-speed`; kinds with a
-        priced window also read their file's `hold_speed:`)."""
-        return bool(self.opts.hold_speed)
 
     def torch_steps(self) -> bool:
         """Whether the kind's steps are torch models (`--compute torch`, or always for kinds
@@ -222,9 +195,6 @@ class Experiment:
         self.prepare()
         self.sampler = Sampler(self.ledger, self.enforcer.client, self.processes.usage,
                                self.opts.sample_s, probe=probe).start()
-        if self.hold_speed():
-            self.sampler.hold_note = (f"not held: a {self.kind} run prices its prediction on "
-                                      "profiles taken at another load than the run's")
         return actions
 
     def _go(self, actions: list[Action]) -> pd.DataFrame:
@@ -296,8 +266,7 @@ class Experiment:
                 options={k: str(v) for k, v in self.opts.__dict__.items()},
                 **self.metadata(), spin_per_s=self.profile.spin_per_s,
                 node_speeds_gops=self.profile.speeds,
-                host_speed=hostspeed.summary(self.sampler.probe, self.sampler.host),
-                speed_hold=self.sampler.hold_summary())
+                host_speed=hostspeed.summary(self.sampler.probe, self.sampler.host))
         return table
 
     def _collectors(self) -> list:

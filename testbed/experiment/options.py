@@ -28,5 +28,3 @@ class RunOptions:
     unprivileged: bool = False  # tasks on host/docker nodes run as nobody, no capabilities
     timeline: Path | None = None  # changes during the run (else the topology's timeline:)
     server_mode: str | None = None  # training: overrides the file's server_mode
-    hold_speed: bool | None = None  # scale node quotas by the machine's speed (speedhold);
-    # None: as the workload file says

@@ -1,8 +1,7 @@
 """Samples, at a fixed interval during a run, the switch port counters (per link direction,
 from the controller), each node's CPU time and memory (as its kind reports them, read where
 the node lives: `usage`, Processes.usage) and this machine's speed against the start's and
-its steal (hostspeed.HostProbe); with a speed hold, each sample also sets the nodes' CPU quotas
-by the machine's speed (speedhold)."""
+its steal (hostspeed.HostProbe)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from collections.abc import Callable
 
 from testbed import nodes
 from testbed.errors import TestbedError
-from testbed.experiment import speedhold
 from testbed.experiment.hostspeed import HostProbe
 from testbed.net.ledger import Ledger
 from testbed.sdn import FlowClient
@@ -39,24 +37,6 @@ class Sampler:
         self.t0 = time.monotonic()
         self.host: list[dict] = [{**row, "t_s": round(t - self.t0, 3), "phase": "setup"}
                                  for t, row in early]
-        self.hold: speedhold.SpeedHold | None = None
-        self.hold_note = "off"  # run.json's speed_hold when no hold was made
-
-    def hold_from(self, t_from: float, t_to: float) -> str:
-        """Hold the nodes from now on at the machine's speed over [t_from, t_to) (the run's
-        clock). Returns what was done, for the run's progress."""
-        rates = [r["conv_per_cpu_s"] for r in self.host
-                 if t_from <= r["t_s"] < t_to and r.get("conv_per_cpu_s")]
-        if len(rates) < 3:
-            self.hold_note = (f"not held: {len(rates)} samples of the machine's speed in the "
-                              "priced window (3 needed; torch kinds only)")
-            return self.hold_note
-        self.hold = speedhold.for_run(self.ledger, rates)
-        return (f"holding {len(self.hold.cpu_dirs)} quotas at the machine's speed of the "
-                f"priced window ({len(rates)} samples)")
-
-    def hold_summary(self) -> dict | str:
-        return self.hold.summary() if self.hold else self.hold_note
 
     def start(self) -> Sampler:
         self._thread.start()
@@ -66,8 +46,6 @@ class Sampler:
         self._stop.set()
         self._thread.join(timeout=10)
         self.sample()  # a last sample so totals cover the whole run
-        if self.hold:
-            self.hold.release()
         self.probe.close()
 
     def _loop(self) -> None:
@@ -87,7 +65,4 @@ class Sampler:
                 continue
             cpu_s, mem = used
             self.nodes.append({"t_s": t, "node": node, "cpu_s": cpu_s, "memory_bytes": mem})
-        row = {**self.probe.sample(t), "phase": "run"}
-        if self.hold:  # the scale in force from this sample on
-            row["quota_scale"] = round(self.hold.update(row["conv_per_cpu_s"]), 3)
-        self.host.append(row)
+        self.host.append({**self.probe.sample(t), "phase": "run"})

@@ -147,35 +147,21 @@ def _cpu_quota_v1(cpu_dir: Path, cores: float) -> None:
     (cpu_dir / "cpu.cfs_quota_us").write_text(str(quota))
 
 
-def set_cpu(cpu_dir: Path, cores: float) -> None:
-    """The CPU quota of one cgroup directory (a node's or a slice's), v1 or v2."""
-    if (cpu_dir / "cpu.max").exists():
-        (cpu_dir / "cpu.max").write_text("{} {}".format(*cpu_limits(cores)))
-    else:
-        _cpu_quota_v1(cpu_dir, cores)
-
-
-def get_cpu(cpu_dir: Path) -> float | None:
-    """The CPU quota of one cgroup directory in cores (None: unlimited)."""
-    if (cpu_dir / "cpu.max").exists():
-        quota, period = (cpu_dir / "cpu.max").read_text().split()
-        return None if quota == "max" else int(quota) / int(period)
-    quota = int((cpu_dir / "cpu.cfs_quota_us").read_text())
-    return None if quota < 0 else quota / int((cpu_dir / "cpu.cfs_period_us").read_text())
-
-
 def limits(names: Names, node: str, root: Path = CGROUP_ROOT) -> dict[str, float | int | None]:
     """What the kernel holds now: {"cpu": cores or None, "memory_mb": MB or None}."""
     out: dict[str, float | int | None] = {"cpu": None, "memory_mb": None}
     with contextlib.suppress(OSError, ValueError):
         if _v2(root):
             d = root / _sub(names, node)
-            out["cpu"] = get_cpu(d)
+            quota, period = (d / "cpu.max").read_text().split()
+            out["cpu"] = None if quota == "max" else int(quota) / int(period)
             mem = (d / "memory.max").read_text().strip()
             out["memory_mb"] = None if mem == "max" else round(int(mem) / MB)  # page-rounded
         else:
             cpu_dir, mem_dir = node_dirs(names, node, root)[:2]
-            out["cpu"] = get_cpu(cpu_dir)
+            quota = int((cpu_dir / "cpu.cfs_quota_us").read_text())
+            period = int((cpu_dir / "cpu.cfs_period_us").read_text())
+            out["cpu"] = None if quota < 0 else quota / period
             mem = int((mem_dir / "memory.limit_in_bytes").read_text())
             out["memory_mb"] = None if mem >= 2**62 else round(mem / MB)
     return out

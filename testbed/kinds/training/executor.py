@@ -49,10 +49,6 @@ class Training(SingleUnit):
     def torch_steps(self) -> bool:
         return True
 
-    def hold_speed(self) -> bool:
-        held = self.opts.hold_speed
-        return self.w.spec.hold_speed if held is None else held
-
     def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
         super().__init__(ledger, units, opts, progress)
         self.w: Workload = units[0]
@@ -183,8 +179,7 @@ class Training(SingleUnit):
                          for d in self.w.devices if d in busy}
         loads = {k: {"pattern": self.patterns[k]} if k in self.patterns else {"duty": v}
                  for k, v in busy.items()}
-        with self.priced():
-            self.raw_profiles = {**self.raw_profiles, **self._profile(loads)}
+        self.raw_profiles = {**self.raw_profiles, **self._profile(loads)}
         self.block_profiles = self._by_node(self.raw_profiles)
         return repriced(ext, self._problem(self.block_profiles))
 

@@ -15,8 +15,6 @@
     server_share: shared         # or per-device: each device's server-side copy gets 1/M of
                                  # the server's CPU (eq. 4.5's premise: it runs as if alone)
     scale: {work: 0.1}           # optional, laptop scale: every layer sqrt(0.1) as wide
-    hold_speed: false            # true: node quotas follow the machine's speed from the
-                                 # profile at the planned load on (testbed/experiment/speedhold.py)
 """
 
 from __future__ import annotations
@@ -68,7 +66,6 @@ class TrainingFile(Strict):
         "a host node on cgroup v1), so each device's server part runs at the speed profiled "
         "for it and eq. 4.5's round time holds per device"))
     scale: TrainingScale = TrainingScale()
-    hold_speed: bool = False
 
 
 @dataclass(frozen=True)

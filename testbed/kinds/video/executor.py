@@ -56,10 +56,6 @@ class Video(SingleUnit):
     def torch_steps(self) -> bool:
         return True
 
-    def hold_speed(self) -> bool:
-        held = self.opts.hold_speed
-        return self.w.spec.hold_speed if held is None else held
-
     def __init__(self, ledger, units: list, opts, progress=lambda s: None) -> None:
         super().__init__(ledger, units, opts, progress)
         self.w: Workload = units[0]
@@ -150,11 +146,9 @@ class Video(SingleUnit):
             return
         if pilot_s > 0:
             self.progress(f"pilot: the plan runs {pilot_s:g} s to measure its step costs")
-            # the machine's speed while the pilot's costs are measured (after the warm-up)
-            with self.priced(CAMERA_START_S + WARMUP_S, pilot_s - WARMUP_S):
-                self._cameras(ext, pilot_s, "pilot.")
-                said = self._lines(edges, CAMERA_START_S + pilot_s + PILOT_DRAIN_S,
-                                   "did not finish the pilot")
+            self._cameras(ext, pilot_s, "pilot.")
+            said = self._lines(edges, CAMERA_START_S + pilot_s + PILOT_DRAIN_S,
+                               "did not finish the pilot")
             if said is None:
                 return
             records = [r for e in edges for r in json.loads(said[e])["pilot"]]

@@ -4,7 +4,6 @@
     devices: [e1, e2, e3]        # edge devices that may run models; "*": every non-camera node
     duration: 30s                # how long the cameras stream (the measured run)
     pilot: 10s                   # the plan runs this long first to measure its step costs; 0: off
-    hold_speed: false            # true: node quotas follow the machine's speed (see below)
     jobs:
       - name: cam1
         source: cam1             # a camera node: it only sends frames
@@ -23,10 +22,6 @@ The pilot: before the measured run the cameras stream for `pilot` seconds to the
 the decision chose, and the step costs the devices measure meanwhile (detection per frame,
 re-ID per batch) price the prediction the run reports beside what it measures; what the
 scheduler predicted on the solo profiles stays beside both (jobs.csv `fps_decided`).
-With `hold_speed: true` (or `testbed run --hold-speed`) the nodes' CPU quotas are then scaled
-by how much slower or faster this machine computes than during the pilot
-(testbed/experiment/speedhold.py), so a drift of the host between the pilot and the run does
-not reach the nodes.
 
 `memory:` is what the schedulers reserve for one loaded model on a device (eq. 5.4), against
 the device's `memory:` in the topology.
@@ -135,7 +130,6 @@ class VideoFile(Strict):
     devices: Literal["*"] | list[str] = "*"
     duration: Seconds = 30.0
     pilot: Seconds = Field(10.0, ge=0)
-    hold_speed: bool = False  # needs a pilot: its window is what the quotas are held to
     seed: int = 0
     jobs: list[CameraJob] = Field(min_length=1)
 
@@ -231,10 +225,6 @@ def _trace(path: Path, where: str) -> Pedestrians:
 
 def loads(text: str, source: str, topo: Topology) -> Workload:
     spec = parse_model(VideoFile, read_yaml(text, source), source)
-    if spec.hold_speed and not spec.pilot:
-        raise InputError(f"{source}: hold_speed: true holds the nodes at the machine's speed "
-                         "during the pilot, and pilot is 0; fix: give a pilot (e.g. 10s) or "
-                         "leave hold_speed false")
     names = [n.name for n in topo.nodes]
     here = Path(source).parent
     cameras, seen = [], set()
