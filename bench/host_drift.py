@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -34,11 +35,12 @@ from testbed.kinds.video.decision import WARMUP_S  # noqa: E402
 
 
 def _window(host: pd.DataFrame, start: float, end: float, column: str) -> float:
-    """The machine's median speed (against the run's start) between two wall-clock times."""
+    """The machine's mean speed (against the run's start) between two wall-clock times: a
+    median jumps between the two speeds this VM alternates (hostspeed.levels)."""
     if column not in host:
         return float("nan")
     inside = host[(host.t_wall >= start) & (host.t_wall <= end)][column].dropna()
-    return float(inside.median()) if len(inside) else float("nan")
+    return float(inside.mean()) if len(inside) else float("nan")
 
 
 def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -68,8 +70,10 @@ def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for device in sorted(set(on.values())):
         p, r = pf[pf.device == device].cost, rf[rf.device == device].cost
         if len(p) and len(r):
-            rows.append({"trial": trial.name, "scheduler": meta["scheduler"], "device": device,
-                         "cost_ratio": statistics.median(r) / statistics.median(p),
+            cost = statistics.median(r)
+            rows.append({"trial": trial.name, "scheduler": meta["scheduler"],
+                         "pilot_s": float(meta["workload"]["pilot_s"]), "device": device,
+                         "cost_s": cost, "cost_ratio": cost / statistics.median(p),
                          "machine_slowdown": pilot_speed / run_speed,
                          "conv_slowdown": pilot_conv / run_conv,
                          "fidelity_streams": " ".join(
@@ -77,6 +81,8 @@ def drift(trial: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                                  jobs.detect_on == device])})
     fidelity = jobs.fps_measured / jobs.fps_predicted
     streams = pd.DataFrame({"trial": trial.name, "scheduler": meta["scheduler"],
+                            "pilot_s": float(meta["workload"]["pilot_s"]),
+                            "mapping": " ".join(f"{j}:{d}" for j, d in sorted(on.items())),
                             "fidelity": fidelity,
                             "at_conv_speed": fidelity * pilot_conv / run_conv})
     return pd.DataFrame(rows), streams
@@ -163,6 +169,31 @@ def main() -> None:
             x = streams[col].dropna()
             print(f"  {what:50s} {x.between(0.9, 1.1).mean():4.0%}  "
                   f"({x.min():.2f}-{x.max():.2f}, median {x.median():.3f})")
+    by_pilot(df, streams)
+
+
+def by_pilot(df: pd.DataFrame, streams: pd.DataFrame) -> None:
+    """Per pilot length (campaigns may vary it): does a longer pilot price the run closer?
+    Beside it the floor no pilot can beat: trials of one decision (same scheduler, same
+    mapping), their devices' detection costs in the run over the geometric mean of theirs."""
+    print("\nby pilot length:")
+    for pilot_s, d in df.groupby("pilot_s"):
+        s = streams[streams.pilot_s == pilot_s].fidelity
+        c = d.cost_ratio
+        spread = c.map(lambda x: abs(math.log(x))).mean()
+        print(f"  {pilot_s:4.0f} s: device cost_ratio {c.min():.2f}-{c.max():.2f} (within "
+              f"0.9-1.1: {c.between(0.9, 1.1).mean():.0%}, mean |log| {spread:.3f}); streams "
+              f"within 0.9-1.1: {s.between(0.9, 1.1).mean():.0%} ({s.min():.2f}-{s.max():.2f}, "
+              f"{len(s)} streams)")
+    key = df.trial.map(dict(zip(streams.trial, streams.scheduler + " " + streams.mapping,
+                                strict=False)))
+    repeats = df.assign(key=key).groupby(["key", "device"]).cost_s
+    floor = (df.cost_s / repeats.transform(lambda x: math.exp(x.map(math.log).mean())))[
+        repeats.transform("size") > 1]
+    if len(floor):
+        print(f"  run against run, one decision ({len(floor)} device-trials): detection cost "
+              f"over the repeats' geometric mean {floor.min():.2f}-{floor.max():.2f}, "
+              f"within 0.95-1.05: {floor.between(0.95, 1.05).mean():.0%}")
 
 
 if __name__ == "__main__":

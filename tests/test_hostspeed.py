@@ -1,10 +1,14 @@
 """The machine's speed sampled during runs (host.csv): what it reads against its own start,
 and a helper that is gone."""
 
+import math
 import statistics
 import time
 
-from testbed.experiment.hostspeed import HostProbe, summary
+from hypothesis import given
+from hypothesis import strategies as st
+
+from testbed.experiment.hostspeed import HostProbe, levels, summary
 
 
 def test_the_probe_reads_about_one_against_its_start_and_its_helper_ends_with_it():
@@ -77,8 +81,35 @@ def test_a_watching_probe_samples_the_set_up_on_its_own_until_the_run_takes_it_o
     finally:
         probe.close()
     s = summary(probe, rows)
-    # the run's raw median over the set-up's, and the spread over the run's rows only
+    # the run's raw mean over the set-up's (a median jumps between the machine's two speeds),
+    # and the spread over the run's rows only
     assert s["spin_run_over_setup"] == round(
-        s["spin_per_cpu_s_median"] / s["spin_per_cpu_s_setup_median"], 3)
+        s["spin_per_cpu_s_mean"] / s["spin_per_cpu_s_setup_mean"], 3)
+    assert 0 <= s["spin_slow_share"] <= 1 and 0 <= s["spin_setup_slow_share"] <= 1
+    assert s["spin_fast_over_slow"] >= 1
     assert s["spin_per_cpu_s_median"] == round(statistics.median(
         r["spin_per_cpu_s"] for r in rows if r["phase"] == "run"))
+
+
+def test_two_speed_levels_are_found_where_the_samples_split():
+    slow = [11.0, 11.5, 12.0, 10.8]
+    fast = [19.5, 20.0, 20.5, 21.0, 19.9]
+    lo, hi, cut = levels(slow + fast)
+    assert lo == statistics.median(slow) and hi == statistics.median(fast)
+    assert max(slow) < cut < min(fast)
+    assert levels([7.0]) == (7.0, 7.0, 7.0)
+
+
+@given(st.lists(st.floats(1.0, 100.0), min_size=2, max_size=40))
+def test_the_split_leaves_the_least_spread_of_any_split(rates):
+    """Against trying every split by brute force (the running sums must not drift from it)."""
+    xs = sorted(rates)
+
+    def spread(i: int) -> float:
+        return sum((x - statistics.fmean(part)) ** 2 for part in (xs[:i], xs[i:]) for x in part)
+
+    lo, hi, cut = levels(rates)
+    best = min(spread(i) for i in range(1, len(xs)))
+    got = [i for i in range(1, len(xs)) if (xs[i - 1] + xs[i]) / 2 == cut]
+    assert lo <= hi and any(math.isclose(spread(i), best, rel_tol=1e-6, abs_tol=1e-6)
+                            for i in got)
