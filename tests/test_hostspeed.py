@@ -22,9 +22,10 @@ def test_the_probe_reads_about_one_against_its_start_and_its_helper_ends_with_it
         probe.close()
     assert probe.proc.poll() is not None
     speeds = [r["speed_vs_start"] for r in rows]
-    # one probe is a few milliseconds: on this VM one reads 0.8-1.5x another; their median
-    # stays near the start's (0.92-1.11 in 12 tries, idle and beside two spinning processes)
-    assert 0.67 < statistics.median(speeds) < 1.5, speeds
+    # one probe is a few milliseconds, and this VM's vCPUs switch between two speeds ~1.5x
+    # apart (bench/vcpu_modes.py): a start read at the fast speed and samples at the slow one
+    # read ~0.6 (CI, 2026-12-04), the other way round ~1.6; never a factor of 2
+    assert 0.5 < statistics.median(speeds) < 2, speeds
     assert all(0 <= r["steal_share"] <= 1 and 0 <= r["busy_share"] <= 1 for r in rows)
     s = summary(probe, rows)
     assert s["speed_vs_start_p10"] <= s["speed_vs_start_median"] <= s["speed_vs_start_p90"]
@@ -46,7 +47,7 @@ def test_for_torch_steps_the_probe_also_times_a_convolution_against_its_start():
     finally:
         probe.close()
     convs = [r["conv_speed_vs_start"] for r in rows]
-    assert None not in convs and 0.67 < statistics.median(convs) < 1.5, convs
+    assert None not in convs and 0.5 < statistics.median(convs) < 2, convs  # as above
     # a 3x3 convolution of 32 channels on 64x64 takes ~1-3 ms of one core here
     assert all(200 < r["conv_per_cpu_s"] < 2000 for r in rows), rows
     s = summary(probe, rows)
