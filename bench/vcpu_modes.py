@@ -11,7 +11,7 @@ seconds right after, for every start second: that ratio is what a node's measure
 predicted step time reads when the prediction was priced perfectly on the window before. A
 floor under per-node fidelity that no model in the testbed can lower.
 
-Usage: python bench/vcpu_modes.py [--seconds 180] [--window 0.2] [--pilot 10] [--run 20]
+Usage: python bench/vcpu_modes.py [--seconds 180] [--window 0.2] [--pilot 10 20] [--run 20]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from itertools import groupby
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,18 +47,6 @@ def sample(seconds: float, window: float, cpus: list[int]) -> list[tuple[float, 
     return out
 
 
-def runs_of(flags: list[bool]) -> list[int]:
-    """Lengths of the runs of equal consecutive flags."""
-    out, n = [], 1
-    for a, b in zip(flags, flags[1:], strict=False):
-        if a == b:
-            n += 1
-        else:
-            out.append(n)
-            n = 1
-    return out + [n]
-
-
 def window_mean(samples: list[tuple[float, int, float]], a: float, b: float) -> float:
     inside = [r for t, _, r in samples if a <= t < b]
     return statistics.fmean(inside) if inside else float("nan")
@@ -78,7 +67,7 @@ def main() -> None:
     for cpu in cpus:
         mine = [r for _, c, r in samples if c == cpu]
         flags = [r < cut for r in mine]
-        slow_runs = [n for n, f in zip(runs_of(flags), _firsts(flags), strict=True) if f]
+        slow_runs = [len(list(run)) for slow_now, run in groupby(flags) if slow_now]
         rows.append([f"vCPU {cpu}", str(len(mine)), f"{statistics.median(mine) / 1e6:.1f}",
                      f"{min(mine) / 1e6:.1f}-{max(mine) / 1e6:.1f}",
                      f"{sum(flags) / len(mine):.0%}",
@@ -121,11 +110,6 @@ def main() -> None:
                  "median slow spell, s"], rows))
     print(body)
     write_section("vcpu-modes", "How steady a CPU-second is from one moment to the next", body)
-
-
-def _firsts(flags: list[bool]) -> list[bool]:
-    """The flag of each run of equal consecutive flags."""
-    return [f for i, f in enumerate(flags) if i == 0 or f != flags[i - 1]]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ cache, so it can see what the loop cannot (memory bandwidth, the shared cache). 
 costs the run ~3 s before it starts, hence only there.
 
 What "against the start" can and cannot say: on the 2-vCPU VM this was built on, a vCPU runs
-at one of two speeds ~1.6x apart and switches between them within a second, whatever the
+at one of two speeds ~1.5x apart and switches between them within a second, whatever the
 testbed does (bench/vcpu_modes.py; the host's other guests, which the guest cannot see: no
 steal, no cycle counters). The start is a few reads in a fifth of a second, so it lands on
 either speed; compare windows (a pilot with its run) or runs with each other by the raw rates'
@@ -170,7 +170,7 @@ def _raw(rows: list[dict], column: str) -> list[float]:
 
 
 def levels(rates: list[float]) -> tuple[float, float, float]:
-    """This VM's rate per CPU-second sits at one of two levels ~1.6x apart, a vCPU switching
+    """This VM's rate per CPU-second sits at one of two levels ~1.5x apart, a vCPU switching
     between them within a second (bench/vcpu_modes.py): (slow level, fast level, the cut
     between them), the split of the sorted rates that leaves the least spread on each side.
     A median of such samples jumps from one level to the other as their shares cross a half;
